@@ -1,0 +1,47 @@
+"""tieredindex: a tiered-storage hash-slot index engine for message brokers.
+
+The Rust core (`tieredindex._native`) writes, seals and checks index files;
+the Python layer uploads them to a remote store and answers queries.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from tieredindex._entry import Entry
+from tieredindex._native import (
+    CorruptFileError,
+    IndexFile,
+    RemoteError,
+    SealedFooter,
+    SealedIndex,
+    StoreClosedError,
+    StoreLockedError,
+    TieredIndexError,
+    __version__ as _native_version,
+    crc32c,
+    key_fingerprint_of,
+)
+
+try:
+    __version__ = version("tieredindex")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = _native_version
+
+if __version__ != _native_version:
+    raise ImportError(
+        f"tieredindex {__version__} found native module {_native_version}: reinstall the package"
+    )
+
+__all__ = [
+    "CorruptFileError",
+    "Entry",
+    "IndexFile",
+    "RemoteError",
+    "SealedFooter",
+    "SealedIndex",
+    "StoreClosedError",
+    "StoreLockedError",
+    "TieredIndexError",
+    "__version__",
+    "crc32c",
+    "key_fingerprint_of",
+]

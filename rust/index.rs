@@ -1,0 +1,817 @@
+//! The writable hash-slot index file (layout in `format.rs`).
+//!
+//! One `RwLock` guards a file: puts, flush, seal and close take it for
+//! writing, queries for reading, so concurrent callers are always correct.
+//! Seal holds the write lock from the moment it stops intake until the
+//! sealed copy is written, so no put can slip in between (RocketMQ compacts
+//! first and seals after, losing keys written in that window).
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::RwLock;
+
+use crate::checksum::crc32c;
+use crate::entry::{check_query_args, finish_query, Entry};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::keyhash::slot_of;
+use crate::mapping::{sync_parent_dir, FileMap};
+use crate::sealed::{write_sealed, SealedIndex};
+
+/// Largest offset and timestamp accepted: they are i64 in Java peers and
+/// numpy, so the top bit stays clear.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+pub const MAX_TIMESTAMP: u64 = i64::MAX as u64;
+
+/// What `open()` found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The file had not been closed cleanly, so its summary was rebuilt.
+    pub recovered: bool,
+    /// Non-empty entry slots past the valid prefix that were dropped (torn
+    /// or never completed writes).
+    pub dropped_entries: u64,
+}
+
+struct Inner {
+    map: Option<FileMap>,
+    slots: u32,
+    capacity: u32,
+    begin_ms: u64,
+    entries_offset: usize,
+    count: u32,
+    used_slots: u32,
+    max_timestamp: u64,
+    sealed: bool,
+    /// Entries below this index are known to be on stable storage.
+    synced_count: u32,
+}
+
+pub struct IndexFile {
+    path: PathBuf,
+    inner: RwLock<Inner>,
+    open_report: OpenReport,
+}
+
+/// The fields of one put, already range-checked.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry {
+    pub fingerprint: u64,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub size: u32,
+    pub timestamp_ms: u64,
+}
+
+impl NewEntry {
+    pub fn check(&self) -> Result<()> {
+        if self.offset > MAX_OFFSET {
+            return Err(Error::invalid(
+                "offset",
+                format!("offset {} is above 2^63-1", self.offset),
+            ));
+        }
+        if self.timestamp_ms > MAX_TIMESTAMP {
+            return Err(Error::invalid(
+                "timestamp_ms",
+                format!("timestamp_ms {} is above 2^63-1", self.timestamp_ms),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Columns of a batch put, all the same length.
+pub struct Batch<'a> {
+    pub fingerprints: &'a [u64],
+    pub queue_ids: &'a [u32],
+    pub offsets: &'a [u64],
+    pub sizes: &'a [u32],
+    pub timestamps_ms: &'a [u64],
+}
+
+impl Batch<'_> {
+    pub fn len(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fingerprints.is_empty()
+    }
+
+    /// Checks lengths and ranges, before anything is written.
+    pub fn check(&self) -> Result<()> {
+        let n = self.fingerprints.len();
+        for (name, len) in [
+            ("queue_ids", self.queue_ids.len()),
+            ("offsets", self.offsets.len()),
+            ("sizes", self.sizes.len()),
+            ("timestamps_ms", self.timestamps_ms.len()),
+        ] {
+            if len != n {
+                return Err(Error::invalid(
+                    name,
+                    format!("has {len} values but keys has {n}"),
+                ));
+            }
+        }
+        if let Some(i) = self.offsets.iter().position(|&o| o > MAX_OFFSET) {
+            return Err(Error::invalid(
+                "offsets",
+                format!("offsets[{i}] = {} is above 2^63-1", self.offsets[i]),
+            ));
+        }
+        if let Some(i) = self.timestamps_ms.iter().position(|&t| t > MAX_TIMESTAMP) {
+            return Err(Error::invalid(
+                "timestamps_ms",
+                format!(
+                    "timestamps_ms[{i}] = {} is above 2^63-1",
+                    self.timestamps_ms[i]
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Encodes entry `index` into its 40 bytes.
+#[inline]
+fn encode_entry(out: &mut [u8], index: u32, e: &NewEntry, prev: u32) {
+    write_u64(out, E_OFF_FINGERPRINT, e.fingerprint);
+    write_u64(out, E_OFF_OFFSET, e.offset);
+    write_u64(out, E_OFF_TIMESTAMP, e.timestamp_ms);
+    write_u32(out, E_OFF_QUEUE, e.queue_id);
+    write_u32(out, E_OFF_SIZE, e.size);
+    write_u32(out, E_OFF_PREV, prev);
+    let crc = entry_crc(index, &out[..E_OFF_CRC]);
+    write_u32(out, E_OFF_CRC, crc);
+}
+
+/// CRC32C of (index LE ++ body). One buffer, one call: the per-call cost
+/// dominates for 40 bytes.
+#[inline]
+fn entry_crc(index: u32, body: &[u8]) -> u32 {
+    let mut buf = [0u8; 4 + E_OFF_CRC];
+    buf[..4].copy_from_slice(&index.to_le_bytes());
+    buf[4..].copy_from_slice(body);
+    crc32c(&buf)
+}
+
+/// A decoded unsealed entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredEntry {
+    pub fingerprint: u64,
+    pub offset: u64,
+    pub timestamp_ms: u64,
+    pub queue_id: u32,
+    pub size: u32,
+    pub prev: u32,
+}
+
+/// Decodes entry `index` if its checksum holds and it is not all zeros.
+#[inline]
+fn decode_entry(raw: &[u8], index: u32) -> Option<StoredEntry> {
+    if raw.iter().all(|&b| b == 0) {
+        return None;
+    }
+    if read_u32(raw, E_OFF_CRC) != entry_crc(index, &raw[..E_OFF_CRC]) {
+        return None;
+    }
+    Some(StoredEntry {
+        fingerprint: read_u64(raw, E_OFF_FINGERPRINT),
+        offset: read_u64(raw, E_OFF_OFFSET),
+        timestamp_ms: read_u64(raw, E_OFF_TIMESTAMP),
+        queue_id: read_u32(raw, E_OFF_QUEUE),
+        size: read_u32(raw, E_OFF_SIZE),
+        prev: read_u32(raw, E_OFF_PREV),
+    })
+}
+
+impl Inner {
+    fn map(&self, path: &Path) -> Result<&FileMap> {
+        self.map.as_ref().ok_or_else(|| Error::Closed {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn map_mut(&mut self, path: &Path) -> Result<&mut FileMap> {
+        self.map.as_mut().ok_or_else(|| Error::Closed {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn end_ms(&self) -> u64 {
+        if self.count == 0 {
+            self.begin_ms
+        } else {
+            self.max_timestamp
+        }
+    }
+
+    #[inline]
+    fn entry_range(&self, index: u32) -> std::ops::Range<usize> {
+        let start = self.entries_offset + index as usize * ENTRY_LEN;
+        start..start + ENTRY_LEN
+    }
+
+    /// Writes the dynamic header (state, counts, end time) and its CRC.
+    fn write_dynamic_header(&mut self, state: u32) {
+        let (count, used, end) = (self.count, self.used_slots, self.end_ms());
+        let Some(map) = self.map.as_mut() else { return };
+        let h = &mut map.bytes_mut()[..HEADER_LEN];
+        write_u32(h, U_OFF_STATE, state);
+        write_u32(h, U_OFF_COUNT, count);
+        write_u32(h, U_OFF_USED_SLOTS, used);
+        write_u32(h, 44, 0);
+        write_u64(h, U_OFF_END, end);
+        let crc = crc32c(&h[U_OFF_STATE..U_OFF_DYNAMIC_CRC]);
+        write_u32(h, U_OFF_DYNAMIC_CRC, crc);
+    }
+
+    /// Appends one checked entry; false when full or sealed.
+    #[inline]
+    fn put_one(&mut self, e: &NewEntry) -> bool {
+        if self.sealed || self.count >= self.capacity {
+            return false;
+        }
+        let index = self.count;
+        let slot_off = HEADER_LEN + slot_of(e.fingerprint, self.slots) as usize * SLOT_LEN;
+        let range = self.entry_range(index);
+        let Some(map) = self.map.as_mut() else {
+            return false;
+        };
+        let bytes = map.bytes_mut();
+        let head = read_u32(bytes, slot_off);
+        encode_entry(&mut bytes[range], index, e, head);
+        // The entry is complete before the slot points at it.
+        write_u32(bytes, slot_off, index + 1);
+        if head == 0 {
+            self.used_slots += 1;
+        }
+        if self.count == 0 || e.timestamp_ms > self.max_timestamp {
+            self.max_timestamp = e.timestamp_ms;
+        }
+        self.count += 1;
+        true
+    }
+
+    /// msync of everything written since the last sync, then of the header.
+    fn sync(&mut self, path: &Path, state: u32) -> Result<()> {
+        self.write_dynamic_header(state);
+        let end = self.entry_range(self.count).start;
+        let map = self.map(path)?;
+        // Header and slot table are small next to the entries; the kernel
+        // writes back only their dirty pages.
+        let entries_from = self.entry_range(self.synced_count).start;
+        map.sync_range(0, self.entries_offset)?;
+        map.sync_range(entries_from, end - entries_from)?;
+        self.synced_count = self.count;
+        Ok(())
+    }
+
+    /// Rebuilds count, used slots, end time and the slot table from the
+    /// longest valid prefix of entries. Returns how many non-zero entry
+    /// records past that prefix were dropped.
+    fn rebuild(&mut self, path: &Path) -> Result<u64> {
+        let (slots, capacity, entries_offset) = (self.slots, self.capacity, self.entries_offset);
+        let map = self.map_mut(path)?;
+        let bytes = map.bytes_mut();
+        bytes[HEADER_LEN..HEADER_LEN + slots as usize * SLOT_LEN].fill(0);
+        let (mut count, mut used, mut max_ts) = (0u32, 0u32, 0u64);
+        while count < capacity {
+            let start = entries_offset + count as usize * ENTRY_LEN;
+            let Some(e) = decode_entry(&bytes[start..start + ENTRY_LEN], count) else {
+                break;
+            };
+            let slot_off = HEADER_LEN + slot_of(e.fingerprint, slots) as usize * SLOT_LEN;
+            let head = read_u32(bytes, slot_off);
+            // An entry must link to the slot's newest earlier entry; anything
+            // else was not written by a put of ours.
+            if e.prev != head {
+                break;
+            }
+            write_u32(bytes, slot_off, count + 1);
+            if head == 0 {
+                used += 1;
+            }
+            if count == 0 || e.timestamp_ms > max_ts {
+                max_ts = e.timestamp_ms;
+            }
+            count += 1;
+        }
+        // Count what is dropped: non-zero records after the prefix. They end
+        // at the first all-zero record, since puts fill the file in order.
+        let mut dropped = 0u64;
+        let mut i = count;
+        while i < capacity {
+            let start = entries_offset + i as usize * ENTRY_LEN;
+            let raw = &mut bytes[start..start + ENTRY_LEN];
+            if raw.iter().all(|&b| b == 0) {
+                break;
+            }
+            raw.fill(0); // so a later put never sits before stale bytes
+            dropped += 1;
+            i += 1;
+        }
+        self.count = count;
+        self.used_slots = used;
+        self.max_timestamp = max_ts;
+        Ok(dropped)
+    }
+}
+
+fn check_geometry(slots: u32, capacity: u32) -> Result<()> {
+    if slots == 0 || slots > MAX_SLOTS {
+        return Err(Error::invalid(
+            "slots",
+            format!("slots must be 1 to {MAX_SLOTS}, got {slots}"),
+        ));
+    }
+    if capacity == 0 || capacity > MAX_CAPACITY {
+        return Err(Error::invalid(
+            "capacity",
+            format!("capacity must be 1 to {MAX_CAPACITY}, got {capacity}"),
+        ));
+    }
+    Ok(())
+}
+
+impl IndexFile {
+    /// Creates, preallocates and maps a new file holding exactly `capacity`
+    /// entries.
+    pub fn create(path: &Path, slots: u32, capacity: u32, begin_ms: u64) -> Result<Self> {
+        check_geometry(slots, capacity)?;
+        if begin_ms > MAX_TIMESTAMP {
+            return Err(Error::invalid(
+                "begin_ms",
+                format!("begin_ms {begin_ms} is above 2^63-1"),
+            ));
+        }
+        let mut map = FileMap::create(path, unsealed_file_len(slots, capacity))?;
+        let h = &mut map.bytes_mut()[..HEADER_LEN];
+        h[U_OFF_MAGIC..U_OFF_MAGIC + 8].copy_from_slice(&UNSEALED_MAGIC);
+        write_u16(h, U_OFF_VERSION, FORMAT_VERSION);
+        write_u16(h, U_OFF_HEADER_LEN, HEADER_LEN as u16);
+        write_u32(h, U_OFF_SLOTS, slots);
+        write_u32(h, U_OFF_CAPACITY, capacity);
+        write_u64(h, U_OFF_BEGIN, begin_ms);
+        let crc = crc32c(&h[..U_OFF_STATIC_CRC]);
+        write_u32(h, U_OFF_STATIC_CRC, crc);
+        let mut inner = Inner {
+            map: Some(map),
+            slots,
+            capacity,
+            begin_ms,
+            entries_offset: entries_offset_usize(slots)?,
+            count: 0,
+            used_slots: 0,
+            max_timestamp: 0,
+            sealed: false,
+            synced_count: 0,
+        };
+        inner.write_dynamic_header(STATE_OPEN);
+        let synced = inner
+            .map(path)
+            .and_then(|m| m.sync_range(0, HEADER_LEN))
+            .and_then(|()| sync_parent_dir(path));
+        if let Err(e) = synced {
+            drop(inner);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner: RwLock::new(inner),
+            open_report: OpenReport::default(),
+        })
+    }
+
+    /// Reopens a file after a clean close or a crash. Everything comes from
+    /// the header; a file not closed cleanly is rebuilt from its valid
+    /// entries (a torn tail is dropped).
+    pub fn open(path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
+        let mut header = [0u8; HEADER_LEN];
+        let map = FileMap::open(path, |len, file| {
+            use std::os::unix::fs::FileExt;
+            if len < HEADER_LEN as u64 {
+                return Err(Error::corrupt(
+                    &name,
+                    format!("file is {len} bytes, shorter than the {HEADER_LEN}-byte header"),
+                ));
+            }
+            file.read_exact_at(&mut header, 0)
+                .map_err(|e| Error::io(path, e))?;
+            let (slots, capacity) = parse_static_header(&header, &name)?;
+            let expected = unsealed_file_len(slots, capacity);
+            if len != expected {
+                return Err(Error::corrupt(
+                    &name,
+                    format!("file is {len} bytes but its header ({slots} slots, capacity {capacity}) needs {expected}"),
+                ));
+            }
+            Ok(expected)
+        })?;
+        let (slots, capacity) = parse_static_header(&header, &name)?;
+        let begin_ms = read_u64(&header, U_OFF_BEGIN);
+        let state = read_u32(&header, U_OFF_STATE);
+        let dynamic_ok =
+            read_u32(&header, U_OFF_DYNAMIC_CRC) == crc32c(&header[U_OFF_STATE..U_OFF_DYNAMIC_CRC]);
+        let mut inner = Inner {
+            map: Some(map),
+            slots,
+            capacity,
+            begin_ms,
+            entries_offset: entries_offset_usize(slots)?,
+            count: read_u32(&header, U_OFF_COUNT),
+            used_slots: read_u32(&header, U_OFF_USED_SLOTS),
+            max_timestamp: read_u64(&header, U_OFF_END),
+            sealed: state == STATE_SEALED,
+            synced_count: 0,
+        };
+        let summary_trusted = dynamic_ok
+            && matches!(state, STATE_CLOSED | STATE_SEALED)
+            && inner.count <= capacity
+            && inner.used_slots <= slots
+            && inner.used_slots <= inner.count;
+        let mut report = OpenReport::default();
+        if summary_trusted {
+            // A clean file still gets its last entry checked, so a file
+            // whose tail was lost after the close is not trusted blindly.
+            if inner.count > 0 {
+                let last = inner.count - 1;
+                let raw = &inner.map(path)?.bytes()[inner.entry_range(last)];
+                if decode_entry(raw, last).is_none() {
+                    return Err(Error::corrupt(
+                        &name,
+                        format!("entry {last} (the last) fails its checksum"),
+                    ));
+                }
+            }
+        } else {
+            report.recovered = true;
+            report.dropped_entries = inner.rebuild(path)?;
+        }
+        if !inner.sealed {
+            // Mark the file open for writing, durably, so a crash from here
+            // on makes the next open rebuild.
+            inner.write_dynamic_header(STATE_OPEN);
+            inner.map(path)?.sync_range(0, inner.entries_offset)?;
+        }
+        inner.synced_count = if report.recovered { 0 } else { inner.count };
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner: RwLock::new(inner),
+            open_report: report,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn open_report(&self) -> OpenReport {
+        self.open_report
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.inner.read().slots
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.inner.read().capacity
+    }
+
+    pub fn count(&self) -> u32 {
+        self.inner.read().count
+    }
+
+    pub fn used_slots(&self) -> u32 {
+        self.inner.read().used_slots
+    }
+
+    pub fn begin_ms(&self) -> u64 {
+        self.inner.read().begin_ms
+    }
+
+    pub fn end_ms(&self) -> u64 {
+        self.inner.read().end_ms()
+    }
+
+    pub fn sealed(&self) -> bool {
+        self.inner.read().sealed
+    }
+
+    pub fn closed(&self) -> bool {
+        self.inner.read().map.is_none()
+    }
+
+    /// Puts one entry. `Ok(false)`, writing nothing, when full or sealed.
+    pub fn put(&self, e: &NewEntry) -> Result<bool> {
+        e.check()?;
+        let mut inner = self.inner.write();
+        inner.map(&self.path)?.check_len()?;
+        Ok(inner.put_one(e))
+    }
+
+    /// As [`IndexFile::put`], but `None` at once if the lock is busy, so a
+    /// caller can wait elsewhere (the bindings wait without the GIL).
+    pub fn try_put(&self, e: &NewEntry) -> Option<Result<bool>> {
+        if let Err(err) = e.check() {
+            return Some(Err(err));
+        }
+        let mut inner = self.inner.try_write()?;
+        Some(
+            inner
+                .map(&self.path)
+                .and_then(FileMap::check_len)
+                .map(|()| inner.put_one(e)),
+        )
+    }
+
+    /// As [`IndexFile::query`], but `None` at once if the lock is busy.
+    pub fn try_query(
+        &self,
+        fingerprint: u64,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: usize,
+    ) -> Option<Result<Vec<Entry>>> {
+        let inner = self.inner.try_read()?;
+        Some(self.query_locked(&inner, fingerprint, begin_ms, end_ms, max_count))
+    }
+
+    /// Puts a prefix of the batch, as much as fits, and returns its length.
+    pub fn put_batch(&self, batch: &Batch<'_>) -> Result<usize> {
+        batch.check()?;
+        let mut inner = self.inner.write();
+        inner.map(&self.path)?.check_len()?;
+        for i in 0..batch.len() {
+            let e = NewEntry {
+                fingerprint: batch.fingerprints[i],
+                queue_id: batch.queue_ids[i],
+                offset: batch.offsets[i],
+                size: batch.sizes[i],
+                timestamp_ms: batch.timestamps_ms[i],
+            };
+            if !inner.put_one(&e) {
+                return Ok(i);
+            }
+        }
+        Ok(batch.len())
+    }
+
+    /// Entries of the key with this fingerprint and `begin_ms <= t <=
+    /// end_ms`, newest first, at most `max_count`. Every entry read is
+    /// checked; a bad one is an error, never an answer.
+    pub fn query(
+        &self,
+        fingerprint: u64,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: usize,
+    ) -> Result<Vec<Entry>> {
+        let inner = self.inner.read();
+        self.query_locked(&inner, fingerprint, begin_ms, end_ms, max_count)
+    }
+
+    fn query_locked(
+        &self,
+        inner: &Inner,
+        fingerprint: u64,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: usize,
+    ) -> Result<Vec<Entry>> {
+        check_query_args(begin_ms, end_ms, max_count)?;
+        let map = inner.map(&self.path)?;
+        map.check_len()?;
+        let bytes = map.bytes();
+        let slot = slot_of(fingerprint, inner.slots);
+        let mut link = read_u32(bytes, HEADER_LEN + slot as usize * SLOT_LEN);
+        let mut hits = Vec::new();
+        while link != 0 {
+            let index = link - 1;
+            if index >= inner.count {
+                return Err(self.corrupt(format!(
+                    "slot {slot} links to entry {index}, past the {} written",
+                    inner.count
+                )));
+            }
+            let range = inner.entry_range(index);
+            let at = range.start;
+            let Some(e) = decode_entry(&bytes[range], index) else {
+                return Err(self.corrupt(format!("entry {index} at byte {at} fails its checksum")));
+            };
+            if e.prev >= link {
+                return Err(self.corrupt(format!(
+                    "entry {index} at byte {at} links forward to {}",
+                    e.prev
+                )));
+            }
+            if e.fingerprint == fingerprint && (begin_ms..=end_ms).contains(&e.timestamp_ms) {
+                hits.push(Entry {
+                    queue_id: e.queue_id,
+                    offset: e.offset,
+                    size: e.size,
+                    timestamp_ms: e.timestamp_ms,
+                });
+            }
+            link = e.prev;
+        }
+        Ok(finish_query(hits, max_count))
+    }
+
+    /// msync: on return every entry put so far is on stable storage.
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = self.inner.write();
+        inner.map(&self.path)?.check_len()?;
+        let state = if inner.sealed {
+            STATE_SEALED
+        } else {
+            STATE_OPEN
+        };
+        inner.sync(&self.path, state)
+    }
+
+    /// Stops writes (for good: the file is marked sealed on disk), then
+    /// writes the sealed form to `dest`, which must not exist.
+    pub fn seal(&self, dest: &Path) -> Result<SealedIndex> {
+        let mut inner = self.inner.write();
+        inner.map(&self.path)?.check_len()?;
+        if dest.exists() {
+            return Err(Error::io(
+                dest,
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ));
+        }
+        inner.sealed = true;
+        inner.sync(&self.path, STATE_SEALED)?;
+        let map = inner.map(&self.path)?;
+        let entries = &map.bytes()[inner.entries_offset..inner.entry_range(inner.count).start];
+        let name = self.path.display().to_string();
+        let sealed_from = SealSource {
+            name: &name,
+            entries,
+            count: inner.count,
+            slots: inner.slots,
+            begin_ms: inner.begin_ms,
+            end_ms: inner.end_ms(),
+        };
+        write_sealed(dest, &sealed_from)?;
+        SealedIndex::open_path(dest)
+    }
+
+    /// Flushes, records a clean close, and releases the map and the lock.
+    /// Closing twice is a no-op.
+    pub fn close(&self) -> Result<()> {
+        let mut inner = self.inner.write();
+        if inner.map.is_none() {
+            return Ok(());
+        }
+        let result = inner.map(&self.path)?.check_len().and_then(|()| {
+            let state = if inner.sealed {
+                STATE_SEALED
+            } else {
+                STATE_CLOSED
+            };
+            inner.sync(&self.path, state)
+        });
+        inner.map = None;
+        result
+    }
+
+    /// Checks every entry and chain link; `Ok(count)` when all hold.
+    pub fn verify(&self) -> Result<u32> {
+        let inner = self.inner.read();
+        let map = inner.map(&self.path)?;
+        map.check_len()?;
+        let bytes = map.bytes();
+        let mut heads = vec![0u32; inner.slots as usize];
+        for index in 0..inner.count {
+            let range = inner.entry_range(index);
+            let at = range.start;
+            let Some(e) = decode_entry(&bytes[range], index) else {
+                return Err(self.corrupt(format!("entry {index} at byte {at} fails its checksum")));
+            };
+            let slot = slot_of(e.fingerprint, inner.slots) as usize;
+            if e.prev != heads[slot] {
+                return Err(self.corrupt(format!(
+                    "entry {index} at byte {at} has a broken chain link"
+                )));
+            }
+            heads[slot] = index + 1;
+        }
+        for (slot, &head) in heads.iter().enumerate() {
+            if read_u32(bytes, HEADER_LEN + slot * SLOT_LEN) != head {
+                return Err(self.corrupt(format!(
+                    "slot {slot} at byte {} does not hold its newest entry",
+                    HEADER_LEN + slot * SLOT_LEN
+                )));
+            }
+        }
+        Ok(inner.count)
+    }
+
+    /// The entries of the valid prefix, in put order (for salvage).
+    pub fn entries(&self) -> Result<Vec<(u64, Entry)>> {
+        let inner = self.inner.read();
+        let map = inner.map(&self.path)?;
+        map.check_len()?;
+        let mut out = Vec::with_capacity(inner.count as usize);
+        for index in 0..inner.count {
+            let range = inner.entry_range(index);
+            let Some(e) = decode_entry(&map.bytes()[range], index) else {
+                break;
+            };
+            out.push((
+                e.fingerprint,
+                Entry {
+                    queue_id: e.queue_id,
+                    offset: e.offset,
+                    size: e.size,
+                    timestamp_ms: e.timestamp_ms,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    fn corrupt(&self, what: String) -> Error {
+        Error::corrupt(self.path.display(), what)
+    }
+}
+
+impl Drop for IndexFile {
+    fn drop(&mut self) {
+        // Best effort: an unclean drop is safe anyway (the next open rebuilds).
+        let _ = self.close();
+    }
+}
+
+/// What sealing needs from an unsealed file.
+pub(crate) struct SealSource<'a> {
+    pub name: &'a str,
+    /// `count` unsealed entry records, in put order.
+    pub entries: &'a [u8],
+    pub count: u32,
+    pub slots: u32,
+    pub begin_ms: u64,
+    pub end_ms: u64,
+}
+
+impl SealSource<'_> {
+    /// Decodes entry `index`, or says which one is bad.
+    #[inline]
+    pub fn entry(&self, index: u32) -> Result<StoredEntry> {
+        let start = index as usize * ENTRY_LEN;
+        decode_entry(&self.entries[start..start + ENTRY_LEN], index).ok_or_else(|| {
+            Error::corrupt(
+                self.name,
+                format!("entry {index} fails its checksum; not sealing"),
+            )
+        })
+    }
+}
+
+fn entries_offset_usize(slots: u32) -> Result<usize> {
+    usize::try_from(unsealed_entries_offset(slots))
+        .map_err(|_| Error::invalid("slots", "too many slots"))
+}
+
+/// Checks magic, version and static CRC; returns (slots, capacity).
+fn parse_static_header(h: &[u8; HEADER_LEN], name: &str) -> Result<(u32, u32)> {
+    if h[..8] == SEALED_MAGIC {
+        return Err(Error::corrupt(
+            name,
+            "this is a sealed file; open it with SealedIndex.open",
+        ));
+    }
+    if h[..8] != UNSEALED_MAGIC {
+        return Err(Error::corrupt(
+            name,
+            "bad magic at byte 0: not a tieredindex file",
+        ));
+    }
+    let crc = read_u32(h, U_OFF_STATIC_CRC);
+    if crc != crc32c(&h[..U_OFF_STATIC_CRC]) {
+        return Err(Error::corrupt(
+            name,
+            "header checksum mismatch (bytes 0..28)",
+        ));
+    }
+    let version = read_u16(h, U_OFF_VERSION);
+    if version != FORMAT_VERSION {
+        return Err(Error::corrupt(
+            name,
+            format!("unsupported format version {version}"),
+        ));
+    }
+    if read_u16(h, U_OFF_HEADER_LEN) as usize != HEADER_LEN {
+        return Err(Error::corrupt(name, "bad header length at byte 10"));
+    }
+    let (slots, capacity) = (read_u32(h, U_OFF_SLOTS), read_u32(h, U_OFF_CAPACITY));
+    check_geometry(slots, capacity)
+        .map_err(|e| Error::corrupt(name, format!("bad geometry: {e}")))?;
+    Ok((slots, capacity))
+}

@@ -1,0 +1,257 @@
+//! Every `unsafe` and every raw OS call of the crate: file locks,
+//! preallocation, memory maps, msync, fsync and no-replace renames.
+//!
+//! A memory map of a file is only sound while nobody shrinks the file under
+//! it: touching a page past the end raises SIGBUS, which would kill the
+//! interpreter. Two defences, both here:
+//! - files we write carry an exclusive advisory lock (`flock`), so
+//!   cooperating processes (ours) never open them for writing twice;
+//! - every public operation first checks with `fstat` that the file is
+//!   still at least as long as the map ([`FileMap::check_len`]), so a file
+//!   cut short by another process between two calls gives an error.
+//!
+//! Files are preallocated with `posix_fallocate`, so a full disk fails at
+//! create time, never as a fault inside a write to the map.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
+
+use crate::error::{Error, Result};
+
+/// Takes an exclusive, non-blocking advisory lock on `file`.
+fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
+    // SAFETY: flock takes a valid open descriptor and has no memory effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::WouldBlock {
+        Err(Error::Locked {
+            path: path.to_path_buf(),
+        })
+    } else {
+        Err(Error::io(path, err))
+    }
+}
+
+/// Allocates disk blocks for `0..len` so later writes through a map cannot
+/// fail for lack of space.
+fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| Error::invalid("capacity", "file would be too large"))?;
+    // SAFETY: posix_fallocate takes a valid descriptor and plain integers.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        // Some file systems (tmpfs on old kernels, some FUSE) lack fallocate:
+        // fall back to setting the length; the map is then sparse.
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len as u64).map_err(|e| Error::io(path, e)),
+        errno => Err(Error::io(path, io::Error::from_raw_os_error(errno))),
+    }
+}
+
+/// fsyncs the directory holding `path`, so a create or rename in it survives
+/// power loss.
+pub fn sync_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let handle = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    handle.sync_all().map_err(|e| Error::io(dir, e))
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
+pub fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_from = CString::new(from.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid("path", "path contains a NUL byte"))?;
+    let c_to = CString::new(to.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid("dest_path", "path contains a NUL byte"))?;
+    // SAFETY: both pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
+        // File systems without RENAME_NOREPLACE: link (fails if `to` exists), then unlink.
+        std::fs::hard_link(from, to).map_err(|e| Error::io(to, e))?;
+        return std::fs::remove_file(from).map_err(|e| Error::io(from, e));
+    }
+    Err(Error::io(to, err))
+}
+
+/// A writable shared map of a whole locked file.
+pub struct FileMap {
+    path: PathBuf,
+    file: File,
+    map: MmapMut,
+}
+
+impl FileMap {
+    /// Creates `path` (which must not exist), preallocates `len` bytes, locks
+    /// and maps it.
+    pub fn create(path: &Path, len: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let made = (|| {
+            lock_exclusive(&file, path)?;
+            preallocate(&file, path, len)?;
+            Self::map(path, file, len)
+        })();
+        if made.is_err() {
+            // Leave nothing half-made behind.
+            let _ = std::fs::remove_file(path);
+        }
+        made
+    }
+
+    /// Opens, locks and maps an existing file. `validate_len` sees the file's
+    /// length and returns the length to map, or an error, before anything is
+    /// mapped.
+    pub fn open(path: &Path, validate_len: impl FnOnce(u64, &File) -> Result<u64>) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        lock_exclusive(&file, path)?;
+        let actual = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let len = validate_len(actual, &file)?;
+        Self::map(path, file, len)
+    }
+
+    fn map(path: &Path, file: File, len: u64) -> Result<Self> {
+        let len_usize = usize::try_from(len)
+            .map_err(|_| Error::invalid("capacity", "file too large to map"))?;
+        // SAFETY: the file is at least `len` bytes (created so, or checked by
+        // the caller), we hold its exclusive advisory lock, and every access
+        // is preceded by `check_len`, which catches a file shrunk behind our
+        // back before the map is touched.
+        let map = unsafe { MmapOptions::new().len(len_usize).map_mut(&file) }
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            map,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fails unless the file is still at least as long as the map.
+    #[inline]
+    pub fn check_len(&self) -> Result<()> {
+        check_file_len(&self.file, &self.path, self.map.len())
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    #[inline]
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// msync(MS_SYNC) of `offset..offset+len`.
+    pub fn sync_range(&self, offset: usize, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.map
+            .flush_range(offset, len)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// fsync of the file (metadata included).
+    pub fn sync_file(&self) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Drops the map and the lock, returning the open file.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+}
+
+/// A read-only map of a whole file that is never written (a sealed file).
+pub struct ReadMap {
+    path: PathBuf,
+    file: File,
+    map: Option<Mmap>,
+}
+
+impl ReadMap {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| Error::corrupt(path.display(), "file too large to map"))?;
+        let map = if len == 0 {
+            None // mmap of zero bytes is an error; an empty file is just corrupt
+        } else {
+            // SAFETY: read-only map of a file of `len` bytes; every access is
+            // preceded by `check_len`, which catches a file shrunk since.
+            Some(
+                unsafe { MmapOptions::new().len(len).map(&file) }
+                    .map_err(|e| Error::io(path, e))?,
+            )
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            map,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    #[inline]
+    pub fn check_len(&self) -> Result<()> {
+        check_file_len(&self.file, &self.path, self.bytes().len())
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+#[inline]
+fn check_file_len(file: &File, path: &Path, mapped: usize) -> Result<()> {
+    let now = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if now < mapped as u64 {
+        return Err(Error::corrupt(
+            path.display(),
+            format!("file was cut short to {now} bytes while open (expected {mapped})"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,874 @@
+//! The Python edge: argument extraction, the one error mapping, GIL release.
+//! Everything below calls the plain-Rust core.
+//!
+//! Rules: extract arguments while holding the GIL, then run heavy work with
+//! the GIL released (`py.detach`) and panics caught ([`without_gil`]), so
+//! neither a long seal nor a bug can stall or crash the interpreter.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::{
+    PyException, PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError, PyTypeError,
+    PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::checksum::crc32c_append;
+use crate::error::Error;
+use crate::index::{Batch, IndexFile, NewEntry};
+use crate::keyhash::fingerprint;
+use crate::sealed::{Footer, SealedIndex};
+use crate::Entry;
+
+create_exception!(
+    tieredindex,
+    TieredIndexError,
+    PyException,
+    "Base of every error tieredindex raises on purpose."
+);
+create_exception!(
+    tieredindex,
+    CorruptFileError,
+    TieredIndexError,
+    "A file or object failed a structural or checksum check."
+);
+create_exception!(
+    tieredindex,
+    StoreClosedError,
+    TieredIndexError,
+    "A write after shutdown() began."
+);
+create_exception!(
+    tieredindex,
+    StoreLockedError,
+    TieredIndexError,
+    "Another live store or writer holds this directory or file."
+);
+create_exception!(
+    tieredindex,
+    RemoteError,
+    TieredIndexError,
+    "The remote store failed for good."
+);
+
+/// Buffers above this size are hashed with the GIL released.
+const GIL_RELEASE_BYTES: usize = 64 * 1024;
+
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        let message = err.to_string();
+        match err {
+            Error::Io { path, source } => {
+                let args = (
+                    source.raw_os_error().unwrap_or(0),
+                    source.to_string(),
+                    path.display().to_string(),
+                );
+                match source.kind() {
+                    std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(args),
+                    std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
+                    std::io::ErrorKind::AlreadyExists => PyFileExistsError::new_err(args),
+                    _ => PyOSError::new_err(args),
+                }
+            }
+            Error::Corrupt { .. } => CorruptFileError::new_err(message),
+            Error::Locked { .. } => StoreLockedError::new_err(message),
+            Error::InvalidArgument { .. } | Error::Closed { .. } => PyValueError::new_err(message),
+        }
+    }
+}
+
+/// Runs `f` with the GIL released, turning a panic into `TieredIndexError`.
+fn without_gil<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> crate::Result<T> + Send,
+) -> PyResult<T> {
+    let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
+    match outcome {
+        Ok(result) => result.map_err(PyErr::from),
+        Err(panic) => Err(panic_error(&panic)),
+    }
+}
+
+/// Runs `f` holding the GIL (short calls), still catching panics.
+fn guarded<T>(f: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(PyErr::from),
+        Err(panic) => Err(panic_error(&panic)),
+    }
+}
+
+fn panic_error(panic: &Box<dyn std::any::Any + Send>) -> PyErr {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    TieredIndexError::new_err(format!("internal error (please report): {what}"))
+}
+
+/// A contiguous buffer borrowed through the buffer protocol, whatever its
+/// item format (bytes, bytearray, memoryview, numpy arrays of any dtype).
+struct RawBuffer {
+    view: pyo3::ffi::Py_buffer,
+}
+
+impl RawBuffer {
+    fn get(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<Self> {
+        // SAFETY: PyObject_CheckBuffer only inspects the type of a live object.
+        if unsafe { pyo3::ffi::PyObject_CheckBuffer(obj.as_ptr()) } == 0 {
+            let type_name = obj
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            return Err(PyTypeError::new_err(format!(
+                "{arg} must be a bytes-like object, not {type_name}"
+            )));
+        }
+        let mut view = std::mem::MaybeUninit::<pyo3::ffi::Py_buffer>::uninit();
+        // SAFETY: `view` is writable storage for a Py_buffer; on success it is
+        // initialised and released in Drop, which keeps the exporter alive.
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GetBuffer(
+                obj.as_ptr(),
+                view.as_mut_ptr(),
+                pyo3::ffi::PyBUF_ANY_CONTIGUOUS,
+            )
+        };
+        if rc != 0 {
+            let cause = PyErr::take(obj.py());
+            let detail = cause.map(|e| e.to_string()).unwrap_or_default();
+            return Err(PyValueError::new_err(format!(
+                "{arg} must be a contiguous buffer ({detail})"
+            )));
+        }
+        // SAFETY: initialised by the successful PyObject_GetBuffer above.
+        Ok(Self {
+            view: unsafe { view.assume_init() },
+        })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        let len = usize::try_from(self.view.len).unwrap_or(0);
+        if len == 0 || self.view.buf.is_null() {
+            return &[];
+        }
+        // SAFETY: the exporter guarantees `len` contiguous readable bytes at
+        // `buf` while the view is held (released only in Drop).
+        unsafe { std::slice::from_raw_parts(self.view.buf.cast::<u8>(), len) }
+    }
+}
+
+// SAFETY: the view is only read, and the exporter is kept alive by it; the
+// buffer protocol allows reading a held view from any thread.
+unsafe impl Send for RawBuffer {}
+unsafe impl Sync for RawBuffer {}
+
+impl Drop for RawBuffer {
+    fn drop(&mut self) {
+        Python::attach(|_py| {
+            // SAFETY: releases the view obtained in `get`, exactly once, with the GIL held.
+            unsafe { pyo3::ffi::PyBuffer_Release(&mut self.view) };
+        });
+    }
+}
+
+/// CRC-32C (Castagnoli) of any contiguous buffer, continuing `value`.
+#[pyfunction]
+#[pyo3(signature = (data, value = None))]
+fn crc32c(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<u32> {
+    if data.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "data must be a bytes-like object, not str (encode it first)",
+        ));
+    }
+    let value: u32 = match value {
+        None => Some(0),
+        Some(v) => v.extract::<u64>().ok().and_then(|v| u32::try_from(v).ok()),
+    }
+    .ok_or_else(|| {
+        PyValueError::new_err("value must be a CRC-32C value, an int from 0 to 2**32-1")
+    })?;
+    let buffer = RawBuffer::get(data, "data")?;
+    if buffer.as_slice().len() >= GIL_RELEASE_BYTES {
+        without_gil(py, || Ok(crc32c_append(value, buffer.as_slice())))
+    } else {
+        Ok(crc32c_append(value, buffer.as_slice()))
+    }
+}
+
+/// The fingerprint of a `str` (as UTF-8) or `bytes` key.
+fn key_fingerprint(key: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok(fingerprint(s.to_str()?.as_bytes()));
+    }
+    if let Ok(b) = key.cast::<PyBytes>() {
+        return Ok(fingerprint(b.as_bytes()));
+    }
+    let type_name = key
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    Err(PyTypeError::new_err(format!(
+        "key must be str or bytes, not {type_name}"
+    )))
+}
+
+/// Fingerprints of a sequence of keys.
+fn key_fingerprints(keys: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    if keys.is_instance_of::<PyString>() || keys.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(
+            "keys must be a sequence of str or bytes, not a single key",
+        ));
+    }
+    let with_index =
+        |i: usize, r: PyResult<u64>| r.map_err(|e| PyTypeError::new_err(format!("keys[{i}]: {e}")));
+    if let Ok(list) = keys.cast::<PyList>() {
+        return list
+            .iter()
+            .enumerate()
+            .map(|(i, k)| with_index(i, key_fingerprint(&k)))
+            .collect();
+    }
+    if let Ok(tuple) = keys.cast::<PyTuple>() {
+        return tuple
+            .iter()
+            .enumerate()
+            .map(|(i, k)| with_index(i, key_fingerprint(&k)))
+            .collect();
+    }
+    let iter = keys
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("keys must be a sequence of str or bytes"))?;
+    iter.enumerate()
+        .map(|(i, k)| with_index(i, k.and_then(|k| key_fingerprint(&k))))
+        .collect()
+}
+
+/// A numeric column, borrowed from numpy when it already has the width the
+/// file stores, otherwise converted (with range checks).
+enum Column<'py, T: numpy::Element> {
+    Borrowed(numpy::PyReadonlyArray1<'py, T>),
+    Owned(Vec<T>),
+}
+
+impl<T: numpy::Element + bytemuck::Pod> Column<'_, T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            // Contiguity was checked when the column was built.
+            Column::Borrowed(a) => a.as_slice().unwrap_or(&[]),
+            Column::Owned(v) => v,
+        }
+    }
+}
+
+/// Any integer sequence or array as a contiguous 1-D numpy array.
+fn as_int_array<'py>(
+    py: Python<'py>,
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let np = py.import("numpy")?;
+    let arr = if obj.is_instance_of::<PyUntypedArray>() {
+        obj.clone()
+    } else {
+        np.call_method1("asarray", (obj,))?
+    };
+    let arr = np.call_method1("ascontiguousarray", (arr,))?;
+    let arr = arr
+        .cast_into::<PyUntypedArray>()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be an array of integers")))?;
+    if arr.ndim() != 1 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be one-dimensional, got {} dimensions",
+            arr.ndim()
+        )));
+    }
+    let kind = arr.dtype().kind();
+    if kind != b'i' && kind != b'u' {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must hold integers, not dtype {}",
+            arr.dtype()
+        )));
+    }
+    Ok(arr)
+}
+
+fn negative_error(name: &str, i: usize, v: i64) -> PyErr {
+    PyValueError::new_err(format!("{name}[{i}] = {v} is negative"))
+}
+
+/// A column of 64-bit values (offsets, timestamps). int64 and uint64 arrays
+/// are read in place.
+fn column_u64<'py>(
+    py: Python<'py>,
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Column<'py, u64>> {
+    let arr = as_int_array(py, name, obj)?;
+    if let Ok(a) = arr.cast::<PyArray1<u64>>() {
+        return Ok(Column::Borrowed(a.readonly()));
+    }
+    let signed = if let Ok(a) = arr.cast::<PyArray1<i64>>() {
+        a.clone()
+    } else {
+        arr.call_method1("astype", ("int64",))?
+            .cast_into::<PyArray1<i64>>()?
+    };
+    let ro = signed.readonly();
+    let values = ro.as_slice()?;
+    if let Some(i) = values.iter().position(|&v| v < 0) {
+        return Err(negative_error(name, i, values[i]));
+    }
+    Ok(Column::Owned(
+        bytemuck::cast_slice::<i64, u64>(values).to_vec(),
+    ))
+}
+
+/// A column of 32-bit values (queue ids, sizes). uint32 arrays are read in
+/// place; everything else is range-checked into a new vector.
+fn column_u32<'py>(
+    py: Python<'py>,
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Column<'py, u32>> {
+    let arr = as_int_array(py, name, obj)?;
+    if let Ok(a) = arr.cast::<PyArray1<u32>>() {
+        return Ok(Column::Borrowed(a.readonly()));
+    }
+    let too_big = |i: usize, v: &dyn std::fmt::Display| {
+        PyValueError::new_err(format!("{name}[{i}] = {v} is above 2**32-1"))
+    };
+    if arr.dtype().kind() == b'u' {
+        let wide = arr
+            .call_method1("astype", ("uint64",))?
+            .cast_into::<PyArray1<u64>>()?;
+        let ro = wide.readonly();
+        return ro
+            .as_slice()?
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| u32::try_from(v).map_err(|_| too_big(i, &v)))
+            .collect::<PyResult<Vec<u32>>>()
+            .map(Column::Owned);
+    }
+    let wide = arr
+        .call_method1("astype", ("int64",))?
+        .cast_into::<PyArray1<i64>>()?;
+    let ro = wide.readonly();
+    ro.as_slice()?
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v < 0 {
+                Err(negative_error(name, i, v))
+            } else {
+                u32::try_from(v).map_err(|_| too_big(i, &v))
+            }
+        })
+        .collect::<PyResult<Vec<u32>>>()
+        .map(Column::Owned)
+}
+
+static ENTRY_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Builds `list[Entry]` (the named tuple from `tieredindex._entry`).
+fn entries_to_py<'py>(py: Python<'py>, entries: &[Entry]) -> PyResult<Bound<'py, PyList>> {
+    let entry_type = ENTRY_TYPE.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("tieredindex._entry")?.getattr("Entry")?.unbind())
+    })?;
+    let entry_type = entry_type.bind(py);
+    let items = entries
+        .iter()
+        .map(|e| entry_type.call1((e.queue_id, e.offset, e.size, e.timestamp_ms)))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+fn path_string(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// A hash-slot index over a memory-mapped, preallocated local file.
+#[pyclass(name = "IndexFile", module = "tieredindex._native", frozen)]
+struct PyIndexFile {
+    core: IndexFile,
+}
+
+#[pymethods]
+impl PyIndexFile {
+    /// Preallocates and maps a new file that holds exactly `capacity` entries.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, slots, capacity, begin_ms))]
+    fn create(
+        py: Python<'_>,
+        path: PathBuf,
+        slots: u32,
+        capacity: u32,
+        begin_ms: u64,
+    ) -> PyResult<Self> {
+        let core = without_gil(py, || IndexFile::create(&path, slots, capacity, begin_ms))?;
+        Ok(Self { core })
+    }
+
+    /// Reopens a file after a clean close or a crash.
+    #[staticmethod]
+    fn open(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let core = without_gil(py, || IndexFile::open(&path))?;
+        Ok(Self { core })
+    }
+
+    /// Puts one entry; False (writing nothing) when the file is full or sealed.
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        queue_id: u32,
+        offset: u64,
+        size: u32,
+        timestamp_ms: u64,
+    ) -> PyResult<bool> {
+        let entry = NewEntry {
+            fingerprint: key_fingerprint(key)?,
+            queue_id,
+            offset,
+            size,
+            timestamp_ms,
+        };
+        // Uncontended (the usual case): stay under the GIL, it is cheaper.
+        // Contended (a seal or batch in progress): wait without the GIL.
+        match guarded(|| Ok(self.core.try_put(&entry)))? {
+            Some(result) => Ok(result?),
+            None => without_gil(py, || self.core.put(&entry)),
+        }
+    }
+
+    /// Puts many entries; returns how many were written (a prefix).
+    fn put_batch<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        queue_ids: &Bound<'py, PyAny>,
+        offsets: &Bound<'py, PyAny>,
+        sizes: &Bound<'py, PyAny>,
+        timestamps_ms: &Bound<'py, PyAny>,
+    ) -> PyResult<usize> {
+        let fingerprints = key_fingerprints(keys)?;
+        let queue_ids = column_u32(py, "queue_ids", queue_ids)?;
+        let offsets = column_u64(py, "offsets", offsets)?;
+        let sizes = column_u32(py, "sizes", sizes)?;
+        let timestamps = column_u64(py, "timestamps_ms", timestamps_ms)?;
+        let batch = Batch {
+            fingerprints: &fingerprints,
+            queue_ids: queue_ids.as_slice(),
+            offsets: offsets.as_slice(),
+            sizes: sizes.as_slice(),
+            timestamps_ms: timestamps.as_slice(),
+        };
+        without_gil(py, || self.core.put_batch(&batch))
+    }
+
+    /// Entries of exactly `key` with begin_ms <= timestamp_ms <= end_ms,
+    /// newest first, at most max_count.
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let fp = key_fingerprint(key)?;
+        let max_count = query_max_count(max_count)?;
+        let entries = match guarded(|| Ok(self.core.try_query(fp, begin_ms, end_ms, max_count)))? {
+            Some(result) => result?,
+            None => without_gil(py, || self.core.query(fp, begin_ms, end_ms, max_count))?,
+        };
+        entries_to_py(py, &entries)
+    }
+
+    /// msync: on return every entry put so far survives power loss.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        without_gil(py, || self.core.flush())
+    }
+
+    /// Stops writes and writes the sealed form to `dest_path`.
+    fn seal(&self, py: Python<'_>, dest_path: PathBuf) -> PyResult<PySealedIndex> {
+        let sealed = without_gil(py, || self.core.seal(&dest_path))?;
+        Ok(PySealedIndex::new(sealed))
+    }
+
+    /// Checks every entry and chain link; returns the entry count.
+    fn verify(&self, py: Python<'_>) -> PyResult<u32> {
+        without_gil(py, || self.core.verify())
+    }
+
+    /// Every valid entry in put order, as (fingerprint, Entry) pairs.
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Bound<'py, PyAny>)>> {
+        let pairs = without_gil(py, || self.core.entries())?;
+        let plain: Vec<Entry> = pairs.iter().map(|(_, e)| *e).collect();
+        let list = entries_to_py(py, &plain)?;
+        Ok(pairs.iter().map(|(fp, _)| *fp).zip(list.iter()).collect())
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        without_gil(py, || self.core.close())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        path_string(self.core.path())
+    }
+    #[getter]
+    fn slots(&self) -> u32 {
+        self.core.slots()
+    }
+    #[getter]
+    fn capacity(&self) -> u32 {
+        self.core.capacity()
+    }
+    #[getter]
+    fn count(&self) -> u32 {
+        self.core.count()
+    }
+    #[getter]
+    fn used_slots(&self) -> u32 {
+        self.core.used_slots()
+    }
+    #[getter]
+    fn begin_ms(&self) -> u64 {
+        self.core.begin_ms()
+    }
+    #[getter]
+    fn end_ms(&self) -> u64 {
+        self.core.end_ms()
+    }
+    #[getter]
+    fn sealed(&self) -> bool {
+        self.core.sealed()
+    }
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core.closed()
+    }
+    /// True when open() found the file not closed cleanly and rebuilt it.
+    #[getter]
+    fn recovered(&self) -> bool {
+        self.core.open_report().recovered
+    }
+    /// Entry records past the valid prefix that open() dropped.
+    #[getter]
+    fn dropped_entries(&self) -> u64 {
+        self.core.open_report().dropped_entries
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "IndexFile(path={:?}, count={}, capacity={}, slots={}, sealed={})",
+            path_string(self.core.path()),
+            self.core.count(),
+            self.core.capacity(),
+            self.core.slots(),
+            self.core.sealed()
+        )
+    }
+}
+
+fn query_max_count(max_count: i64) -> PyResult<usize> {
+    if max_count < 1 {
+        return Err(PyValueError::new_err(format!(
+            "max_count must be at least 1, got {max_count}"
+        )));
+    }
+    Ok(usize::try_from(max_count).unwrap_or(usize::MAX))
+}
+
+/// The compact, checksummed, immutable form of an index file.
+#[pyclass(name = "SealedIndex", module = "tieredindex._native", frozen)]
+struct PySealedIndex {
+    core: SealedIndex,
+}
+
+impl PySealedIndex {
+    fn new(core: SealedIndex) -> Self {
+        Self { core }
+    }
+}
+
+#[pymethods]
+impl PySealedIndex {
+    /// Reads a sealed file from a path, or from a bytes-like object.
+    #[staticmethod]
+    fn open(py: Python<'_>, path_or_buffer: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if let Ok(path) = path_or_buffer.extract::<PathBuf>() {
+            if !path_or_buffer.is_instance_of::<PyBytes>() {
+                let core = without_gil(py, || SealedIndex::open_path(&path))?;
+                return Ok(Self::new(core));
+            }
+        }
+        let buffer = RawBuffer::get(path_or_buffer, "path_or_buffer")?;
+        let bytes = buffer.as_slice().to_vec();
+        drop(buffer);
+        let core = without_gil(py, || SealedIndex::from_bytes("<buffer>".to_owned(), bytes))?;
+        Ok(Self::new(core))
+    }
+
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let fp = key_fingerprint(key)?;
+        let max_count = query_max_count(max_count)?;
+        let entries = guarded(|| self.core.query(fp, begin_ms, end_ms, max_count))?;
+        entries_to_py(py, &entries)
+    }
+
+    /// Checks every checksum and the structure; raises CorruptFileError.
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        without_gil(py, || self.core.verify())
+    }
+
+    #[getter]
+    fn path(&self) -> Option<String> {
+        self.core.path().map(path_string)
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        self.core.name()
+    }
+    #[getter]
+    fn count(&self) -> u32 {
+        self.core.count()
+    }
+    #[getter]
+    fn slots(&self) -> u32 {
+        self.core.slots()
+    }
+    #[getter]
+    fn used_slots(&self) -> u32 {
+        self.core.used_slots()
+    }
+    #[getter]
+    fn begin_ms(&self) -> u64 {
+        self.core.begin_ms()
+    }
+    #[getter]
+    fn end_ms(&self) -> u64 {
+        self.core.end_ms()
+    }
+    /// Size of the whole object in bytes.
+    #[getter]
+    fn size(&self) -> u64 {
+        self.core.size()
+    }
+    /// CRC-32C of the whole object.
+    #[getter]
+    fn crc32c(&self) -> u32 {
+        self.core.crc32c()
+    }
+    #[getter]
+    fn block_size(&self) -> u32 {
+        self.core.footer().geometry.block_size
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SealedIndex(name={:?}, count={}, size={}, crc32c=0x{:08x})",
+            self.core.name(),
+            self.core.count(),
+            self.core.size(),
+            self.core.crc32c()
+        )
+    }
+}
+
+/// The footer of a sealed object, for readers that fetch byte ranges: read
+/// the footer once, then the slot record span, then the run span, each
+/// verified against the footer's block checksums.
+#[pyclass(name = "SealedFooter", module = "tieredindex._native", frozen)]
+struct PySealedFooter {
+    footer: Footer,
+    name: String,
+}
+
+#[pymethods]
+impl PySealedFooter {
+    /// How many bytes at the end of the object hold the footer, from its
+    /// last 40 bytes.
+    #[staticmethod]
+    #[pyo3(signature = (trailer, object_size, name = "<object>"))]
+    fn footer_len(trailer: &Bound<'_, PyAny>, object_size: u64, name: &str) -> PyResult<u64> {
+        let buffer = RawBuffer::get(trailer, "trailer")?;
+        guarded(|| Footer::footer_len(buffer.as_slice(), object_size, name))
+    }
+
+    /// Parses and checks the footer from the last bytes of the object.
+    #[staticmethod]
+    #[pyo3(signature = (tail, object_size, name = "<object>"))]
+    fn parse(tail: &Bound<'_, PyAny>, object_size: u64, name: &str) -> PyResult<Self> {
+        let buffer = RawBuffer::get(tail, "tail")?;
+        let footer = guarded(|| Footer::parse(buffer.as_slice(), object_size, name))?;
+        Ok(Self {
+            footer,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Block-aligned byte range (start, end) holding the slot record of `key`.
+    fn slot_span(&self, key: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+        let (s, e) = self.footer.geometry.slot_record(key_fingerprint(key)?);
+        Ok(self.footer.geometry.block_span(s, e))
+    }
+
+    /// Block-aligned byte range (start, end) holding a run of entries.
+    fn run_span(&self, run: (u32, u32)) -> (u64, u64) {
+        let (s, e) = self.footer.geometry.entries_range(run.0, run.1);
+        self.footer.geometry.block_span(s, e)
+    }
+
+    /// Verifies `data` (whole blocks starting at `start`) against the footer.
+    fn verify_span(&self, start: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffer = RawBuffer::get(data, "data")?;
+        guarded(|| {
+            self.footer
+                .verify_span(start, buffer.as_slice(), &self.name)
+        })
+    }
+
+    /// Verifies the span, then returns the (first, count) run of `key`.
+    fn slot_run(
+        &self,
+        start: u64,
+        data: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<(u32, u32)> {
+        let fp = key_fingerprint(key)?;
+        let buffer = RawBuffer::get(data, "data")?;
+        guarded(|| {
+            self.footer
+                .verify_span(start, buffer.as_slice(), &self.name)?;
+            self.footer
+                .slot_run(start, buffer.as_slice(), fp, &self.name)
+        })
+    }
+
+    /// Verifies the span, then returns the matching entries of the run.
+    #[allow(clippy::too_many_arguments)]
+    fn match_run<'py>(
+        &self,
+        py: Python<'py>,
+        start: u64,
+        data: &Bound<'py, PyAny>,
+        run: (u32, u32),
+        key: &Bound<'py, PyAny>,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let fp = key_fingerprint(key)?;
+        let max_count = query_max_count(max_count)?;
+        let buffer = RawBuffer::get(data, "data")?;
+        let entries = guarded(|| {
+            self.footer
+                .verify_span(start, buffer.as_slice(), &self.name)?;
+            self.footer.match_run(
+                start,
+                buffer.as_slice(),
+                run,
+                fp,
+                begin_ms,
+                end_ms,
+                max_count,
+                &self.name,
+            )
+        })?;
+        entries_to_py(py, &entries)
+    }
+
+    #[getter]
+    fn count(&self) -> u32 {
+        self.footer.geometry.count
+    }
+    #[getter]
+    fn slots(&self) -> u32 {
+        self.footer.geometry.slots
+    }
+    #[getter]
+    fn block_size(&self) -> u32 {
+        self.footer.geometry.block_size
+    }
+    #[getter]
+    fn data_len(&self) -> u64 {
+        self.footer.geometry.data_len
+    }
+    #[getter]
+    fn size(&self) -> u64 {
+        self.footer.object_len
+    }
+    #[getter]
+    fn crc32c(&self) -> u32 {
+        self.footer.object_crc
+    }
+    #[getter]
+    fn data_crc32c(&self) -> u32 {
+        self.footer.data_crc
+    }
+}
+
+/// The fingerprint the index stores for a key (XXH3-64 of its bytes).
+#[pyfunction]
+fn key_fingerprint_of(key: &Bound<'_, PyAny>) -> PyResult<u64> {
+    key_fingerprint(key)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("FORMAT_VERSION", crate::format::FORMAT_VERSION)?;
+    m.add_function(wrap_pyfunction!(crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(key_fingerprint_of, m)?)?;
+    m.add_class::<PyIndexFile>()?;
+    m.add_class::<PySealedIndex>()?;
+    m.add_class::<PySealedFooter>()?;
+    m.add("TieredIndexError", py.get_type::<TieredIndexError>())?;
+    m.add("CorruptFileError", py.get_type::<CorruptFileError>())?;
+    m.add("StoreClosedError", py.get_type::<StoreClosedError>())?;
+    m.add("StoreLockedError", py.get_type::<StoreLockedError>())?;
+    m.add("RemoteError", py.get_type::<RemoteError>())?;
+    Ok(())
+}

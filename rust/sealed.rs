@@ -1,0 +1,646 @@
+//! The sealed form: writing it from an unsealed file, and reading it from a
+//! whole file, a buffer, or byte ranges of a remote object (layout in
+//! `format.rs`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::checksum::{crc32c, crc32c_append};
+use crate::entry::{check_query_args, finish_query, Entry};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::index::SealSource;
+use crate::keyhash::slot_of;
+use crate::mapping::{rename_no_replace, sync_parent_dir, FileMap, ReadMap};
+
+/// The slot count of the sealed form: about one slot per entry, never more
+/// than the unsealed file had, at least one.
+fn sealed_slots(unsealed_slots: u32, count: u32) -> u32 {
+    unsealed_slots.min(count.max(1))
+}
+
+/// Geometry derived from (slots, count, block size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub slots: u32,
+    pub count: u32,
+    pub block_size: u32,
+    pub data_len: u64,
+    pub block_count: u32,
+}
+
+impl Geometry {
+    pub fn new(slots: u32, count: u32, block_size: u32) -> Option<Self> {
+        let data_len = HEADER_LEN as u64
+            + S_SLOT_LEN as u64 * u64::from(slots)
+            + S_ENTRY_LEN as u64 * u64::from(count);
+        let block_count = u32::try_from(data_len.div_ceil(u64::from(block_size))).ok()?;
+        Some(Self {
+            slots,
+            count,
+            block_size,
+            data_len,
+            block_count,
+        })
+    }
+
+    pub fn footer_len(&self) -> u64 {
+        4 * u64::from(self.block_count) + TRAILER_LEN as u64
+    }
+
+    pub fn object_len(&self) -> u64 {
+        self.data_len + self.footer_len()
+    }
+
+    pub fn entries_offset(&self) -> u64 {
+        HEADER_LEN as u64 + S_SLOT_LEN as u64 * u64::from(self.slots)
+    }
+
+    /// Byte range of the slot-table record of `fingerprint`.
+    pub fn slot_record(&self, fingerprint: u64) -> (u64, u64) {
+        let start =
+            HEADER_LEN as u64 + S_SLOT_LEN as u64 * u64::from(slot_of(fingerprint, self.slots));
+        (start, start + S_SLOT_LEN as u64)
+    }
+
+    /// Byte range of entries `first..first + n`.
+    pub fn entries_range(&self, first: u32, n: u32) -> (u64, u64) {
+        let start = self.entries_offset() + S_ENTRY_LEN as u64 * u64::from(first);
+        (start, start + S_ENTRY_LEN as u64 * u64::from(n))
+    }
+
+    /// `start..end` widened to whole blocks (so it can be verified).
+    pub fn block_span(&self, start: u64, end: u64) -> (u64, u64) {
+        let b = u64::from(self.block_size);
+        (
+            (start / b) * b,
+            end.div_ceil(b).saturating_mul(b).min(self.data_len),
+        )
+    }
+}
+
+/// Writes the sealed form of `src` to `dest` (which must not exist) through a
+/// temporary file, fsync and a no-replace rename.
+pub(crate) fn write_sealed(dest: &Path, src: &SealSource<'_>) -> Result<()> {
+    let slots = sealed_slots(src.slots, src.count);
+    let geo = Geometry::new(slots, src.count, DEFAULT_BLOCK_SIZE)
+        .ok_or_else(|| Error::invalid("capacity", "file too large to seal"))?;
+    let tmp = temp_path(dest);
+    let result = (|| {
+        let mut map = FileMap::create(&tmp, geo.object_len())?;
+        fill_sealed(map.bytes_mut(), &geo, src)?;
+        map.sync_range(0, map.bytes().len())?;
+        map.sync_file()?;
+        drop(map.into_file());
+        rename_no_replace(&tmp, dest)?;
+        sync_parent_dir(dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path(dest: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{}.{nanos}.sealing", std::process::id()))
+}
+
+/// Lays out header, slot table, entries (grouped per slot by a counting
+/// sort, newest first within a slot) and footer into `out`.
+fn fill_sealed(out: &mut [u8], geo: &Geometry, src: &SealSource<'_>) -> Result<()> {
+    let count = src.count as usize;
+    // Pass 1: check every entry and count per slot. A bad entry stops the
+    // seal: sealing would bless it with fresh checksums.
+    let mut slot_of_entry = Vec::with_capacity(count);
+    let mut run_len = vec![0u32; geo.slots as usize];
+    for index in 0..src.count {
+        let e = src.entry(index)?;
+        let slot = slot_of(e.fingerprint, geo.slots);
+        slot_of_entry.push(slot);
+        run_len[slot as usize] += 1;
+    }
+    // Slot table: (first entry, entry count); run starts are prefix sums.
+    let table = HEADER_LEN;
+    let mut cursor = Vec::with_capacity(geo.slots as usize);
+    let (mut first, mut used) = (0u32, 0u32);
+    for (slot, &n) in run_len.iter().enumerate() {
+        let rec = table + slot * S_SLOT_LEN;
+        write_u32(out, rec, first);
+        write_u32(out, rec + 4, n);
+        cursor.push(first);
+        first += n;
+        used += u32::from(n > 0);
+    }
+    drop(run_len);
+    // Pass 2: newest put first, so each run comes out newest first.
+    let entries_at = geo.entries_offset() as usize;
+    for index in (0..src.count).rev() {
+        let slot = slot_of_entry[index as usize] as usize;
+        let pos = cursor[slot];
+        cursor[slot] += 1;
+        let raw = &src.entries[index as usize * ENTRY_LEN..][..ENTRY_LEN];
+        let dst = &mut out[entries_at + pos as usize * S_ENTRY_LEN..][..S_ENTRY_LEN];
+        // Sealed entry = unsealed bytes 0..32 (fingerprint, offset,
+        // timestamp, queue_id, size); link and CRC are dropped.
+        dst.copy_from_slice(&raw[..S_ENTRY_LEN]);
+    }
+    // Header.
+    let h = &mut out[..HEADER_LEN];
+    h[..8].copy_from_slice(&SEALED_MAGIC);
+    write_u16(h, U_OFF_VERSION, FORMAT_VERSION);
+    write_u16(h, U_OFF_HEADER_LEN, HEADER_LEN as u16);
+    write_u32(h, S_OFF_SLOTS, geo.slots);
+    write_u32(h, S_OFF_COUNT, geo.count);
+    write_u32(h, S_OFF_USED_SLOTS, used);
+    write_u64(h, S_OFF_BEGIN, src.begin_ms);
+    write_u64(h, S_OFF_END, src.end_ms);
+    write_u32(h, S_OFF_BLOCK_SIZE, geo.block_size);
+    let crc = crc32c(&h[..S_OFF_HEADER_CRC]);
+    write_u32(h, S_OFF_HEADER_CRC, crc);
+    // Footer: one CRC per block, the data CRC, the trailer.
+    let data_len = geo.data_len as usize;
+    let (data, footer) = out.split_at_mut(data_len);
+    let mut data_crc = 0u32;
+    for (i, block) in data.chunks(geo.block_size as usize).enumerate() {
+        write_u32(footer, i * 4, crc32c(block));
+        data_crc = crc32c_append(data_crc, block);
+    }
+    let t = geo.block_count as usize * 4;
+    write_u64(footer, t + T_OFF_DATA_LEN, geo.data_len);
+    write_u32(footer, t + T_OFF_BLOCK_SIZE, geo.block_size);
+    write_u32(footer, t + T_OFF_BLOCK_COUNT, geo.block_count);
+    write_u32(footer, t + T_OFF_SLOTS, geo.slots);
+    write_u32(footer, t + T_OFF_COUNT, geo.count);
+    write_u32(footer, t + T_OFF_DATA_CRC, data_crc);
+    let footer_crc = crc32c(&footer[..t + T_OFF_FOOTER_CRC]);
+    write_u32(footer, t + T_OFF_FOOTER_CRC, footer_crc);
+    footer[t + T_OFF_END_MAGIC..t + TRAILER_LEN].copy_from_slice(&SEALED_END_MAGIC);
+    Ok(())
+}
+
+/// The footer of a sealed object: everything a range reader needs.
+#[derive(Debug, Clone)]
+pub struct Footer {
+    pub geometry: Geometry,
+    pub object_len: u64,
+    pub data_crc: u32,
+    /// CRC32C of the whole object, from the data CRC and the footer bytes.
+    pub object_crc: u32,
+    block_crcs: Vec<u32>,
+}
+
+impl Footer {
+    /// From the last 40 bytes of an object of `object_len` bytes: how many
+    /// bytes at the end hold the whole footer.
+    pub fn footer_len(trailer: &[u8], object_len: u64, name: &str) -> Result<u64> {
+        let geo = parse_trailer_geometry(trailer, object_len, name)?;
+        Ok(geo.footer_len())
+    }
+
+    /// Parses and checks the footer from `tail`, the last `tail.len()` bytes
+    /// of an object of `object_len` bytes (at least the footer).
+    pub fn parse(tail: &[u8], object_len: u64, name: &str) -> Result<Self> {
+        if tail.len() < TRAILER_LEN {
+            return Err(Error::corrupt(
+                name,
+                format!("object is {} bytes, too short for a footer", tail.len()),
+            ));
+        }
+        let trailer = &tail[tail.len() - TRAILER_LEN..];
+        let geo = parse_trailer_geometry(trailer, object_len, name)?;
+        let footer_len = geo.footer_len() as usize;
+        if tail.len() < footer_len {
+            return Err(Error::invalid(
+                "tail",
+                format!("needs the last {footer_len} bytes, got {}", tail.len()),
+            ));
+        }
+        let footer = &tail[tail.len() - footer_len..];
+        let t = footer_len - TRAILER_LEN;
+        if read_u32(footer, t + T_OFF_FOOTER_CRC) != crc32c(&footer[..t + T_OFF_FOOTER_CRC]) {
+            return Err(Error::corrupt(
+                name,
+                format!(
+                    "footer checksum mismatch (bytes {}..{object_len})",
+                    object_len - footer_len as u64
+                ),
+            ));
+        }
+        let block_crcs = footer[..t]
+            .chunks_exact(4)
+            .map(|c| read_u32(c, 0))
+            .collect();
+        let data_crc = read_u32(footer, t + T_OFF_DATA_CRC);
+        Ok(Self {
+            geometry: geo,
+            object_len,
+            data_crc,
+            object_crc: crc32c_append(data_crc, footer),
+            block_crcs,
+        })
+    }
+
+    /// Checks `bytes`, which start at block-aligned `start` of the object and
+    /// cover whole blocks (the last block of the data may be short).
+    pub fn verify_span(&self, start: u64, bytes: &[u8], name: &str) -> Result<()> {
+        self.check_span(start, bytes.len() as u64, name)?;
+        let b = self.geometry.block_size as usize;
+        let first_block = (start / u64::from(self.geometry.block_size)) as usize;
+        for (i, block) in bytes.chunks(b).enumerate() {
+            let n = first_block + i;
+            if crc32c(block) != self.block_crcs[n] {
+                return Err(Error::corrupt(
+                    name,
+                    format!(
+                        "block {n} (bytes {}..{}) fails its checksum",
+                        n * b,
+                        n * b + block.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_span(&self, start: u64, len: u64, name: &str) -> Result<()> {
+        let geo = &self.geometry;
+        let end = start + len;
+        let aligned = start % u64::from(geo.block_size) == 0
+            && (end == geo.data_len || end % u64::from(geo.block_size) == 0)
+            && end <= geo.data_len;
+        if !aligned {
+            return Err(Error::invalid(
+                "start",
+                format!("{name}: span {start}..{end} is not whole blocks of the data"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the slot record of `fingerprint` from a verified span; returns
+    /// (first entry, entry count), checked against the entry count.
+    pub fn slot_run(
+        &self,
+        span_start: u64,
+        span: &[u8],
+        fingerprint: u64,
+        name: &str,
+    ) -> Result<(u32, u32)> {
+        let (rec, rec_end) = self.geometry.slot_record(fingerprint);
+        let bytes = slice_of(span_start, span, rec, rec_end, name)?;
+        let (first, n) = (read_u32(bytes, 0), read_u32(bytes, 4));
+        if u64::from(first) + u64::from(n) > u64::from(self.geometry.count) {
+            return Err(Error::corrupt(
+                name,
+                format!("slot record at byte {rec} runs past the last entry"),
+            ));
+        }
+        Ok((first, n))
+    }
+
+    /// The entries of run `first..first + n` in a verified span that match.
+    pub fn match_run(
+        &self,
+        span_start: u64,
+        span: &[u8],
+        run: (u32, u32),
+        fingerprint: u64,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: usize,
+        name: &str,
+    ) -> Result<Vec<Entry>> {
+        check_query_args(begin_ms, end_ms, max_count)?;
+        let (start, end) = self.geometry.entries_range(run.0, run.1);
+        let bytes = slice_of(span_start, span, start, end, name)?;
+        let hits = bytes
+            .chunks_exact(S_ENTRY_LEN)
+            .filter(|raw| read_u64(raw, 0) == fingerprint)
+            .map(decode_sealed_entry)
+            .filter(|e| (begin_ms..=end_ms).contains(&e.timestamp_ms))
+            .collect();
+        Ok(finish_query(hits, max_count))
+    }
+}
+
+#[inline]
+fn decode_sealed_entry(raw: &[u8]) -> Entry {
+    Entry {
+        offset: read_u64(raw, 8),
+        timestamp_ms: read_u64(raw, 16),
+        queue_id: read_u32(raw, 24),
+        size: read_u32(raw, 28),
+    }
+}
+
+fn slice_of<'a>(
+    span_start: u64,
+    span: &'a [u8],
+    start: u64,
+    end: u64,
+    name: &str,
+) -> Result<&'a [u8]> {
+    let span_end = span_start + span.len() as u64;
+    if start < span_start || end > span_end {
+        return Err(Error::invalid(
+            "span",
+            format!("{name}: bytes {start}..{end} are not in the span {span_start}..{span_end}"),
+        ));
+    }
+    Ok(&span[(start - span_start) as usize..(end - span_start) as usize])
+}
+
+fn parse_trailer_geometry(trailer: &[u8], object_len: u64, name: &str) -> Result<Geometry> {
+    if trailer.len() != TRAILER_LEN || object_len < (HEADER_LEN + TRAILER_LEN) as u64 {
+        return Err(Error::corrupt(
+            name,
+            format!("object is {object_len} bytes, too short for a sealed index"),
+        ));
+    }
+    if trailer[T_OFF_END_MAGIC..] != SEALED_END_MAGIC {
+        return Err(Error::corrupt(
+            name,
+            "no end magic in the last 8 bytes: truncated, garbage tail or not a sealed index",
+        ));
+    }
+    let block_size = read_u32(trailer, T_OFF_BLOCK_SIZE);
+    if block_size < MIN_BLOCK_SIZE {
+        return Err(Error::corrupt(
+            name,
+            format!("bad block size {block_size} in the trailer"),
+        ));
+    }
+    let geo = Geometry::new(
+        read_u32(trailer, T_OFF_SLOTS),
+        read_u32(trailer, T_OFF_COUNT),
+        block_size,
+    )
+    .ok_or_else(|| Error::corrupt(name, "impossible geometry in the trailer"))?;
+    if geo.slots == 0
+        || read_u64(trailer, T_OFF_DATA_LEN) != geo.data_len
+        || read_u32(trailer, T_OFF_BLOCK_COUNT) != geo.block_count
+    {
+        return Err(Error::corrupt(
+            name,
+            "trailer fields disagree with each other",
+        ));
+    }
+    if geo.object_len() != object_len {
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "object is {object_len} bytes but its trailer describes {} (truncated or extended)",
+                geo.object_len()
+            ),
+        ));
+    }
+    Ok(geo)
+}
+
+enum Source {
+    Map(ReadMap),
+    Owned(Vec<u8>),
+}
+
+impl Source {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Map(m) => m.bytes(),
+            Source::Owned(v) => v,
+        }
+    }
+
+    fn check_len(&self) -> Result<()> {
+        match self {
+            Source::Map(m) => m.check_len(),
+            Source::Owned(_) => Ok(()),
+        }
+    }
+}
+
+/// A whole sealed object, from a file or a buffer. Blocks are verified the
+/// first time a query reads them (a bit per block remembers), and all at
+/// once by [`SealedIndex::verify`].
+pub struct SealedIndex {
+    name: String,
+    source: Source,
+    footer: Footer,
+    begin_ms: u64,
+    end_ms: u64,
+    used_slots: u32,
+    verified: Vec<AtomicU64>,
+}
+
+impl SealedIndex {
+    pub fn open_path(path: &Path) -> Result<Self> {
+        let map = ReadMap::open(path)?;
+        Self::from_source(path.display().to_string(), Source::Map(map))
+    }
+
+    pub fn from_bytes(name: String, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_source(name, Source::Owned(bytes))
+    }
+
+    fn from_source(name: String, source: Source) -> Result<Self> {
+        let bytes = source.bytes();
+        let len = bytes.len() as u64;
+        if bytes.len() < HEADER_LEN + TRAILER_LEN {
+            return Err(Error::corrupt(
+                &name,
+                format!("object is {len} bytes, too short for a sealed index"),
+            ));
+        }
+        let footer = Footer::parse(bytes, len, &name)?;
+        let h = &bytes[..HEADER_LEN];
+        if h[..8] != SEALED_MAGIC {
+            return Err(Error::corrupt(
+                &name,
+                "bad magic at byte 0: not a sealed tieredindex file",
+            ));
+        }
+        if read_u32(h, S_OFF_HEADER_CRC) != crc32c(&h[..S_OFF_HEADER_CRC]) {
+            return Err(Error::corrupt(
+                &name,
+                "header checksum mismatch (bytes 0..60)",
+            ));
+        }
+        let version = read_u16(h, U_OFF_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(Error::corrupt(
+                &name,
+                format!("unsupported format version {version}"),
+            ));
+        }
+        let geo = footer.geometry;
+        if read_u32(h, S_OFF_SLOTS) != geo.slots
+            || read_u32(h, S_OFF_COUNT) != geo.count
+            || read_u32(h, S_OFF_BLOCK_SIZE) != geo.block_size
+            || read_u16(h, U_OFF_HEADER_LEN) as usize != HEADER_LEN
+        {
+            return Err(Error::corrupt(&name, "header disagrees with the trailer"));
+        }
+        let (begin_ms, end_ms, used_slots) = (
+            read_u64(h, S_OFF_BEGIN),
+            read_u64(h, S_OFF_END),
+            read_u32(h, S_OFF_USED_SLOTS),
+        );
+        let verified = (0..geo.block_count.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Ok(Self {
+            name,
+            source,
+            footer,
+            begin_ms,
+            end_ms,
+            used_slots,
+            verified,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+    pub fn count(&self) -> u32 {
+        self.footer.geometry.count
+    }
+    pub fn slots(&self) -> u32 {
+        self.footer.geometry.slots
+    }
+    pub fn used_slots(&self) -> u32 {
+        self.used_slots
+    }
+    pub fn begin_ms(&self) -> u64 {
+        self.begin_ms
+    }
+    pub fn end_ms(&self) -> u64 {
+        self.end_ms
+    }
+    pub fn size(&self) -> u64 {
+        self.footer.object_len
+    }
+    pub fn crc32c(&self) -> u32 {
+        self.footer.object_crc
+    }
+
+    /// Verifies the blocks under `start..end` that no earlier call verified.
+    fn verify_blocks(&self, start: u64, end: u64) -> Result<()> {
+        let geo = &self.footer.geometry;
+        let b = u64::from(geo.block_size);
+        let bytes = self.source.bytes();
+        let mut block = start / b;
+        while block * b < end {
+            let (word, bit) = ((block / 64) as usize, 1u64 << (block % 64));
+            if self.verified[word].load(Ordering::Relaxed) & bit == 0 {
+                let s = block * b;
+                let e = (s + b).min(geo.data_len);
+                self.footer
+                    .verify_span(s, &bytes[s as usize..e as usize], &self.name)?;
+                self.verified[word].fetch_or(bit, Ordering::Relaxed);
+            }
+            block += 1;
+        }
+        Ok(())
+    }
+
+    pub fn query(
+        &self,
+        fingerprint: u64,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: usize,
+    ) -> Result<Vec<Entry>> {
+        check_query_args(begin_ms, end_ms, max_count)?;
+        self.source.check_len()?;
+        let bytes = self.source.bytes();
+        let (rec, rec_end) = self.footer.geometry.slot_record(fingerprint);
+        self.verify_blocks(rec, rec_end)?;
+        let run = self.footer.slot_run(
+            0,
+            &bytes[..self.footer.geometry.data_len as usize],
+            fingerprint,
+            &self.name,
+        )?;
+        let (start, end) = self.footer.geometry.entries_range(run.0, run.1);
+        self.verify_blocks(start, end)?;
+        self.footer.match_run(
+            0,
+            bytes,
+            run,
+            fingerprint,
+            begin_ms,
+            end_ms,
+            max_count,
+            &self.name,
+        )
+    }
+
+    /// Checks every checksum and the structure (runs tile the entries, every
+    /// entry sits in its own slot's run).
+    pub fn verify(&self) -> Result<()> {
+        self.source.check_len()?;
+        let bytes = self.source.bytes();
+        let geo = self.footer.geometry;
+        let data = &bytes[..geo.data_len as usize];
+        self.footer.verify_span(0, data, &self.name)?;
+        if crc32c(data) != self.footer.data_crc {
+            return Err(Error::corrupt(&self.name, "data checksum mismatch"));
+        }
+        let entries_at = geo.entries_offset() as usize;
+        let (mut next, mut used) = (0u32, 0u32);
+        for slot in 0..geo.slots {
+            let rec = HEADER_LEN + slot as usize * S_SLOT_LEN;
+            let (first, n) = (read_u32(data, rec), read_u32(data, rec + 4));
+            if first != next || u64::from(first) + u64::from(n) > u64::from(geo.count) {
+                return Err(Error::corrupt(
+                    &self.name,
+                    format!("slot {slot} at byte {rec} does not continue the previous run"),
+                ));
+            }
+            for i in first..first + n {
+                let at = entries_at + i as usize * S_ENTRY_LEN;
+                if slot_of(read_u64(data, at), geo.slots) != slot {
+                    return Err(Error::corrupt(
+                        &self.name,
+                        format!("entry {i} at byte {at} is in the wrong slot"),
+                    ));
+                }
+            }
+            next = first + n;
+            used += u32::from(n > 0);
+        }
+        if next != geo.count || used != self.used_slots {
+            return Err(Error::corrupt(
+                &self.name,
+                "slot runs do not cover the entries exactly",
+            ));
+        }
+        for w in &self.verified {
+            w.store(u64::MAX, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Raw bytes of the object (for upload from memory).
+    pub fn bytes(&self) -> &[u8] {
+        self.source.bytes()
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Map(m) => Some(m.path()),
+            Source::Owned(_) => None,
+        }
+    }
+}

@@ -21,12 +21,8 @@ pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
     // are both 0xFFFFFFFF for CRC-32C), so a finished value resumes as !crc.
     let mut digest = Digest::new_with_init_state(CrcAlgorithm::Crc32Iscsi, u64::from(!crc));
     digest.update(data);
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "a CRC-32 result fits in 32 bits"
-    )]
-    let value = digest.finalize() as u32;
-    value
+    // A CRC-32 result fits in the low 32 bits.
+    digest.finalize() as u32
 }
 
 #[cfg(test)]

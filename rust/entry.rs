@@ -15,7 +15,7 @@ pub struct Entry {
 /// the stable sort by descending timestamp then keeps "later put first" among
 /// equal timestamps.
 pub(crate) fn finish_query(mut hits: Vec<Entry>, max_count: usize) -> Vec<Entry> {
-    hits.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+    hits.sort_by_key(|e| std::cmp::Reverse(e.timestamp_ms));
     hits.truncate(max_count);
     hits
 }

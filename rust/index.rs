@@ -815,3 +815,121 @@ fn parse_static_header(h: &[u8; HEADER_LEN], name: &str) -> Result<(u32, u32)> {
         .map_err(|e| Error::corrupt(name, format!("bad geometry: {e}")))?;
     Ok((slots, capacity))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyhash::fingerprint;
+
+    fn entry(key: &str, offset: u64, ts: u64) -> NewEntry {
+        NewEntry {
+            fingerprint: fingerprint(key.as_bytes()),
+            queue_id: 1,
+            offset,
+            size: 10,
+            timestamp_ms: ts,
+        }
+    }
+
+    #[test]
+    fn put_query_full_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tix");
+        let f = IndexFile::create(&path, 5, 20, 1000).unwrap();
+        for i in 0..20 {
+            assert!(f.put(&entry("k", i, 1000 + i)).unwrap());
+        }
+        assert!(!f.put(&entry("k", 99, 5000)).unwrap());
+        let got = f.query(fingerprint(b"k"), 0, u64::MAX >> 1, 3).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            vec![19, 18, 17]
+        );
+        f.close().unwrap();
+        let g = IndexFile::open(&path).unwrap();
+        assert!(!g.open_report().recovered);
+        assert_eq!((g.count(), g.used_slots(), g.end_ms()), (20, 1, 1019));
+        assert_eq!(g.verify().unwrap(), 20);
+    }
+
+    #[test]
+    fn crash_image_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tix");
+        let f = IndexFile::create(&path, 7, 100, 0).unwrap();
+        for i in 0..50 {
+            f.put(&entry(&format!("k{}", i % 4), i, i)).unwrap();
+        }
+        // What a kill -9 leaves: the mapped bytes, header still "open".
+        let image = std::fs::read(&path).unwrap();
+        drop(f);
+        let crashed = dir.path().join("crashed.tix");
+        std::fs::write(&crashed, &image).unwrap();
+        let g = IndexFile::open(&crashed).unwrap();
+        assert!(g.open_report().recovered);
+        assert_eq!(g.count(), 50);
+        assert_eq!(g.query(fingerprint(b"k1"), 0, 100, 100).unwrap().len(), 13);
+    }
+
+    #[test]
+    fn batch_checks_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = IndexFile::create(&dir.path().join("b.tix"), 4, 10, 0).unwrap();
+        let fps = [1u64, 2];
+        let bad = Batch {
+            fingerprints: &fps,
+            queue_ids: &[0, 0],
+            offsets: &[0, u64::MAX],
+            sizes: &[0, 0],
+            timestamps_ms: &[0, 0],
+        };
+        assert!(matches!(
+            f.put_batch(&bad),
+            Err(Error::InvalidArgument {
+                name: "offsets",
+                ..
+            })
+        ));
+        let short = Batch {
+            fingerprints: &fps,
+            queue_ids: &[0],
+            offsets: &[0, 0],
+            sizes: &[0, 0],
+            timestamps_ms: &[0, 0],
+        };
+        assert!(matches!(
+            f.put_batch(&short),
+            Err(Error::InvalidArgument {
+                name: "queue_ids",
+                ..
+            })
+        ));
+        assert_eq!(f.count(), 0);
+    }
+
+    #[test]
+    fn second_writer_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.tix");
+        let _f = IndexFile::create(&path, 4, 10, 0).unwrap();
+        assert!(matches!(IndexFile::open(&path), Err(Error::Locked { .. })));
+    }
+
+    #[test]
+    fn truncated_under_us_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tix");
+        let f = IndexFile::create(&path, 4, 1000, 0).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        assert!(matches!(
+            f.put(&entry("k", 0, 0)),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(f.query(1, 0, 1, 1), Err(Error::Corrupt { .. })));
+    }
+}

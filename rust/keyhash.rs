@@ -16,12 +16,8 @@ pub fn fingerprint(key: &[u8]) -> u64 {
 #[inline]
 pub fn slot_of(fingerprint: u64, slots: u32) -> u32 {
     let high = fingerprint >> 32;
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "high * slots < 2^64, so >> 32 fits u32"
-    )]
-    let slot = ((high * u64::from(slots)) >> 32) as u32;
-    slot
+    // high < 2^32 and slots < 2^32, so the product >> 32 is below slots.
+    ((high * u64::from(slots)) >> 32) as u32
 }
 
 #[cfg(test)]

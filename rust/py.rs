@@ -207,6 +207,31 @@ fn crc32c(
     }
 }
 
+/// An integer argument in `0..=max`, with errors that name the argument.
+fn int_arg<T: TryFrom<u64>>(obj: &Bound<'_, PyAny>, name: &str, max: u64) -> PyResult<T> {
+    if !obj.is_instance_of::<pyo3::types::PyInt>() {
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, not {type_name}"
+        )));
+    }
+    let out_of_range =
+        || PyValueError::new_err(format!("{name} must be from 0 to {max}, got {obj}"));
+    let value: i128 = obj.extract().map_err(|_| out_of_range())?;
+    u64::try_from(value)
+        .ok()
+        .filter(|v| *v <= max)
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(out_of_range)
+}
+
+const U32_MAX: u64 = u32::MAX as u64;
+const I64_MAX: u64 = i64::MAX as u64;
+
 /// The fingerprint of a `str` (as UTF-8) or `bytes` key.
 fn key_fingerprint(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     if let Ok(s) = key.cast::<PyString>() {
@@ -434,17 +459,17 @@ impl PyIndexFile {
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
-        queue_id: u32,
-        offset: u64,
-        size: u32,
-        timestamp_ms: u64,
+        queue_id: &Bound<'_, PyAny>,
+        offset: &Bound<'_, PyAny>,
+        size: &Bound<'_, PyAny>,
+        timestamp_ms: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let entry = NewEntry {
             fingerprint: key_fingerprint(key)?,
-            queue_id,
-            offset,
-            size,
-            timestamp_ms,
+            queue_id: int_arg(queue_id, "queue_id", U32_MAX)?,
+            offset: int_arg(offset, "offset", I64_MAX)?,
+            size: int_arg(size, "size", U32_MAX)?,
+            timestamp_ms: int_arg(timestamp_ms, "timestamp_ms", I64_MAX)?,
         };
         // Uncontended (the usual case): stay under the GIL, it is cheaper.
         // Contended (a seal or batch in progress): wait without the GIL.
@@ -485,11 +510,13 @@ impl PyIndexFile {
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
-        begin_ms: u64,
-        end_ms: u64,
+        begin_ms: &Bound<'py, PyAny>,
+        end_ms: &Bound<'py, PyAny>,
         max_count: i64,
     ) -> PyResult<Bound<'py, PyList>> {
         let fp = key_fingerprint(key)?;
+        let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
+        let end_ms: u64 = int_arg(end_ms, "end_ms", I64_MAX)?;
         let max_count = query_max_count(max_count)?;
         let entries = match guarded(|| Ok(self.core.try_query(fp, begin_ms, end_ms, max_count)))? {
             Some(result) => result?,
@@ -638,11 +665,13 @@ impl PySealedIndex {
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
-        begin_ms: u64,
-        end_ms: u64,
+        begin_ms: &Bound<'py, PyAny>,
+        end_ms: &Bound<'py, PyAny>,
         max_count: i64,
     ) -> PyResult<Bound<'py, PyList>> {
         let fp = key_fingerprint(key)?;
+        let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
+        let end_ms: u64 = int_arg(end_ms, "end_ms", I64_MAX)?;
         let max_count = query_max_count(max_count)?;
         let entries = guarded(|| self.core.query(fp, begin_ms, end_ms, max_count))?;
         entries_to_py(py, &entries)
@@ -795,11 +824,13 @@ impl PySealedFooter {
         data: &Bound<'py, PyAny>,
         run: (u32, u32),
         key: &Bound<'py, PyAny>,
-        begin_ms: u64,
-        end_ms: u64,
+        begin_ms: &Bound<'py, PyAny>,
+        end_ms: &Bound<'py, PyAny>,
         max_count: i64,
     ) -> PyResult<Bound<'py, PyList>> {
         let fp = key_fingerprint(key)?;
+        let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
+        let end_ms: u64 = int_arg(end_ms, "end_ms", I64_MAX)?;
         let max_count = query_max_count(max_count)?;
         let buffer = RawBuffer::get(data, "data")?;
         let entries = guarded(|| {

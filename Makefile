@@ -1,0 +1,40 @@
+# One command per intent. `make help` lists them.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+export CARGO_TERM_COLOR = never
+
+.PHONY: help install lint lint-rust lint-python test test-rust test-python bench bench-quick demo
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install:  ## build the Rust core and install the package with its test tools
+	$(PIP) install --quiet --disable-pip-version-check maturin
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test]"
+
+lint-rust:  ## rustfmt and clippy (warnings are errors)
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+
+lint-python:  ## ruff, mypy --strict and stubtest of the native module
+	ruff check python tests benches
+	ruff format --check python tests benches
+	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy.stubtest tieredindex._native
+
+lint: lint-rust lint-python  ## every linter
+
+test-rust:  ## the Rust core's tests (no interpreter needed)
+	cargo test
+
+test-python:  ## the Python tests (starts its own S3 server on 127.0.0.1)
+	$(PYTHON) -m pytest -q
+
+test: install lint test-rust test-python  ## install, lint, and run every test
+
+demo: install  ## the main job
+	tieredindex demo
+
+bench:  ## the benchmark suite
+	$(PYTHON) -m pytest benches --benchmark-only -q

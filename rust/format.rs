@@ -60,7 +60,8 @@
 //!     24     8  begin_ms
 //!     32     8  end_ms
 //!     40     4  block size B (bytes covered by one block CRC)
-//!     44    16  reserved, 0
+//!     44     8  min_ms: smallest timestamp put (begin_ms while empty)
+//!     52     8  reserved, 0
 //!     60     4  CRC32C of bytes 0..60
 //!     64        slot table: `slots` x (u32 first entry, u32 entry count)
 //!  64 + 8 * slots
@@ -140,6 +141,7 @@ pub const S_OFF_USED_SLOTS: usize = 20;
 pub const S_OFF_BEGIN: usize = 24;
 pub const S_OFF_END: usize = 32;
 pub const S_OFF_BLOCK_SIZE: usize = 40;
+pub const S_OFF_MIN: usize = 44;
 pub const S_OFF_HEADER_CRC: usize = 60;
 pub const S_SLOT_LEN: usize = 8;
 pub const S_ENTRY_LEN: usize = 32;

@@ -742,6 +742,66 @@ impl IndexFile {
     }
 }
 
+/// What [`salvage`] kept and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SalvageReport {
+    pub kept: u64,
+    pub damaged: u64,
+}
+
+/// Copies every entry of the damaged unsealed file `src` whose checksum
+/// holds into a new file `dest` with the same geometry, in put order. Only
+/// the static header must be intact (it gives the geometry); a damaged
+/// entry in the middle costs that entry alone, not the ones after it.
+pub fn salvage(src: &Path, dest: &Path) -> Result<SalvageReport> {
+    let name = src.display().to_string();
+    let map = crate::mapping::ReadMap::open(src)?;
+    let bytes = map.bytes();
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::corrupt(
+            &name,
+            "too short for a header; nothing to salvage",
+        ));
+    }
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&bytes[..HEADER_LEN]);
+    let (slots, capacity) = parse_static_header(&header, &name)?;
+    let begin_ms = read_u64(&header, U_OFF_BEGIN);
+    let entries_offset = entries_offset_usize(slots)?;
+    let out = IndexFile::create(dest, slots, capacity, begin_ms)?;
+    let mut report = SalvageReport::default();
+    let mut index = 0u32;
+    while index < capacity {
+        let start = entries_offset + index as usize * ENTRY_LEN;
+        let Some(raw) = bytes.get(start..start + ENTRY_LEN) else {
+            break;
+        };
+        if raw.iter().any(|&b| b != 0) {
+            match decode_entry(raw, index) {
+                Some(e) => {
+                    let entry = NewEntry {
+                        fingerprint: e.fingerprint,
+                        queue_id: e.queue_id,
+                        offset: e.offset,
+                        size: e.size,
+                        timestamp_ms: e.timestamp_ms,
+                    };
+                    if entry.check().is_ok() && out.put(&entry)? {
+                        report.kept += 1;
+                    } else {
+                        report.damaged += 1;
+                    }
+                }
+                None => report.damaged += 1,
+            }
+        }
+        index += 1;
+    }
+    out.flush()?;
+    out.close()?;
+    Ok(report)
+}
+
 impl Drop for IndexFile {
     fn drop(&mut self) {
         // Best effort: an unclean drop is safe anyway (the next open rebuilds).
@@ -905,6 +965,34 @@ mod tests {
             })
         ));
         assert_eq!(f.count(), 0);
+    }
+
+    #[test]
+    fn salvage_keeps_entries_after_a_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.tix");
+        let f = IndexFile::create(&path, 3, 100, 0).unwrap();
+        for i in 0..30 {
+            f.put(&entry(&format!("k{}", i % 3), i, i)).unwrap();
+        }
+        f.close().unwrap();
+        let mut raw = std::fs::read(&path).unwrap();
+        let at = unsealed_entries_offset(3) as usize + 10 * ENTRY_LEN + 3;
+        raw[at] ^= 0xFF;
+        std::fs::write(&path, &raw).unwrap();
+        let report = salvage(&path, &dir.path().join("s.tix")).unwrap();
+        assert_eq!(
+            report,
+            SalvageReport {
+                kept: 29,
+                damaged: 1
+            }
+        );
+        let g = IndexFile::open(&dir.path().join("s.tix")).unwrap();
+        assert_eq!(g.count(), 29);
+        assert_eq!(g.verify().unwrap(), 29);
+        let k1 = g.query(fingerprint(b"k1"), 0, 100, 100).unwrap();
+        assert_eq!(k1.len(), 9); // entry 10 was k1
     }
 
     #[test]

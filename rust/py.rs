@@ -720,6 +720,11 @@ impl PySealedIndex {
     fn crc32c(&self) -> u32 {
         self.core.crc32c()
     }
+    /// Smallest timestamp in the file (begin_ms when empty).
+    #[getter]
+    fn min_timestamp_ms(&self) -> u64 {
+        self.core.min_ms()
+    }
     #[getter]
     fn block_size(&self) -> u32 {
         self.core.footer().geometry.block_size
@@ -880,6 +885,14 @@ impl PySealedFooter {
     }
 }
 
+/// Copies every intact entry of a damaged unsealed file into a new file;
+/// returns (kept, damaged).
+#[pyfunction]
+fn salvage(py: Python<'_>, src: PathBuf, dest: PathBuf) -> PyResult<(u64, u64)> {
+    let report = without_gil(py, || crate::index::salvage(&src, &dest))?;
+    Ok((report.kept, report.damaged))
+}
+
 /// The fingerprint the index stores for a key (XXH3-64 of its bytes).
 #[pyfunction]
 fn key_fingerprint_of(key: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -893,6 +906,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FORMAT_VERSION", crate::format::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(key_fingerprint_of, m)?)?;
+    m.add_function(wrap_pyfunction!(salvage, m)?)?;
     m.add_class::<PyIndexFile>()?;
     m.add_class::<PySealedIndex>()?;
     m.add_class::<PySealedFooter>()?;

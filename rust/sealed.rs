@@ -121,8 +121,14 @@ fn fill_sealed(out: &mut [u8], geo: &Geometry, src: &SealSource<'_>) -> Result<(
     // seal: sealing would bless it with fresh checksums.
     let mut slot_of_entry = Vec::with_capacity(count);
     let mut run_len = vec![0u32; geo.slots as usize];
+    let mut min_ms = if src.count == 0 {
+        src.begin_ms
+    } else {
+        u64::MAX
+    };
     for index in 0..src.count {
         let e = src.entry(index)?;
+        min_ms = min_ms.min(e.timestamp_ms);
         let slot = slot_of(e.fingerprint, geo.slots);
         slot_of_entry.push(slot);
         run_len[slot as usize] += 1;
@@ -162,6 +168,7 @@ fn fill_sealed(out: &mut [u8], geo: &Geometry, src: &SealSource<'_>) -> Result<(
     write_u32(h, S_OFF_USED_SLOTS, used);
     write_u64(h, S_OFF_BEGIN, src.begin_ms);
     write_u64(h, S_OFF_END, src.end_ms);
+    write_u64(h, S_OFF_MIN, min_ms);
     write_u32(h, S_OFF_BLOCK_SIZE, geo.block_size);
     let crc = crc32c(&h[..S_OFF_HEADER_CRC]);
     write_u32(h, S_OFF_HEADER_CRC, crc);
@@ -439,6 +446,7 @@ pub struct SealedIndex {
     footer: Footer,
     begin_ms: u64,
     end_ms: u64,
+    min_ms: u64,
     used_slots: u32,
     verified: Vec<AtomicU64>,
 }
@@ -491,11 +499,12 @@ impl SealedIndex {
         {
             return Err(Error::corrupt(&name, "header disagrees with the trailer"));
         }
-        let (begin_ms, end_ms, used_slots) = (
+        let (begin_ms, end_ms, min_ms) = (
             read_u64(h, S_OFF_BEGIN),
             read_u64(h, S_OFF_END),
-            read_u32(h, S_OFF_USED_SLOTS),
+            read_u64(h, S_OFF_MIN),
         );
+        let used_slots = read_u32(h, S_OFF_USED_SLOTS);
         let verified = (0..geo.block_count.div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -505,6 +514,7 @@ impl SealedIndex {
             footer,
             begin_ms,
             end_ms,
+            min_ms,
             used_slots,
             verified,
         })
@@ -530,6 +540,10 @@ impl SealedIndex {
     }
     pub fn end_ms(&self) -> u64 {
         self.end_ms
+    }
+    /// Smallest timestamp in the file (`begin_ms` when empty).
+    pub fn min_ms(&self) -> u64 {
+        self.min_ms
     }
     pub fn size(&self) -> u64 {
         self.footer.object_len

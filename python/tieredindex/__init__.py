@@ -16,9 +16,12 @@ from tieredindex._native import (
     StoreClosedError,
     StoreLockedError,
     TieredIndexError,
-    __version__ as _native_version,
     crc32c,
     key_fingerprint_of,
+    salvage,
+)
+from tieredindex._native import (
+    __version__ as _native_version,
 )
 
 try:
@@ -44,4 +47,5 @@ __all__ = [
     "__version__",
     "crc32c",
     "key_fingerprint_of",
+    "salvage",
 ]

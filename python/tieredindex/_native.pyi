@@ -1,11 +1,29 @@
 """Type stubs for the Rust core (rust/py.rs). Checked by mypy.stubtest in CI."""
 
 import os
-from collections.abc import Buffer, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, final
 
+from typing_extensions import Buffer
+
 from tieredindex._entry import Entry
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CorruptFileError",
+    "IndexFile",
+    "RemoteError",
+    "SealedFooter",
+    "SealedIndex",
+    "StoreClosedError",
+    "StoreLockedError",
+    "TieredIndexError",
+    "__version__",
+    "crc32c",
+    "key_fingerprint_of",
+    "salvage",
+]
 
 __version__: str
 FORMAT_VERSION: int
@@ -22,6 +40,8 @@ class RemoteError(TieredIndexError): ...
 
 def crc32c(data: Buffer, value: int | None = None) -> int: ...
 def key_fingerprint_of(key: _Key) -> int: ...
+def salvage(src: _Path, dest: _Path) -> tuple[int, int]: ...
+
 @final
 class IndexFile:
     @staticmethod
@@ -100,6 +120,8 @@ class SealedIndex:
     def size(self) -> int: ...
     @property
     def crc32c(self) -> int: ...
+    @property
+    def min_timestamp_ms(self) -> int: ...
     @property
     def block_size(self) -> int: ...
 

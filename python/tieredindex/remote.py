@@ -1,0 +1,1219 @@
+"""Remote object stores for sealed index files: ``file://`` and ``s3://``.
+
+A :class:`Remote` stores immutable objects under relative keys such as
+``"files/abc.tix"``; the remote adds its own prefix. Writes are
+*put-if-absent*: an existing object is never overwritten. Every object records
+its size and CRC-32C (``tix-size`` / ``tix-crc32c`` metadata), which
+:meth:`Remote.head` returns, so a caller can verify an upload (an ETag is not
+enough) and recognise its own earlier upload after a crash.
+
+Operations raise plain exceptions (botocore, ``OSError``, ...) and never retry
+by themselves; wrap them in :func:`tieredindex.retry.run_with_retry`.
+
+Keys are validated the same way on every back end: non-empty ``/``-separated
+segments, none ``"."``/``".."`` or starting with ``"."`` (reserved for the
+``file://`` back end's temporary and sidecar files), no leading ``/``, no
+control characters, at most 200 UTF-8 bytes per segment and 900 in all.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
+import datetime as dt
+import errno
+import json
+import logging
+import os
+import re
+import stat
+import struct
+import threading
+import urllib.parse
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from tieredindex._native import CorruptFileError, crc32c
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+__all__ = [
+    "DEFAULT_MULTIPART_THRESHOLD",
+    "DEFAULT_PART_SIZE",
+    "LocalRemote",
+    "MultipartUpload",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "PutResult",
+    "Remote",
+    "S3Remote",
+    "Source",
+    "UploadCancelledError",
+    "open_remote",
+    "validate_key",
+]
+
+_LOG = logging.getLogger("tieredindex")
+
+MiB = 1024 * 1024
+DEFAULT_MULTIPART_THRESHOLD = 8 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
+S3_MIN_PART_SIZE = 5 * MiB
+S3_MAX_PARTS = 10_000
+_READ_CHUNK = 8 * MiB
+
+META_SIZE = "tix-size"
+META_CRC32C = "tix-crc32c"
+_RESERVED_META = frozenset({META_SIZE, META_CRC32C})
+_META_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+"""What :meth:`Remote.put_if_absent` uploads: a local file path, or the bytes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """One remote object.
+
+    ``size`` is the stored object's actual length. ``crc32c`` is the checksum
+    recorded at upload (``tix-crc32c``), ``None`` when unknown: always from
+    :meth:`Remote.list`, which does not read metadata, and for foreign objects.
+    ``metadata`` holds all user metadata, ``tix-size``/``tix-crc32c`` included
+    (empty from :meth:`Remote.list`).
+    """
+
+    key: str
+    size: int
+    crc32c: int | None
+    last_modified: dt.datetime
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    etag: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PutResult:
+    """Outcome of :meth:`Remote.put_if_absent`.
+
+    * ``created=True, identical=True``: this call wrote the object.
+    * ``created=False, identical=True``: the object already existed with the
+      same size and CRC-32C (e.g. an earlier, interrupted upload of ours).
+    * ``created=False, identical=False``: a *conflict*: a different object is
+      stored under the key. It was not overwritten.
+
+    ``existing`` is the stored object's :class:`ObjectInfo` when known.
+    """
+
+    created: bool
+    identical: bool
+    existing: ObjectInfo | None = None
+
+
+class MultipartUpload(NamedTuple):
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+
+
+ObjectList = list[ObjectInfo]
+UploadList = list[MultipartUpload]
+
+
+class ObjectNotFoundError(FileNotFoundError):
+    """:meth:`Remote.get` / :meth:`Remote.get_range` of a key with no object."""
+
+    def __init__(self, key: str, where: str) -> None:
+        super().__init__(errno.ENOENT, f"no object {key!r} in {where}", key)
+        self.key = key
+
+
+class UploadCancelledError(Exception):
+    """``put_if_absent`` stopped because its ``cancel`` event was set."""
+
+
+# --------------------------------------------------------------------------
+# Validation helpers
+
+
+def _bad_key(what: str, key: object, why: str) -> ValueError:
+    return ValueError(f"invalid {what} {key!r}: {why}")
+
+
+def _check_segments(what: str, key: str, text: str) -> None:
+    for seg in text.split("/"):
+        if not seg:
+            raise _bad_key(what, key, "empty path segment")
+        if seg in (".", ".."):
+            raise _bad_key(what, key, f"segment {seg!r} is not allowed")
+        if seg.startswith("."):
+            raise _bad_key(what, key, "segments may not start with '.'")
+        if len(seg.encode("utf-8", "surrogatepass")) > 200:
+            raise _bad_key(what, key, "a segment is longer than 200 bytes")
+
+
+def validate_key(key: object, what: str = "key") -> str:
+    """Return ``key`` if it is a valid relative object key, else raise.
+
+    ``TypeError`` if it is not a ``str``; ``ValueError`` naming the key if it is
+    empty, absolute, has empty/``.``/``..``/dot-prefixed segments, control
+    characters (NUL included) or is too long.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be a str, got {type(key).__name__}")
+    if not key:
+        raise _bad_key(what, key, "empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise _bad_key(what, key, "control characters (NUL included) are not allowed")
+    if key.startswith("/"):
+        raise _bad_key(what, key, "absolute keys are not allowed")
+    if "\\" in key:
+        raise _bad_key(what, key, "backslashes are not allowed")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad_key(what, key, "not valid UTF-8") from None
+    if len(encoded) > 900:
+        raise _bad_key(what, key, "longer than 900 bytes")
+    _check_segments(what, key, key)
+    return key
+
+
+def _validate_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    if prefix == "":
+        return prefix
+    validate_key(prefix[:-1] if prefix.endswith("/") else prefix, "prefix")
+    return prefix
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be in [{minimum}, {maximum}], got {value}")
+    return value
+
+
+def _user_metadata(metadata: Mapping[str, str] | None, size: int, crc: int) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not _META_KEY_RE.match(k):
+            raise ValueError(f"metadata key {k!r} must match [a-z0-9][a-z0-9-]*")
+        if k in _RESERVED_META:
+            raise ValueError(f"metadata key {k!r} is reserved")
+        if not isinstance(v, str) or not v.isascii() or not v.isprintable():
+            raise ValueError(f"metadata value for {k!r} must be printable ASCII text")
+        out[k] = v
+    out[META_SIZE] = str(size)
+    out[META_CRC32C] = f"{crc:08x}"
+    return out
+
+
+def _parse_crc(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        crc = int(value, 16)
+    except ValueError:
+        return None
+    return crc if 0 <= crc <= 0xFFFFFFFF else None
+
+
+def crc32c_b64(crc: int) -> str:
+    """The ``x-amz-checksum-crc32c`` form of a CRC: base64 of big-endian u32."""
+    return base64.b64encode(struct.pack(">I", crc)).decode("ascii")
+
+
+class _Payload:
+    """A validated upload source: bytes in memory or an open file."""
+
+    def __init__(self, source: Source, size: int, crc: int) -> None:
+        self.size = _check_int("size", size, 0, 2**63 - 1)
+        self.crc = _check_int("crc32c", crc, 0, 0xFFFFFFFF)
+        self.data: memoryview | None = None
+        self.path: str | None = None
+        self.fd: int | None = None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            view = memoryview(source)
+            if not view.c_contiguous:
+                raise ValueError("source buffer must be contiguous")
+            view = view.cast("B")
+            if view.nbytes != size:
+                raise ValueError(f"size={size} does not match the source's {view.nbytes} bytes")
+            self.data = view
+        elif isinstance(source, (str, os.PathLike)):
+            self.path = os.fsdecode(source)
+            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                actual = os.fstat(self.fd).st_size
+            except BaseException:
+                self.close()
+                raise
+            if actual != size:
+                self.close()
+                raise CorruptFileError(f"{self.path}: local file is {actual} bytes, expected size {size}")
+        else:
+            raise TypeError(f"source must be a path or a bytes-like object, got {type(source).__name__}")
+
+    @property
+    def name(self) -> str:
+        return self.path if self.path is not None else "<bytes>"
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (a short file is corrupt)."""
+        if self.data is not None:
+            return bytes(self.data[offset : offset + length])
+        assert self.fd is not None
+        chunks: list[bytes] = []
+        got = 0
+        while got < length:
+            chunk = os.pread(self.fd, length - got, offset + got)
+            if not chunk:
+                raise CorruptFileError(
+                    f"{self.name}: local file shrank while uploading "
+                    f"(short read at offset {offset + got}, expected size {self.size})"
+                )
+            chunks.append(chunk)
+            got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def chunks(self, chunk_size: int = _READ_CHUNK) -> Iterator[bytes]:
+        for offset in range(0, self.size, chunk_size):
+            yield self.read(offset, min(chunk_size, self.size - offset))
+
+    def check_crc(self, actual: int) -> None:
+        if actual != self.crc:
+            raise (CorruptFileError if self.path is not None else ValueError)(
+                f"{self.name}: content CRC-32C is {actual:08x}, expected crc32c {self.crc:08x}"
+            )
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> _Payload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _compare(existing: ObjectInfo | None, size: int, crc: int) -> PutResult:
+    identical = existing is not None and existing.size == size and existing.crc32c == crc
+    return PutResult(created=False, identical=identical, existing=existing)
+
+
+# --------------------------------------------------------------------------
+# The interface
+
+
+class Remote(ABC):
+    """An object store holding immutable objects under relative keys.
+
+    Thread-safe: one instance may serve many threads. Methods raise the back
+    end's own exceptions; :class:`ObjectNotFoundError` for a missing object
+    on ``get``/``get_range``; ``ValueError`` naming a bad key.
+    """
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """``file:///abs/dir`` or ``s3://bucket/prefix/`` (no credentials)."""
+
+    @abstractmethod
+    def put_if_absent(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int,
+        crc32c: int,
+        metadata: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
+        """Store ``source`` under ``key`` unless an object is already there.
+
+        ``size`` and ``crc32c`` describe the whole source and are checked
+        while it is sent: a path source that differs raises
+        ``CorruptFileError`` naming it, a bytes source ``ValueError``; nothing
+        is stored then. If the key exists, the existing object is compared by
+        size and CRC-32C (see :class:`PutResult`); it is never overwritten.
+        ``metadata`` keys are lower-case ``[a-z0-9-]``, values printable
+        ASCII. A set ``cancel`` event abandons the upload between parts
+        (``UploadCancelledError``).
+        """
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's info, or ``None`` if there is none."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+
+    @abstractmethod
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the object, like slicing: fewer (maybe
+        none) when the object ends before ``end``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> ObjectList:
+        """Objects whose key starts with ``prefix`` (a plain string prefix),
+        sorted by key, with ``crc32c=None`` and empty metadata."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; no error if it does not exist."""
+
+    @abstractmethod
+    def list_multipart_uploads(self) -> UploadList:
+        """Unfinished uploads under this remote's prefix."""
+
+    @abstractmethod
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        """Abort one unfinished upload; no error if it is already gone."""
+
+    def close(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"remote {self.url} is closed")
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def _check_range(start: int, end: int) -> None:
+    _check_int("start", start, 0, 2**63 - 1)
+    _check_int("end", end, 0, 2**63 - 1)
+    if end < start:
+        raise ValueError(f"end ({end}) must be >= start ({start})")
+
+
+# --------------------------------------------------------------------------
+# file://
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<token>[0-9a-f]{32})\.(?:tixtmp|tixmeta-tmp)$")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """``renameat2(RENAME_NOREPLACE)``; raises ``OSError`` (EEXIST if taken)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    rc = func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), dst)
+
+
+def _link_noreplace(src: str, dst: str) -> None:
+    """Give ``src`` the name ``dst`` only if ``dst`` does not exist.
+
+    ``os.link`` (exclusive, atomic); where hard links are unsupported,
+    ``renameat2(RENAME_NOREPLACE)``. ``FileExistsError`` if ``dst`` exists.
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        try:
+            _rename_noreplace(src, dst)
+        except OSError as exc2:
+            if exc2.errno == errno.EEXIST:
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
+            raise exc from None
+
+
+def _mtime(st: os.stat_result) -> dt.datetime:
+    return dt.datetime.fromtimestamp(st.st_mtime, tz=dt.UTC)
+
+
+class LocalRemote(Remote):
+    """A directory as a remote store (the embedded default).
+
+    Layout, for key ``a/b.tix``:
+
+    * ``ROOT/a/b.tix``: the object's bytes.
+    * ``ROOT/a/.b.tix.tixmeta``: JSON sidecar ``{"size", "crc32c", "ino",
+      "mtime_ns", "metadata"}`` written after the object (temp file, fsync,
+      rename, directory fsync) and removed before it on delete. It is trusted
+      only while its ``ino``, ``size`` and ``mtime_ns`` match the object's
+      (inode numbers alone get reused); otherwise (a crash
+      between object and sidecar, or an object placed by hand) ``head``
+      computes the CRC-32C by reading the object and reports no user metadata.
+    * ``ROOT/a/.b.tix.<hex>.tixtmp``: an upload in progress, or left over by a
+      crash; :meth:`list_multipart_uploads` reports these, and
+      :meth:`abort_multipart_upload` deletes them.
+
+    The object appears atomically and exclusively: the temp file is written
+    and fsynced, then hard-linked to its final name (``renameat2``
+    ``RENAME_NOREPLACE`` where links are unsupported), which fails if the name
+    exists; then the directory is fsynced.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        super().__init__()
+        path = os.fsdecode(root)
+        if not os.path.isabs(path):
+            raise ValueError(f"root must be an absolute path, got {path!r}")
+        self._root = os.path.normpath(path)
+        if create:
+            os.makedirs(self._root, exist_ok=True)
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    @property
+    def url(self) -> str:
+        return "file://" + urllib.parse.quote(self._root)
+
+    # -- paths
+
+    def _path(self, key: str) -> str:
+        validate_key(key)
+        path = os.path.join(self._root, *key.split("/"))
+        # Belt and braces: validation already rules out escaping the root.
+        if os.path.commonpath([self._root, path]) != self._root:
+            raise _bad_key("key", key, "escapes the remote directory")
+        return path
+
+    @staticmethod
+    def _sidecar(path: str) -> str:
+        head, name = os.path.split(path)
+        return os.path.join(head, f".{name}.tixmeta")
+
+    def _makedirs(self, directory: str) -> None:
+        """Create ``directory`` (inside the root), fsyncing each new entry."""
+        missing: list[str] = []
+        d = directory
+        while d != self._root and not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d)
+            _fsync_dir(os.path.dirname(d))
+
+    # -- writes
+
+    def put_if_absent(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int,
+        crc32c: int,
+        metadata: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
+        self._check_open()
+        path = self._path(key)
+        with _Payload(source, size, crc32c) as payload:
+            meta = _user_metadata(metadata, payload.size, payload.crc)
+            if os.path.lexists(path):
+                return _compare(self.head(key), payload.size, payload.crc)
+            directory, name = os.path.split(path)
+            self._makedirs(directory)
+            token = uuid.uuid4().hex
+            tmp = os.path.join(directory, f".{name}.{token}.tixtmp")
+            try:
+                ino, mtime_ns = self._write_temp(tmp, payload, cancel)
+                try:
+                    _link_noreplace(tmp, path)
+                except FileExistsError:
+                    return _compare(self.head(key), payload.size, payload.crc)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                sidecar = {
+                    "v": 1,
+                    "size": payload.size,
+                    "crc32c": f"{payload.crc:08x}",
+                    "ino": ino,
+                    "mtime_ns": mtime_ns,
+                    "metadata": meta,
+                }
+                self._write_sidecar(path, token, sidecar)
+                _fsync_dir(directory)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            st = os.stat(path)
+            info = ObjectInfo(key, st.st_size, payload.crc, _mtime(st), dict(meta))
+            return PutResult(created=True, identical=True, existing=info)
+
+    @staticmethod
+    def _write_temp(tmp: str, payload: _Payload, cancel: threading.Event | None) -> tuple[int, int]:
+        """Write and fsync the temp file; return its inode and mtime_ns."""
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            crc = 0
+            for chunk in payload.chunks():
+                if cancel is not None and cancel.is_set():
+                    raise UploadCancelledError(f"upload of {payload.name} cancelled")
+                crc = crc32c(chunk, crc)
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            payload.check_crc(crc)
+            os.fsync(fd)
+            st = os.fstat(fd)
+            return st.st_ino, st.st_mtime_ns
+        finally:
+            os.close(fd)
+
+    def _write_sidecar(self, path: str, token: str, content: dict[str, Any]) -> None:
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.{token}.tixmeta-tmp")
+        blob = json.dumps(content, sort_keys=True).encode("utf-8")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                os.write(fd, blob)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._sidecar(path))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def delete(self, key: str) -> None:
+        self._check_open()
+        path = self._path(key)
+        if os.path.isdir(path) and not os.path.islink(path):
+            return
+        removed = False
+        for p in (self._sidecar(path), path):  # sidecar first: see class doc
+            try:
+                os.unlink(p)
+                removed = True
+            except FileNotFoundError:
+                pass
+        if removed:
+            _fsync_dir(os.path.dirname(path))
+
+    # -- reads
+
+    def _read_sidecar(self, path: str, st: os.stat_result) -> tuple[int, dict[str, str]] | None:
+        try:
+            with open(self._sidecar(path), "rb") as f:
+                content = json.loads(f.read())
+            if (content.get("ino"), content.get("size"), content.get("mtime_ns")) != (
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+            ):
+                return None
+            crc = _parse_crc(content.get("crc32c"))
+            metadata = content.get("metadata")
+            if crc is None or not isinstance(metadata, dict):
+                return None
+            return crc, {str(k): str(v) for k, v in metadata.items()}
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _crc_of(self, path: str) -> int:
+        crc = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(_READ_CHUNK):
+                crc = crc32c(chunk, crc)
+        return crc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        self._check_open()
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        side = self._read_sidecar(path, st)
+        if side is not None:
+            crc, metadata = side
+        else:
+            try:
+                crc, metadata = self._crc_of(path), {}
+            except FileNotFoundError:
+                return None
+        return ObjectInfo(key, st.st_size, crc, _mtime(st), metadata)
+
+    def _open_object(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(key, self.url) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ObjectNotFoundError(key, self.url)
+        return fd
+
+    def get(self, key: str) -> bytes:
+        self._check_open()
+        fd = self._open_object(key)
+        with open(fd, "rb", closefd=True) as f:
+            return f.read()
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        self._check_open()
+        _check_range(start, end)
+        fd = self._open_object(key)
+        try:
+            out: list[bytes] = []
+            pos = start
+            while pos < end:
+                chunk = os.pread(fd, min(end - pos, _READ_CHUNK), pos)
+                if not chunk:
+                    break
+                out.append(chunk)
+                pos += len(chunk)
+            return b"".join(out)
+        finally:
+            os.close(fd)
+
+    def list(self, prefix: str = "") -> ObjectList:
+        self._check_open()
+        _validate_prefix(prefix)
+        # Walk only the deepest directory the prefix names.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = os.path.join(self._root, *base.split("/")) if base else self._root
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = os.path.relpath(dirpath, self._root)
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{name}"
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found.append(ObjectInfo(key, st.st_size, None, _mtime(st)))
+        found.sort(key=lambda info: info.key.encode("utf-8", "surrogateescape"))
+        return found
+
+    # -- leftovers
+
+    def list_multipart_uploads(self) -> UploadList:
+        self._check_open()
+        out: list[MultipartUpload] = []
+        for dirpath, dirnames, filenames in os.walk(self._root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = os.path.relpath(dirpath, self._root)
+            for name in filenames:
+                m = _TMP_RE.match(name)
+                if m is None:
+                    continue
+                key = m["name"] if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{m['name']}"
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                out.append(MultipartUpload(key, name, _mtime(st)))
+        out.sort(key=lambda u: (u.key, u.upload_id))
+        return out
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        self._check_open()
+        path = self._path(key)
+        m = _TMP_RE.match(upload_id) if isinstance(upload_id, str) else None
+        if m is None or m["name"] != os.path.basename(path):
+            raise ValueError(f"upload_id {upload_id!r} is not an upload of key {key!r}")
+        try:
+            os.unlink(os.path.join(os.path.dirname(path), upload_id))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        _fsync_dir(os.path.dirname(path))
+
+
+# --------------------------------------------------------------------------
+# s3://
+
+
+def _error_code(exc: Any) -> tuple[str, int | None]:
+    response = getattr(exc, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code") or "")
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code, status if isinstance(status, int) else None
+
+
+class S3Remote(Remote):
+    """``s3://bucket/prefix`` through boto3.
+
+    The client makes a single attempt per call (retries belong to
+    :mod:`tieredindex.retry`), with connect and read timeouts, no SDK-added
+    checksums (``when_required``, which S3-compatible stores accept) and path
+    addressing. Endpoint and region come from the arguments, else from the
+    AWS environment as boto3 reads it (``AWS_ENDPOINT_URL``, ``AWS_REGION``,
+    ...), as do the credentials.
+
+    Objects below ``multipart_threshold`` go up in one ``PutObject``
+    (``If-None-Match: *``, ``x-amz-checksum-crc32c``); larger ones in a
+    multipart upload with a FULL_OBJECT CRC-32C, parts of ``part_size`` read
+    from the file in slices, ``upload_concurrency`` at a time (so at most
+    ``part_size * upload_concurrency`` bytes in memory), completed with
+    ``If-None-Match: *``. A failed multipart upload is always aborted.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        part_size: int = DEFAULT_PART_SIZE,
+        upload_concurrency: int = 4,
+        client: S3Client | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
+            raise ValueError(f"invalid bucket name {bucket!r}")
+        prefix = _validate_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self._bucket = bucket
+        self._prefix = prefix
+        self._threshold = _check_int("multipart_threshold", multipart_threshold, 1, 5 * 1024**3)
+        self._part_size = _check_int("part_size", part_size, S3_MIN_PART_SIZE, 5 * 1024**3)
+        self._concurrency = _check_int("upload_concurrency", upload_concurrency, 1, 64)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                # One send per call: botocore's "max_attempts" counts *retries*
+                # (max_attempts=1 would send twice); total_max_attempts does not.
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path"},
+                max_pool_connections=max(10, self._concurrency + 2),
+            )
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=region, config=config
+            )
+        self._client: S3Client = client
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def client(self) -> S3Client:
+        return self._client
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self._bucket}/{self._prefix}"
+
+    def close(self) -> None:
+        if not self._closed:
+            super().close()
+            self._client.close()
+
+    def _full(self, key: str) -> str:
+        return self._prefix + validate_key(key)
+
+    # -- writes
+
+    def put_if_absent(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int,
+        crc32c: int,
+        metadata: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
+        self._check_open()
+        full = self._full(key)
+        with _Payload(source, size, crc32c) as payload:
+            meta = _user_metadata(metadata, payload.size, payload.crc)
+            if payload.size < self._threshold:
+                return self._put_single(key, full, payload, meta)
+            return self._put_multipart(key, full, payload, meta, cancel)
+
+    def _put_single(self, key: str, full: str, payload: _Payload, meta: dict[str, str]) -> PutResult:
+        from botocore.exceptions import ClientError
+
+        body = payload.read(0, payload.size)
+        payload.check_crc(crc32c(body))
+        try:
+            self._client.put_object(
+                Bucket=self._bucket,
+                Key=full,
+                Body=body,
+                ContentLength=payload.size,
+                IfNoneMatch="*",
+                ChecksumCRC32C=crc32c_b64(payload.crc),
+                Metadata=meta,
+            )
+        except ClientError as exc:
+            code, status = _error_code(exc)
+            if status == 412 or code == "PreconditionFailed":
+                return _compare(self.head(key), payload.size, payload.crc)
+            raise
+        return PutResult(created=True, identical=True)
+
+    def _put_multipart(
+        self,
+        key: str,
+        full: str,
+        payload: _Payload,
+        meta: dict[str, str],
+        cancel: threading.Event | None,
+    ) -> PutResult:
+        from botocore.exceptions import ClientError
+
+        part_size = max(self._part_size, -(-payload.size // S3_MAX_PARTS))
+        created = self._client.create_multipart_upload(
+            Bucket=self._bucket,
+            Key=full,
+            ChecksumAlgorithm="CRC32C",
+            ChecksumType="FULL_OBJECT",
+            Metadata=meta,
+        )
+        upload_id = created["UploadId"]
+        with contextlib.ExitStack() as cleanup:
+            # Registered the moment the upload exists: any failure below,
+            # KeyboardInterrupt included, aborts it.
+            cleanup.callback(self._abort_quietly, full, upload_id)
+            parts = self._upload_parts(full, upload_id, payload, part_size, cancel)
+            try:
+                self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                    ChecksumCRC32C=crc32c_b64(payload.crc),
+                    ChecksumType="FULL_OBJECT",
+                    MpuObjectSize=payload.size,
+                )
+            except ClientError as exc:
+                code, status = _error_code(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    # The upload stays open after a 412: abort it first.
+                    cleanup.close()
+                    return _compare(self.head(key), payload.size, payload.crc)
+                if code == "NoSuchUpload":
+                    cleanup.pop_all()  # nothing left to abort
+                    result = _compare(self.head(key), payload.size, payload.crc)
+                    if result.identical:
+                        return result
+                raise
+            cleanup.pop_all()
+        return PutResult(created=True, identical=True)
+
+    def _upload_parts(
+        self,
+        full: str,
+        upload_id: str,
+        payload: _Payload,
+        part_size: int,
+        cancel: threading.Event | None,
+    ) -> list[CompletedPartTypeDef]:
+        def send(number: int, data: bytes) -> CompletedPartTypeDef:
+            checksum = crc32c_b64(crc32c(data))
+            resp = self._client.upload_part(
+                Bucket=self._bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ContentLength=len(data),
+                ChecksumCRC32C=checksum,
+            )
+            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumCRC32C": checksum}
+
+        done: list[CompletedPartTypeDef] = []
+        running: set[concurrent.futures.Future[CompletedPartTypeDef]] = set()
+        whole_crc = 0
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._concurrency, thread_name_prefix="tix-upload"
+        ) as pool:
+            try:
+                for number, offset in enumerate(range(0, payload.size, part_size), start=1):
+                    while len(running) >= self._concurrency:
+                        finished, running = concurrent.futures.wait(
+                            running, return_when=concurrent.futures.FIRST_COMPLETED
+                        )
+                        done.extend(f.result() for f in finished)
+                    if cancel is not None and cancel.is_set():
+                        raise UploadCancelledError(f"upload of {payload.name} cancelled")
+                    data = payload.read(offset, min(part_size, payload.size - offset))
+                    whole_crc = crc32c(data, whole_crc)
+                    running.add(pool.submit(send, number, data))
+                    del data
+                finished, running = concurrent.futures.wait(running)
+                done.extend(f.result() for f in finished)
+            except BaseException:
+                for f in running:
+                    f.cancel()
+                raise
+        payload.check_crc(whole_crc)
+        done.sort(key=lambda p: p["PartNumber"])
+        return done
+
+    def _abort_quietly(self, full: str, upload_id: str) -> None:
+        try:
+            self._abort(full, upload_id)
+        except Exception as exc:  # never mask the original failure
+            from tieredindex.retry import describe_error
+
+            _LOG.warning(
+                "%s: could not abort multipart upload of %r (%s); it stays listed until aborted: %s",
+                self.url,
+                full,
+                upload_id,
+                describe_error(exc),
+            )
+
+    def _abort(self, full: str, upload_id: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.abort_multipart_upload(Bucket=self._bucket, Key=full, UploadId=upload_id)
+        except ClientError as exc:
+            if _error_code(exc)[0] != "NoSuchUpload":
+                raise
+
+    def delete(self, key: str) -> None:
+        self._check_open()
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=self._full(key))
+        except ClientError as exc:
+            if _error_code(exc)[0] != "NoSuchKey":
+                raise
+
+    # -- reads
+
+    def head(self, key: str) -> ObjectInfo | None:
+        self._check_open()
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self._client.head_object(Bucket=self._bucket, Key=self._full(key))
+        except ClientError as exc:
+            code, status = _error_code(exc)
+            if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        metadata = {str(k).lower(): str(v) for k, v in resp.get("Metadata", {}).items()}
+        return ObjectInfo(
+            key,
+            int(resp["ContentLength"]),
+            _parse_crc(metadata.get(META_CRC32C)),
+            resp["LastModified"],
+            metadata,
+            resp.get("ETag"),
+        )
+
+    def _get(self, key: str, range_header: str | None) -> bytes:
+        from botocore.exceptions import ClientError
+
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._full(key)}
+        if range_header is not None:
+            kwargs["Range"] = range_header
+        try:
+            resp = self._client.get_object(**kwargs)
+        except ClientError as exc:
+            code, status = _error_code(exc)
+            if code == "NoSuchKey":
+                raise ObjectNotFoundError(key, self.url) from None
+            if range_header is not None and (status == 416 or code == "InvalidRange"):
+                return b""
+            raise
+        body = resp["Body"]
+        try:
+            return body.read()
+        finally:
+            body.close()
+
+    def get(self, key: str) -> bytes:
+        self._check_open()
+        return self._get(key, None)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        self._check_open()
+        _check_range(start, end)
+        validate_key(key)
+        if start == end:
+            return b""
+        return self._get(key, f"bytes={start}-{end - 1}")
+
+    def list(self, prefix: str = "") -> ObjectList:
+        self._check_open()
+        _validate_prefix(prefix)
+        out: list[ObjectInfo] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+            for obj in page.get("Contents", []):
+                full = obj.get("Key", "")
+                if not full.startswith(self._prefix):
+                    continue
+                out.append(
+                    ObjectInfo(
+                        full[len(self._prefix) :],
+                        int(obj.get("Size", 0)),
+                        None,
+                        obj["LastModified"],
+                        {},
+                        obj.get("ETag"),
+                    )
+                )
+        out.sort(key=lambda info: info.key.encode("utf-8", "surrogateescape"))
+        return out
+
+    def list_multipart_uploads(self) -> UploadList:
+        self._check_open()
+        out: list[MultipartUpload] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+            for upload in page.get("Uploads", []):
+                full = upload.get("Key", "")
+                if not full.startswith(self._prefix) or "UploadId" not in upload:
+                    continue
+                out.append(
+                    MultipartUpload(full[len(self._prefix) :], upload["UploadId"], upload["Initiated"])
+                )
+        return out
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        self._check_open()
+        if not isinstance(upload_id, str) or not upload_id:
+            raise ValueError(f"invalid upload_id {upload_id!r}")
+        self._abort(self._full(key), upload_id)
+
+
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+
+
+# --------------------------------------------------------------------------
+# URLs
+
+
+def open_remote(
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+    part_size: int = DEFAULT_PART_SIZE,
+    upload_concurrency: int = 4,
+) -> Remote:
+    """Build the remote for ``file:///abs/dir`` or ``s3://bucket[/prefix]``.
+
+    S3-only settings are ignored for ``file://``. ``ValueError`` naming the
+    URL for anything else (relative or remote file URLs, query strings,
+    credentials or ports in the URL, bad bucket names or prefixes).
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+
+    # Name the URL, but never credentials someone put in it.
+    shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1<redacted>@", url)
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"invalid remote url {shown!r}: {why}")
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise bad("query strings and fragments are not allowed")
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise bad("use file:///absolute/path (no host)")
+        path = urllib.parse.unquote(parts.path)
+        if not path.startswith("/") or "\x00" in path:
+            raise bad("the path must be absolute")
+        return LocalRemote(path)
+    if scheme == "s3":
+        if "@" in parts.netloc or ":" in parts.netloc:
+            raise bad("credentials and ports do not belong in the url")
+        bucket = parts.netloc
+        if not _BUCKET_RE.match(bucket):
+            raise bad(f"invalid bucket name {bucket!r}")
+        prefix = parts.path[1:] if parts.path.startswith("/") else parts.path
+        try:
+            _validate_prefix(prefix)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        return S3Remote(
+            bucket,
+            prefix,
+            endpoint_url=endpoint_url,
+            region=region,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            multipart_threshold=multipart_threshold,
+            part_size=part_size,
+            upload_concurrency=upload_concurrency,
+        )
+    raise bad("the scheme must be file:// or s3://")

@@ -1,0 +1,763 @@
+"""tieredindex.remote on both back ends (a directory, and S3 through moto)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tieredindex._native import CorruptFileError, RemoteError, crc32c
+from tieredindex.remote import (
+    LocalRemote,
+    ObjectNotFoundError,
+    Remote,
+    S3Remote,
+    UploadCancelledError,
+    open_remote,
+    validate_key,
+)
+from tieredindex.retry import RetryBudget, RetryPolicy, classify, run_with_retry
+
+MiB = 1024 * 1024
+
+
+def blob(n: int, seed: int = 0) -> bytes:
+    """Deterministic, incompressible-enough test data."""
+    base = bytes((i * 131 + seed * 17 + (i >> 8)) & 0xFF for i in range(65536))
+    reps = n // len(base) + 1
+    return (base * reps)[:n]
+
+
+def put(remote: Remote, key: str, data: bytes, **kw: Any) -> Any:
+    return remote.put_if_absent(key, data, size=len(data), crc32c=crc32c(data), **kw)
+
+
+def client_error(code: str, status: int, op: str) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},  # type: ignore[typeddict-item]
+        op,
+    )
+
+
+@pytest.fixture
+def big_remote(remote_url: str) -> Iterator[Remote]:
+    """A remote whose multipart path starts at 5 MiB (S3's minimum part)."""
+    r = open_remote(remote_url, multipart_threshold=5 * MiB, part_size=5 * MiB, upload_concurrency=2)
+    yield r
+    r.close()
+
+
+# --------------------------------------------------------------------------
+# put_if_absent / head / get
+
+
+def test_put_creates_and_head_reports_size_crc_metadata(remote: Remote) -> None:
+    data = blob(1000)
+    res = put(remote, "files/a.tix", data, metadata={"tix-file": "a", "begin-ms": "17"})
+    assert res.created and res.identical
+    info = remote.head("files/a.tix")
+    assert info is not None
+    assert info.key == "files/a.tix"
+    assert info.size == 1000
+    assert info.crc32c == crc32c(data)
+    assert info.metadata["tix-file"] == "a"
+    assert info.metadata["begin-ms"] == "17"
+    assert info.metadata["tix-size"] == "1000"
+    assert int(info.metadata["tix-crc32c"], 16) == crc32c(data)
+    assert info.last_modified.tzinfo is not None
+    assert remote.get("files/a.tix") == data
+
+
+def test_put_from_path(remote: Remote, tmp_path: Path) -> None:
+    data = blob(4096, seed=3)
+    src = tmp_path / "local.tix"
+    src.write_bytes(data)
+    res = remote.put_if_absent("files/p.tix", src, size=len(data), crc32c=crc32c(data))
+    assert res.created
+    assert remote.get("files/p.tix") == data
+    res2 = remote.put_if_absent("files/p2.tix", str(src), size=len(data), crc32c=crc32c(data))
+    assert res2.created
+
+
+def test_put_empty_object(remote: Remote) -> None:
+    assert put(remote, "empty", b"").created
+    info = remote.head("empty")
+    assert info is not None and info.size == 0 and info.crc32c == 0
+    assert remote.get("empty") == b""
+
+
+def test_put_identical_again_is_not_a_conflict(remote: Remote) -> None:
+    data = blob(2000)
+    assert put(remote, "k.tix", data).created
+    res = put(remote, "k.tix", data)
+    assert not res.created and res.identical
+    assert res.existing is not None and res.existing.crc32c == crc32c(data)
+    assert remote.get("k.tix") == data
+
+
+def test_put_conflict_never_overwrites(remote: Remote) -> None:
+    first, second = blob(2000, seed=1), blob(2000, seed=2)
+    assert crc32c(first) != crc32c(second)
+    assert put(remote, "k.tix", first).created
+    res = put(remote, "k.tix", second)
+    assert not res.created and not res.identical
+    assert remote.get("k.tix") == first
+    # a different size is a conflict too
+    res = put(remote, "k.tix", first + b"x")
+    assert not res.created and not res.identical
+    assert remote.get("k.tix") == first
+    info = remote.head("k.tix")
+    assert info is not None and info.crc32c == crc32c(first)
+
+
+def test_wrong_checksum_or_size_stores_nothing(remote: Remote, tmp_path: Path) -> None:
+    data = blob(3000)
+    with pytest.raises(ValueError, match="crc32c"):
+        remote.put_if_absent("bad", data, size=len(data), crc32c=crc32c(data) ^ 1)
+    with pytest.raises(ValueError, match="size"):
+        remote.put_if_absent("bad", data, size=len(data) + 1, crc32c=crc32c(data))
+    src = tmp_path / "f.tix"
+    src.write_bytes(data)
+    with pytest.raises(CorruptFileError, match=r"f\.tix"):
+        remote.put_if_absent("bad", src, size=len(data), crc32c=crc32c(data) ^ 1)
+    with pytest.raises(CorruptFileError, match=r"f\.tix"):
+        remote.put_if_absent("bad", src, size=len(data) - 1, crc32c=crc32c(data))
+    assert remote.head("bad") is None
+    assert remote.list() == []
+    assert remote.list_multipart_uploads() == []
+
+
+def test_bad_put_arguments(remote: Remote) -> None:
+    with pytest.raises(TypeError, match="source"):
+        remote.put_if_absent("k", 123, size=0, crc32c=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="crc32c"):
+        remote.put_if_absent("k", b"", size=0, crc32c=2**32)
+    with pytest.raises(ValueError, match="metadata"):
+        remote.put_if_absent("k", b"", size=0, crc32c=0, metadata={"Upper": "x"})
+    with pytest.raises(ValueError, match="reserved"):
+        remote.put_if_absent("k", b"", size=0, crc32c=0, metadata={"tix-crc32c": "0"})
+    assert remote.head("k") is None
+
+
+def test_missing_objects(remote: Remote) -> None:
+    assert remote.head("nope/x.tix") is None
+    with pytest.raises(ObjectNotFoundError) as info:
+        remote.get("nope/x.tix")
+    assert "nope/x.tix" in str(info.value)
+    assert classify(info.value) == "fatal"
+    with pytest.raises(ObjectNotFoundError):
+        remote.get_range("nope/x.tix", 0, 10)
+
+
+# --------------------------------------------------------------------------
+# ranges, list, delete
+
+
+def test_ranged_reads(remote: Remote) -> None:
+    data = blob(10_000)
+    put(remote, "r.tix", data)
+    assert remote.get_range("r.tix", 0, 10) == data[:10]
+    assert remote.get_range("r.tix", 1234, 5678) == data[1234:5678]
+    assert remote.get_range("r.tix", 9990, 10_000) == data[9990:]
+    assert remote.get_range("r.tix", 5, 5) == b""
+    assert remote.get_range("r.tix", 9990, 20_000) == data[9990:]  # like slicing
+    assert remote.get_range("r.tix", 10_000, 10_010) == b""
+    assert remote.get_range("r.tix", 50_000, 60_000) == b""
+    with pytest.raises(ValueError, match="end"):
+        remote.get_range("r.tix", 10, 5)
+    with pytest.raises(ValueError, match="start"):
+        remote.get_range("r.tix", -1, 5)
+
+
+def test_list_by_prefix_sorted(remote: Remote) -> None:
+    keys = ["files/b.tix", "files/a.tix", "files/sub/c.tix", "manifest.json", "filesX"]
+    for i, k in enumerate(keys):
+        put(remote, k, blob(100 + i, seed=i))
+    all_keys = [o.key for o in remote.list()]
+    assert all_keys == sorted(keys)
+    listed = remote.list("files/")
+    assert [o.key for o in listed] == ["files/a.tix", "files/b.tix", "files/sub/c.tix"]
+    assert [o.size for o in listed] == [101, 100, 102]
+    assert all(o.crc32c is None for o in listed)
+    assert [o.key for o in remote.list("files")] == [
+        "files/a.tix",
+        "files/b.tix",
+        "files/sub/c.tix",
+        "filesX",
+    ]
+    assert [o.key for o in remote.list("files/a")] == ["files/a.tix"]
+    assert remote.list("nothing/") == []
+    with pytest.raises(ValueError, match="prefix"):
+        remote.list("../")
+
+
+def test_delete_is_idempotent(remote: Remote) -> None:
+    put(remote, "d/x.tix", b"abc")
+    put(remote, "d/y.tix", b"def")
+    remote.delete("d/x.tix")
+    remote.delete("d/x.tix")
+    remote.delete("d/never")
+    assert remote.head("d/x.tix") is None
+    assert [o.key for o in remote.list()] == ["d/y.tix"]
+    # a deleted key can be written again
+    assert put(remote, "d/x.tix", b"new").created
+    assert remote.get("d/x.tix") == b"new"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "/abs", "../x", "a/../../x", "a//b", "a/", "./a", "a/./b", "a\x00b", ".hidden", "a/.b", "a\\b"],
+)
+def test_bad_keys_rejected(remote: Remote, key: str) -> None:
+    with pytest.raises(ValueError, match="key") as info:
+        put(remote, key, b"x")
+    assert repr(key) in str(info.value)
+    with pytest.raises(ValueError):
+        remote.head(key)
+    with pytest.raises(ValueError):
+        remote.get(key)
+    with pytest.raises(ValueError):
+        remote.delete(key)
+    assert remote.list() == []
+
+
+def test_validate_key_types() -> None:
+    assert validate_key("files/ok-1.tix") == "files/ok-1.tix"
+    with pytest.raises(TypeError):
+        validate_key(b"files/x")
+    with pytest.raises(ValueError, match="200"):
+        validate_key("a" * 201)
+
+
+def test_closed_remote_refuses_work(remote_url: str) -> None:
+    r = open_remote(remote_url)
+    r.close()
+    assert r.closed
+    with pytest.raises(ValueError, match="closed"):
+        r.head("x")
+
+
+# --------------------------------------------------------------------------
+# large objects (multipart on S3)
+
+
+def test_large_put_roundtrip(big_remote: Remote, tmp_path: Path) -> None:
+    data = blob(11 * MiB + 123, seed=5)
+    src = tmp_path / "big.tix"
+    src.write_bytes(data)
+    res = big_remote.put_if_absent("files/big.tix", src, size=len(data), crc32c=crc32c(data))
+    assert res.created and res.identical
+    info = big_remote.head("files/big.tix")
+    assert info is not None and info.size == len(data) and info.crc32c == crc32c(data)
+    assert big_remote.get("files/big.tix") == data
+    assert big_remote.get_range("files/big.tix", 5 * MiB - 3, 5 * MiB + 3) == data[5 * MiB - 3 : 5 * MiB + 3]
+    assert big_remote.list_multipart_uploads() == []
+    # again: identical; different: a conflict that is not stored, and no upload stays open
+    res = big_remote.put_if_absent("files/big.tix", src, size=len(data), crc32c=crc32c(data))
+    assert not res.created and res.identical
+    other = blob(11 * MiB + 123, seed=6)
+    res = big_remote.put_if_absent("files/big.tix", other, size=len(other), crc32c=crc32c(other))
+    assert not res.created and not res.identical
+    assert big_remote.get("files/big.tix") == data
+    assert big_remote.list_multipart_uploads() == []
+
+
+def test_large_put_with_wrong_crc_aborts(big_remote: Remote, tmp_path: Path) -> None:
+    data = blob(6 * MiB)
+    src = tmp_path / "big.tix"
+    src.write_bytes(data)
+    with pytest.raises(CorruptFileError, match=r"big\.tix"):
+        big_remote.put_if_absent("files/big.tix", src, size=len(data), crc32c=crc32c(data) ^ 0xFF)
+    assert big_remote.head("files/big.tix") is None
+    assert big_remote.list_multipart_uploads() == []
+
+
+def test_cancel_event_abandons_upload(big_remote: Remote) -> None:
+    data = blob(11 * MiB)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(UploadCancelledError):
+        put(big_remote, "files/c.tix", data, cancel=cancel)
+    assert big_remote.head("files/c.tix") is None
+    assert big_remote.list_multipart_uploads() == []
+
+
+# --------------------------------------------------------------------------
+# S3 specifics
+
+
+@pytest.fixture
+def s3_remote(moto_server: Any) -> Iterator[S3Remote]:
+    import uuid
+
+    r = S3Remote(
+        moto_server.bucket,
+        f"mp-{uuid.uuid4().hex[:12]}",
+        endpoint_url=moto_server.endpoint_url,
+        multipart_threshold=5 * MiB,
+        part_size=5 * MiB,
+        upload_concurrency=2,
+    )
+    yield r
+    r.close()
+
+
+def wrap_client(
+    monkeypatch: pytest.MonkeyPatch, remote: S3Remote, method: str, wrapper: Callable[..., Any]
+) -> None:
+    real = getattr(remote.client, method)
+    monkeypatch.setattr(remote.client, method, lambda **kw: wrapper(real, **kw))
+
+
+def test_s3_client_settings(s3_remote: S3Remote, moto_server: Any) -> None:
+    cfg: Any = s3_remote.client.meta.config
+    assert cfg.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert cfg.connect_timeout == 10.0 and cfg.read_timeout == 60.0
+    assert cfg.request_checksum_calculation == "when_required"
+    assert cfg.response_checksum_validation == "when_required"
+    assert cfg.s3 == {"addressing_style": "path"}
+    assert s3_remote.client.meta.endpoint_url == moto_server.endpoint_url
+    assert s3_remote.url == f"s3://{moto_server.bucket}/{s3_remote.prefix}"
+    assert s3_remote.prefix.endswith("/")
+
+
+def test_s3_objects_live_under_the_prefix(s3_remote: S3Remote, moto_server: Any) -> None:
+    put(s3_remote, "files/a.tix", b"hello")
+    resp = moto_server.client.head_object(Bucket=moto_server.bucket, Key=s3_remote.prefix + "files/a.tix")
+    assert resp["ContentLength"] == 5
+    assert resp["Metadata"]["tix-crc32c"] == f"{crc32c(b'hello'):08x}"
+
+
+def test_s3_single_put_sends_checksum_and_if_none_match(
+    s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def spy(real: Callable[..., Any], **kw: Any) -> Any:
+        seen.append(kw)
+        return real(**kw)
+
+    wrap_client(monkeypatch, s3_remote, "put_object", spy)
+    put(s3_remote, "a", b"123456789")
+    (kw,) = seen
+    assert kw["IfNoneMatch"] == "*"
+    assert kw["ChecksumCRC32C"] == "4waSgw=="  # base64(be32(0xE3069283))
+    assert kw["Metadata"]["tix-size"] == "9"
+
+
+def test_s3_multipart_bounded_concurrency_and_checksums(
+    s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = blob(21 * MiB, seed=9)  # 5 parts of 5 MiB (the last 1 MiB)
+    src = tmp_path / "big.tix"
+    src.write_bytes(data)
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+    unsent = 0
+    peak_unsent = 0
+    parts: list[dict[str, Any]] = []
+    completes: list[dict[str, Any]] = []
+
+    def slow_part(real: Callable[..., Any], **kw: Any) -> Any:
+        nonlocal active, peak, unsent
+        with lock:
+            active += 1
+            peak = max(peak, active)
+            parts.append({k: v for k, v in kw.items() if k != "Body"} | {"len": len(kw["Body"])})
+        try:
+            time.sleep(0.05)
+            return real(**kw)
+        finally:
+            with lock:
+                active -= 1
+                unsent -= 1
+
+    def spy_complete(real: Callable[..., Any], **kw: Any) -> Any:
+        completes.append(kw)
+        return real(**kw)
+
+    # Parts read from the file but not yet sent: at most upload_concurrency.
+    import tieredindex.remote as remote_mod
+
+    real_read = remote_mod._Payload.read
+
+    def counting_read(self: Any, offset: int, length: int) -> bytes:
+        nonlocal unsent, peak_unsent
+        out = real_read(self, offset, length)
+        with lock:
+            unsent += 1
+            peak_unsent = max(peak_unsent, unsent)
+        return out
+
+    monkeypatch.setattr(remote_mod._Payload, "read", counting_read)
+    wrap_client(monkeypatch, s3_remote, "upload_part", slow_part)
+    wrap_client(monkeypatch, s3_remote, "complete_multipart_upload", spy_complete)
+    res = s3_remote.put_if_absent("big", src, size=len(data), crc32c=crc32c(data))
+    assert res.created
+    assert peak <= 2
+    assert 1 <= peak_unsent <= 2
+    assert sorted(p["PartNumber"] for p in parts) == [1, 2, 3, 4, 5]
+    import base64
+    import struct
+
+    for p in parts:
+        n = p["PartNumber"]
+        chunk = data[(n - 1) * 5 * MiB : n * 5 * MiB]
+        assert p["len"] == len(chunk)
+        assert struct.unpack(">I", base64.b64decode(p["ChecksumCRC32C"]))[0] == crc32c(chunk)
+    (kw,) = completes
+    assert kw["IfNoneMatch"] == "*"
+    assert kw["MpuObjectSize"] == len(data)
+    assert struct.unpack(">I", base64.b64decode(kw["ChecksumCRC32C"]))[0] == crc32c(data)
+    assert [p["PartNumber"] for p in kw["MultipartUpload"]["Parts"]] == [1, 2, 3, 4, 5]
+    assert s3_remote.get("big") == data
+
+
+def test_s3_failed_part_aborts_the_upload(s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = blob(16 * MiB)
+
+    def fail_part_3(real: Callable[..., Any], **kw: Any) -> Any:
+        if kw["PartNumber"] == 3:
+            raise client_error("InternalError", 500, "UploadPart")
+        return real(**kw)
+
+    wrap_client(monkeypatch, s3_remote, "upload_part", fail_part_3)
+    with pytest.raises(ClientError, match="InternalError"):
+        put(s3_remote, "big", data)
+    assert s3_remote.list_multipart_uploads() == []
+    assert s3_remote.head("big") is None
+
+
+def test_s3_failed_complete_aborts_the_upload(s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = blob(6 * MiB)
+
+    def fail(real: Callable[..., Any], **kw: Any) -> Any:
+        raise client_error("ServiceUnavailable", 503, "CompleteMultipartUpload")
+
+    wrap_client(monkeypatch, s3_remote, "complete_multipart_upload", fail)
+    with pytest.raises(ClientError):
+        put(s3_remote, "big", data)
+    assert s3_remote.list_multipart_uploads() == []
+
+
+def test_s3_interrupt_still_aborts(s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = blob(11 * MiB)
+
+    def interrupt(real: Callable[..., Any], **kw: Any) -> Any:
+        if kw["PartNumber"] == 2:
+            raise KeyboardInterrupt
+        return real(**kw)
+
+    wrap_client(monkeypatch, s3_remote, "upload_part", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        put(s3_remote, "big", data)
+    assert s3_remote.list_multipart_uploads() == []
+
+
+def test_s3_no_such_upload_on_complete_with_object_present(
+    s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(6 * MiB)
+
+    def lost_response(real: Callable[..., Any], **kw: Any) -> Any:
+        real(**kw)  # it went through, but we only see NoSuchUpload
+        raise client_error("NoSuchUpload", 404, "CompleteMultipartUpload")
+
+    wrap_client(monkeypatch, s3_remote, "complete_multipart_upload", lost_response)
+    res = put(s3_remote, "big", data)
+    assert res.identical and not res.created
+    assert s3_remote.get("big") == data
+
+
+def test_s3_no_such_upload_without_object_is_retryable(
+    s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(6 * MiB)
+    calls = 0
+
+    def vanished_once(real: Callable[..., Any], **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            s3_remote.client.abort_multipart_upload(
+                Bucket=kw["Bucket"], Key=kw["Key"], UploadId=kw["UploadId"]
+            )
+            raise client_error("NoSuchUpload", 404, "CompleteMultipartUpload")
+        return real(**kw)
+
+    wrap_client(monkeypatch, s3_remote, "complete_multipart_upload", vanished_once)
+    res = run_with_retry(
+        lambda: put(s3_remote, "big", data),
+        policy=RetryPolicy(base_delay_s=0.0, max_delay_s=0.0),
+        budget=RetryBudget(),
+        describe="put big",
+    )
+    assert res.created and calls == 2
+    assert s3_remote.get("big") == data
+    assert s3_remote.list_multipart_uploads() == []
+
+
+def test_s3_leftover_uploads_listed_and_aborted(s3_remote: S3Remote) -> None:
+    full = s3_remote.prefix + "files/x.tix"
+    up = s3_remote.client.create_multipart_upload(Bucket=s3_remote.bucket, Key=full)["UploadId"]
+    other = s3_remote.client.create_multipart_upload(Bucket=s3_remote.bucket, Key="elsewhere/y")["UploadId"]
+    try:
+        uploads = s3_remote.list_multipart_uploads()
+        assert [(u.key, u.upload_id) for u in uploads] == [("files/x.tix", up)]
+        s3_remote.abort_multipart_upload("files/x.tix", up)
+        s3_remote.abort_multipart_upload("files/x.tix", up)  # idempotent
+        assert s3_remote.list_multipart_uploads() == []
+    finally:
+        s3_remote.client.abort_multipart_upload(Bucket=s3_remote.bucket, Key="elsewhere/y", UploadId=other)
+
+
+def test_s3_endpoint_from_environment(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    with open_remote(f"s3://{moto_server.bucket}/env-test") as r:
+        assert isinstance(r, S3Remote)
+        assert r.client.meta.endpoint_url == moto_server.endpoint_url
+        assert put(r, "k", b"via env").created
+        assert r.get("k") == b"via env"
+
+
+def test_s3_fatal_error_raises_remote_error_fast(moto_server: Any) -> None:
+    r = S3Remote("no-such-bucket-here", "p", endpoint_url=moto_server.endpoint_url)
+    calls = 0
+
+    def op() -> Any:
+        nonlocal calls
+        calls += 1
+        return put(r, "k", b"data")
+
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match="NoSuchBucket") as info:
+        run_with_retry(op, policy=RetryPolicy(), budget=RetryBudget(), describe=f"put k to {r.url}")
+    assert calls == 1
+    assert time.monotonic() - started < 10
+    assert "put k to s3://no-such-bucket-here/p/" in str(info.value)
+    assert "testing" not in str(info.value)  # the fake secret never shows
+    r.close()
+
+
+def test_s3_unreachable_endpoint_is_retried_then_remote_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = S3Remote("bucket", endpoint_url=f"http://127.0.0.1:{port}", connect_timeout=1, read_timeout=1)
+    calls = 0
+
+    def op() -> Any:
+        nonlocal calls
+        calls += 1
+        return r.head("k")
+
+    sends = 0
+
+    def count(**kw: Any) -> None:
+        nonlocal sends
+        sends += 1
+
+    r.client.meta.events.register("before-send.s3.*", count)
+    with pytest.raises(RemoteError, match=r"3 attempts.*EndpointConnectionError"):
+        run_with_retry(
+            op,
+            policy=RetryPolicy(attempts=3, base_delay_s=0.0, max_delay_s=0.0),
+            budget=None,
+            describe="head k",
+        )
+    assert calls == 3
+    assert sends == 3  # botocore itself never retries
+    r.close()
+
+
+# --------------------------------------------------------------------------
+# file:// specifics
+
+
+def test_local_layout_and_leftovers(tmp_path: Path) -> None:
+    root = tmp_path / "remote"
+    r = LocalRemote(root)
+    data = b"payload"
+    put(r, "files/a.tix", data)
+    assert (root / "files" / "a.tix").read_bytes() == data
+    # no temp files remain; the sidecar is hidden from list()
+    assert sorted(p.name for p in (root / "files").iterdir()) == [".a.tix.tixmeta", "a.tix"]
+    assert [o.key for o in r.list()] == ["files/a.tix"]
+    # a crash leftover is reported as an unfinished upload and can be aborted
+    leftover = root / "files" / f".b.tix.{'0' * 32}.tixtmp"
+    leftover.write_bytes(b"partial")
+    uploads = r.list_multipart_uploads()
+    assert [(u.key, u.upload_id) for u in uploads] == [("files/b.tix", leftover.name)]
+    with pytest.raises(ValueError, match="upload_id"):
+        r.abort_multipart_upload("files/a.tix", leftover.name)
+    with pytest.raises(ValueError, match="upload_id"):
+        r.abort_multipart_upload("files/b.tix", "../../etc/passwd")
+    r.abort_multipart_upload("files/b.tix", leftover.name)
+    r.abort_multipart_upload("files/b.tix", leftover.name)
+    assert not leftover.exists()
+    assert r.list_multipart_uploads() == []
+    assert r.head("files/b.tix") is None
+
+
+def test_local_missing_sidecar_falls_back_to_content(tmp_path: Path) -> None:
+    """A crash between linking the object and writing its sidecar."""
+    root = tmp_path / "remote"
+    r = LocalRemote(root)
+    data = blob(5000)
+    put(r, "a.tix", data)
+    (root / ".a.tix.tixmeta").unlink()
+    info = r.head("a.tix")
+    assert info is not None and info.crc32c == crc32c(data) and info.size == 5000
+    res = put(r, "a.tix", data)
+    assert not res.created and res.identical
+    assert not put(r, "a.tix", blob(5000, seed=1)).identical
+
+
+def test_local_stale_sidecar_is_not_trusted(tmp_path: Path) -> None:
+    root = tmp_path / "remote"
+    r = LocalRemote(root)
+    put(r, "a.tix", b"first")
+    sidecar = (root / ".a.tix.tixmeta").read_bytes()
+    r.delete("a.tix")
+    assert not (root / ".a.tix.tixmeta").exists()
+    (root / "a.tix").write_bytes(b"other")  # placed by hand, old sidecar put back
+    (root / ".a.tix.tixmeta").write_bytes(sidecar)
+    info = r.head("a.tix")
+    assert info is not None and info.crc32c == crc32c(b"other")
+    # even when the new file reuses the old inode number and size
+    st = os.stat(root / "a.tix")
+    record = json.loads(sidecar)
+    record["ino"] = st.st_ino
+    (root / ".a.tix.tixmeta").write_text(json.dumps(record))
+    info = r.head("a.tix")
+    assert info is not None and info.crc32c == crc32c(b"other")
+
+
+def test_local_keys_cannot_escape(tmp_path: Path) -> None:
+    root = tmp_path / "remote"
+    r = LocalRemote(root)
+    for key in ("../escape", "a/../../escape", "/tmp/escape"):
+        with pytest.raises(ValueError, match="key"):
+            put(r, key, b"x")
+    assert not (tmp_path / "escape").exists()
+    assert list(tmp_path.iterdir()) == [root]
+
+
+def test_local_concurrent_puts_have_one_winner(tmp_path: Path) -> None:
+    r = LocalRemote(tmp_path / "remote")
+    payloads = [blob(50_000, seed=i) for i in range(8)]
+    results: list[Any] = [None] * len(payloads)
+    barrier = threading.Barrier(len(payloads))
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        results[i] = put(r, "race.tix", payloads[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(payloads))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, res in enumerate(results) if res.created]
+    assert len(winners) == 1
+    stored = r.get("race.tix")
+    assert stored == payloads[winners[0]]
+    for i, res in enumerate(results):
+        if i != winners[0]:
+            assert not res.created and not res.identical
+    info = r.head("race.tix")
+    assert info is not None and info.crc32c == crc32c(stored)
+    assert r.list_multipart_uploads() == []
+
+
+def test_local_transient_os_error_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import tieredindex.remote as remote_mod
+
+    r = LocalRemote(tmp_path / "remote")
+    real_link = remote_mod._link_noreplace
+    calls = 0
+
+    def flaky_link(src: str, dst: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(errno.EIO, "I/O error", dst)
+        real_link(src, dst)
+
+    monkeypatch.setattr(remote_mod, "_link_noreplace", flaky_link)
+    res = run_with_retry(
+        lambda: put(r, "k", b"data"),
+        policy=RetryPolicy(base_delay_s=0.0, max_delay_s=0.0),
+        budget=None,
+        describe="put k",
+    )
+    assert res.created and calls == 2
+    assert r.get("k") == b"data"
+    assert r.list_multipart_uploads() == []  # the failed attempt left no temp file
+
+
+# --------------------------------------------------------------------------
+# URLs
+
+
+def test_open_remote_file_urls(tmp_path: Path) -> None:
+    r = open_remote((tmp_path / "a dir").as_uri())
+    assert isinstance(r, LocalRemote)
+    assert r.root == str(tmp_path / "a dir")
+    assert (tmp_path / "a dir").is_dir()
+    assert open_remote(r.url).root == r.root  # type: ignore[attr-defined]
+    assert isinstance(open_remote(f"file://localhost{tmp_path}"), LocalRemote)
+
+
+def test_open_remote_s3_urls(moto_server: Any) -> None:
+    ep = moto_server.endpoint_url
+    r = open_remote("s3://my-bucket/some/prefix", endpoint_url=ep, region="eu-west-1")
+    assert isinstance(r, S3Remote)
+    assert (r.bucket, r.prefix, r.url) == ("my-bucket", "some/prefix/", "s3://my-bucket/some/prefix/")
+    assert r.client.meta.region_name == "eu-west-1"
+    r2 = open_remote("s3://my-bucket", endpoint_url=ep)
+    assert isinstance(r2, S3Remote) and r2.prefix == ""
+    r.close()
+    r2.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "relative/path",
+        "file://relative/path",
+        "file:relative",
+        "file:///tmp/x?y=1",
+        "file:///tmp/x#frag",
+        "http://example.com/x",
+        "s3://",
+        "s3://Bad_Bucket!/p",
+        "s3://ab/p",
+        "s3://key:secret@bucket/p",
+        "s3://bucket:9000/p",
+        "s3://bucket//p",
+        "s3://bucket/../p",
+        "s3://bucket/a/./b",
+    ],
+)
+def test_open_remote_rejects_bad_urls(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        open_remote(url)
+    if "@" in url:
+        assert "secret" not in str(info.value)
+        assert "s3://<redacted>@bucket/p" in str(info.value)
+    else:
+        assert repr(url) in str(info.value)

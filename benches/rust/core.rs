@@ -1,1 +1,253 @@
-fn main() {}
+//! Criterion benches of the bare Rust core (no Python in the loop).
+//!
+//! Run: `cargo bench --bench core` (results in `target/criterion/`).
+//! `benches/report_core.py` reads `put_batch/fill_default_20M` to compare the
+//! Python batch path with the bare Rust loop.
+//!
+//! - `crc32c/{1KiB,1MiB,64MiB}`: throughput of `checksum::crc32c`.
+//! - `put_batch/fill_default_20M`: fills a RocketMQ-default file (5,000,000
+//!   slots, 20,000,000 entries) with `put_batch` in batches of 1,000,000,
+//!   fingerprints precomputed; one iteration = one whole fresh file (page
+//!   faults of the fresh map included, create and close not timed).
+//! - `seal/full_1_10`: seals a full file of 1/10 the default size (500,000
+//!   slots, 2,000,000 entries), fsync included; `seal/copy_1_10` is
+//!   `std::fs::copy` of that unsealed file (what `cp` does), as an anchor.
+//! - `sealed_query/*`: `SealedIndex::query` on that sealed file, keys with
+//!   exactly 10 entries each.
+//!
+//! Bench files go to `$TIEREDINDEX_BENCH_DIR` (default: the system temp dir)
+//! and are deleted afterwards.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use _native::checksum::crc32c;
+use _native::index::{Batch, IndexFile};
+use _native::keyhash::fingerprint;
+use _native::SealedIndex;
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+
+const DEFAULT_SLOTS: u32 = 5_000_000;
+const DEFAULT_CAPACITY: u32 = 20_000_000;
+const BATCH: usize = 1_000_000;
+/// Every key is put this many times (so a query finds up to 10 entries).
+const PUTS_PER_KEY: usize = 10;
+const BEGIN_MS: u64 = 1_700_000_000_000;
+
+/// splitmix64: a small, fast, deterministic generator for keys and shuffles.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+/// Columns of `n` entries: `n / PUTS_PER_KEY` random keys (`key-<16 hex>`),
+/// each put `PUTS_PER_KEY` times in shuffled order.
+struct Columns {
+    key_fps: Vec<u64>,
+    fingerprints: Vec<u64>,
+    queue_ids: Vec<u32>,
+    offsets: Vec<u64>,
+    sizes: Vec<u32>,
+    timestamps_ms: Vec<u64>,
+}
+
+impl Columns {
+    fn new(n: usize, seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let distinct = n / PUTS_PER_KEY;
+        let key_fps: Vec<u64> = (0..distinct)
+            .map(|_| fingerprint(format!("key-{:016x}", rng.next()).as_bytes()))
+            .collect();
+        let mut order: Vec<u32> = (0..n).map(|i| (i % distinct) as u32).collect();
+        for i in (1..n).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        Self {
+            fingerprints: order.iter().map(|&k| key_fps[k as usize]).collect(),
+            queue_ids: (0..n).map(|i| (i % 8) as u32).collect(),
+            offsets: (0..n).map(|i| i as u64 * 1024).collect(),
+            sizes: (0..n).map(|i| 200 + (i % 1000) as u32).collect(),
+            timestamps_ms: (0..n).map(|i| BEGIN_MS + i as u64 / 1000).collect(),
+            key_fps,
+        }
+    }
+
+    fn batch(&self, range: std::ops::Range<usize>) -> Batch<'_> {
+        Batch {
+            fingerprints: &self.fingerprints[range.clone()],
+            queue_ids: &self.queue_ids[range.clone()],
+            offsets: &self.offsets[range.clone()],
+            sizes: &self.sizes[range.clone()],
+            timestamps_ms: &self.timestamps_ms[range],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    /// Puts everything in batches of `BATCH`; returns the time spent in `put_batch`.
+    fn fill(&self, file: &IndexFile) -> Duration {
+        let start = Instant::now();
+        let mut at = 0;
+        while at < self.len() {
+            let end = (at + BATCH).min(self.len());
+            let written = file.put_batch(&self.batch(at..end)).expect("put_batch");
+            assert_eq!(written, end - at, "file filled early");
+            at = end;
+        }
+        start.elapsed()
+    }
+}
+
+fn bench_dir() -> tempfile::TempDir {
+    let parent = std::env::var_os("TIEREDINDEX_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("tieredindex-bench-")
+        .tempdir_in(parent)
+        .expect("bench dir")
+}
+
+fn crc32c_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("crc32c");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    let mut rng = Rng(42);
+    let data: Vec<u8> = (0..64 << 20).map(|_| rng.next() as u8).collect();
+    for (name, len) in [("1KiB", 1 << 10), ("1MiB", 1 << 20), ("64MiB", 64 << 20)] {
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_function(name, |b| b.iter(|| crc32c(black_box(&data[..len]))));
+    }
+    group.finish();
+}
+
+fn put_batch_benches(c: &mut Criterion) {
+    let dir = bench_dir();
+    let cols = Columns::new(DEFAULT_CAPACITY as usize, 1);
+    let mut group = c.benchmark_group("put_batch");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(25));
+    group.throughput(Throughput::Elements(u64::from(DEFAULT_CAPACITY)));
+    let mut serial = 0u32;
+    group.bench_function("fill_default_20M", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                serial += 1;
+                let path = dir.path().join(format!("fill-{serial}.idx"));
+                let file = IndexFile::create(&path, DEFAULT_SLOTS, DEFAULT_CAPACITY, BEGIN_MS)
+                    .expect("create");
+                total += cols.fill(&file);
+                assert_eq!(file.count(), DEFAULT_CAPACITY);
+                drop(file); // close = msync of ~820 MB, not timed
+                std::fs::remove_file(&path).expect("remove");
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+fn seal_and_query_benches(c: &mut Criterion) {
+    let dir = bench_dir();
+    let (slots, capacity) = (DEFAULT_SLOTS / 10, DEFAULT_CAPACITY / 10);
+    let cols = Columns::new(capacity as usize, 2);
+    let source = dir.path().join("full-1-10.idx");
+    let file = IndexFile::create(&source, slots, capacity, BEGIN_MS).expect("create");
+    cols.fill(&file);
+    file.flush().expect("flush");
+    let source_len = std::fs::metadata(&source).expect("stat").len();
+
+    let mut group = c.benchmark_group("seal");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Bytes(source_len));
+    let timed_to_fresh = |dest: &Path, op: &dyn Fn(&Path)| {
+        let _ = std::fs::remove_file(dest);
+        let start = Instant::now();
+        op(dest);
+        let took = start.elapsed();
+        std::fs::remove_file(dest).expect("remove");
+        took
+    };
+    let dest = dir.path().join("sealed.tix");
+    group.bench_function("full_1_10", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    timed_to_fresh(&dest, &|d| {
+                        let sealed = file.seal(d).expect("seal");
+                        assert_eq!(sealed.count(), capacity);
+                    })
+                })
+                .sum()
+        });
+    });
+    let copy = dir.path().join("copy.idx");
+    group.bench_function("copy_1_10", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    timed_to_fresh(&copy, &|d| {
+                        std::fs::copy(&source, d).expect("copy");
+                    })
+                })
+                .sum()
+        });
+    });
+    group.finish();
+
+    let sealed = file.seal(&dest).expect("seal");
+    drop(sealed);
+    let sealed = SealedIndex::open_path(&dest).expect("open sealed");
+    let mut group = c.benchmark_group("sealed_query");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    let end = i64::MAX as u64;
+    let hot = cols.key_fps[0];
+    group.bench_function("same_key_10_entries", |b| {
+        b.iter(|| {
+            let hits = sealed.query(black_box(hot), 0, end, 64).expect("query");
+            assert_eq!(hits.len(), PUTS_PER_KEY);
+            hits
+        });
+    });
+    let mut next = 0usize;
+    group.bench_function("random_keys_10_entries", |b| {
+        b.iter(|| {
+            next = (next + 7919) % cols.key_fps.len();
+            let hits = sealed.query(cols.key_fps[next], 0, end, 64).expect("query");
+            assert_eq!(hits.len(), PUTS_PER_KEY);
+            hits
+        });
+    });
+    group.finish();
+    drop(file);
+}
+
+criterion_group!(
+    benches,
+    crc32c_benches,
+    put_batch_benches,
+    seal_and_query_benches
+);
+criterion_main!(benches);

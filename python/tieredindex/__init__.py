@@ -23,6 +23,18 @@ from tieredindex._native import (
 from tieredindex._native import (
     __version__ as _native_version,
 )
+from tieredindex.config import StoreConfig
+from tieredindex.remote import Remote, open_remote
+from tieredindex.reports import (
+    Problem,
+    RecoveryReport,
+    ShutdownReport,
+    StoreStatus,
+    VerifyReport,
+)
+from tieredindex.retry import RetryPolicy
+from tieredindex.states import FileState
+from tieredindex.store import IndexStore
 
 try:
     __version__ = version("tieredindex")
@@ -37,15 +49,26 @@ if __version__ != _native_version:
 __all__ = [
     "CorruptFileError",
     "Entry",
+    "FileState",
     "IndexFile",
+    "IndexStore",
+    "Problem",
+    "RecoveryReport",
+    "Remote",
     "RemoteError",
+    "RetryPolicy",
     "SealedFooter",
     "SealedIndex",
+    "ShutdownReport",
     "StoreClosedError",
+    "StoreConfig",
     "StoreLockedError",
+    "StoreStatus",
     "TieredIndexError",
+    "VerifyReport",
     "__version__",
     "crc32c",
     "key_fingerprint_of",
+    "open_remote",
     "salvage",
 ]

@@ -1,0 +1,86 @@
+"""StoreConfig: every knob of an IndexStore, validated at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from tieredindex.retry import RetryPolicy
+
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """Settings of an :class:`~tieredindex.IndexStore`.
+
+    File geometry defaults to RocketMQ's (5,000,000 slots, 20,000,000
+    entries). S3 credentials, and the endpoint when ``endpoint_url`` is
+    unset, come from the standard AWS environment, as boto3 reads it.
+    """
+
+    slots: int = 5_000_000
+    capacity: int = 20_000_000
+    max_file_age_s: float = 3600.0
+    """A non-empty file older than this is rolled, so a quiet broker's index
+    does not stay local for ever."""
+    flush_interval_s: float = 1.0
+    """The background flusher msyncs the current file this often."""
+    upload_concurrency: int = 4
+    shutdown_timeout_s: float = 30.0
+    retention_s: float | None = None
+    """Remote files whose newest entry is older than this are deleted; None
+    keeps them for ever."""
+    cache_bytes: int = 1024 * MiB
+    """Local disk kept for sealed files after their upload is verified
+    (least recently used first out)."""
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    endpoint_url: str | None = None
+    region: str | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    part_size: int = 8 * MiB
+    multipart_threshold: int = 8 * MiB
+    orphan_grace_s: float = 3600.0
+    """verify() calls an unlisted object an orphan only once it is older."""
+    reconcile_interval_s: float = 2.0
+    """How often the background worker retries work that failed."""
+    store_id: str | None = None
+    """This writer's identity on the remote. None: generated once and kept in
+    the journal. Set it to take over a prefix whose local directory was lost."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "slots",
+            "capacity",
+            "upload_concurrency",
+            "cache_bytes",
+            "part_size",
+            "multipart_threshold",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"StoreConfig.{name} must be an int, got {type(value).__name__}")
+            minimum = 0 if name == "cache_bytes" else 1
+            if value < minimum:
+                raise ValueError(f"StoreConfig.{name} must be >= {minimum}, got {value}")
+        if self.slots > 2**32 - 2 or self.capacity > 2**32 - 2:
+            raise ValueError("StoreConfig.slots and capacity must be below 2**32 - 1")
+        for name in (
+            "max_file_age_s",
+            "flush_interval_s",
+            "shutdown_timeout_s",
+            "connect_timeout_s",
+            "read_timeout_s",
+            "orphan_grace_s",
+            "reconcile_interval_s",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise TypeError(f"StoreConfig.{name} must be a finite number, got {value!r}")
+            if value <= 0 and name != "orphan_grace_s":
+                raise ValueError(f"StoreConfig.{name} must be > 0, got {value}")
+        if self.retention_s is not None and not (self.retention_s > 0):
+            raise ValueError(f"StoreConfig.retention_s must be > 0 or None, got {self.retention_s}")
+        if not isinstance(self.retry, RetryPolicy):
+            raise TypeError("StoreConfig.retry must be a RetryPolicy")

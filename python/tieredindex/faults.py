@@ -1,0 +1,79 @@
+"""Named fault points for crash tests.
+
+``TIEREDINDEX_FAULTS`` in the environment arms points, comma-separated:
+``name`` or ``name:action`` or ``name:action:nth``. Actions: ``kill``
+(SIGKILL this process, the default), ``raise`` (raise :class:`InjectedFault`),
+``exit`` (``os._exit(99)``). ``nth`` (default 1) fires on the nth time the
+point is reached. Unarmed points cost one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+ENV_VAR = "TIEREDINDEX_FAULTS"
+
+POINTS = frozenset(
+    {
+        "put.after_write",
+        "roll.after_journal",
+        "seal.before",
+        "seal.after_file",
+        "seal.after_journal",
+        "upload.after_intent",
+        "upload.after_put",
+        "upload.after_verify",
+        "manifest.after_write",
+        "upload.after_journal",
+        "local.before_delete",
+        "shutdown.before_record",
+    }
+)
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a fault point armed with the ``raise`` action."""
+
+
+def _parse(spec: str) -> dict[str, tuple[str, int]]:
+    armed: dict[str, tuple[str, int]] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, rest = item.partition(":")
+        action, _, nth = rest.partition(":")
+        if name not in POINTS:
+            raise ValueError(f"{ENV_VAR}: unknown fault point {name!r}; known: {sorted(POINTS)}")
+        armed[name] = (action or "kill", int(nth or 1))
+    return armed
+
+
+_armed = _parse(os.environ.get(ENV_VAR, ""))
+_hits: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def arm(spec: str) -> None:
+    """Re-reads the armed points from ``spec`` (tests in-process)."""
+    global _armed
+    with _lock:
+        _armed = _parse(spec)
+        _hits.clear()
+
+
+def fault_point(name: str) -> None:
+    """Fires the fault armed at ``name``, if any."""
+    if not _armed:
+        return
+    with _lock:
+        if name not in _armed:
+            return
+        action, nth = _armed[name]
+        _hits[name] = _hits.get(name, 0) + 1
+        if _hits[name] != nth:
+            return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "exit":
+        os._exit(99)
+    raise InjectedFault(f"fault injected at {name}")

@@ -1,0 +1,174 @@
+"""The crash-safe journal: one row per index file, in SQLite.
+
+Why SQLite with ``synchronous=FULL`` rather than an atomically replaced
+file: a store tracks many files whose rows change independently, and each
+change must be durable before the side effect it announces (intent before
+upload, outcome after verification). SQLite gives that as one small fsynced
+transaction per change, with the state check inside the same transaction,
+where a rewritten JSON file would rewrite every row on every change.
+
+WAL mode keeps readers (status, queries) from blocking the writer; with
+``synchronous=FULL`` every commit is on stable storage when it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tieredindex.states import FileState, check_transition
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    file_id     TEXT PRIMARY KEY,  -- creation time (ms, 13 digits) '-' random hex: sorts by age
+    state       TEXT NOT NULL,
+    begin_ms    INTEGER NOT NULL,  -- the file's begin time (its creation time)
+    min_ms      INTEGER,           -- smallest timestamp in it; NULL until sealed
+    max_ms      INTEGER,           -- largest timestamp in it; NULL until sealed
+    count       INTEGER,           -- entries; NULL until sealed
+    size        INTEGER,           -- sealed object bytes; NULL until sealed
+    crc32c      INTEGER,           -- CRC32C of the sealed object; NULL until sealed
+    object_key  TEXT,              -- remote key; set with the upload intent
+    attempt_id  TEXT,              -- fresh for every upload attempt
+    error       TEXT,              -- last error, for status()
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    file_id: str
+    state: FileState
+    begin_ms: int
+    min_ms: int | None
+    max_ms: int | None
+    count: int | None
+    size: int | None
+    crc32c: int | None
+    object_key: str | None
+    attempt_id: str | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+_COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
+_MUTABLE = frozenset(_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
+
+
+def _record(row: tuple[Any, ...]) -> FileRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["state"] = FileState(values["state"])
+    return FileRecord(**values)
+
+
+class Journal:
+    """Thread-safe; every method is one durable transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: journal schema {version}, this version reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def add(self, file_id: str, state: FileState, *, begin_ms: int) -> FileRecord:
+        """A new file: ACTIVE (written by puts) or ROLLED (salvaged or adopted)."""
+        if state not in (FileState.ACTIVE, FileState.ROLLED):
+            raise ValueError(f"a file starts ACTIVE or ROLLED, not {state}")
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO files (file_id, state, begin_ms, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (file_id, str(state), begin_ms, now, now),
+            )
+            return self._get_locked(file_id)
+
+    def transition(self, file_id: str, new: FileState, **fields: Any) -> FileRecord:
+        """Moves ``file_id`` to ``new`` (checked against the state table) and
+        sets ``fields``, atomically and durably."""
+        unknown = set(fields) - _MUTABLE
+        if unknown:
+            raise ValueError(f"journal fields {sorted(unknown)} cannot be set")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                old = self._get_locked(file_id)
+                check_transition(file_id, old.state, new)
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                sql = f"UPDATE files SET state = ?, updated_at = ?{', ' + sets if sets else ''} WHERE file_id = ?"
+                self._db.execute(sql, (str(new), time.time(), *fields.values(), file_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._get_locked(file_id)
+
+    def note_error(self, file_id: str, error: str | None) -> None:
+        """Records the last error of a file (no state change)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE files SET error = ?, updated_at = ? WHERE file_id = ?", (error, time.time(), file_id)
+            )
+
+    def remove(self, file_id: str) -> None:
+        """Forgets a file (after retention deleted it remotely)."""
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+
+    def get(self, file_id: str) -> FileRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM files WHERE file_id = ?", (file_id,)
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def _get_locked(self, file_id: str) -> FileRecord:
+        row = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM files WHERE file_id = ?", (file_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no journal record for file {file_id}")
+        return _record(row)
+
+    def files(self, states: Iterable[FileState] | None = None) -> list[FileRecord]:
+        """Records, oldest file first, optionally only in ``states``."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files ORDER BY file_id").fetchall()
+        records = [_record(r) for r in rows]
+        if states is not None:
+            wanted = set(states)
+            records = [r for r in records if r.state in wanted]
+        return records

@@ -1,0 +1,1006 @@
+"""IndexStore: the index service a broker embeds.
+
+One writer file at a time (ACTIVE); full or old files roll, are sealed in
+the background, uploaded put-if-absent, verified, and made visible by a
+manifest record. Every state change is journaled (``journal.py``) before
+the side effect it announces; ``states.py`` documents the states.
+
+Threads: callers (put, query, ...), one flusher (msync every
+``flush_interval_s``, age rolls), one worker (reconcile with the remote,
+seal, schedule uploads, cache and retention), and an upload pool of
+``upload_concurrency`` threads. Every remote call runs under the retry
+policy with the shutdown deadline, and every wait is on an event, so
+shutdown can always cut them short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Protocol, TypeVar
+
+from tieredindex._entry import Entry
+from tieredindex._native import (
+    CorruptFileError,
+    IndexFile,
+    RemoteError,
+    SealedIndex,
+    StoreClosedError,
+    StoreLockedError,
+    TieredIndexError,
+    crc32c,
+    salvage,
+)
+from tieredindex.config import StoreConfig
+from tieredindex.faults import fault_point
+from tieredindex.fetcher import RemoteIndexFile
+from tieredindex.journal import FileRecord, Journal
+from tieredindex.layout import (
+    ACTIVE_DIR,
+    JOURNAL_NAME,
+    LOCK_NAME,
+    MANIFEST_PREFIX,
+    OWNER_KEY,
+    QUARANTINE_DIR,
+    SEALED_DIR,
+    ManifestRecord,
+    data_key,
+    file_id_of_key,
+    index_key,
+    is_file_id,
+    manifest_key,
+    new_file_id,
+    owner_of,
+    owner_record,
+)
+from tieredindex.remote import Remote, open_remote
+from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
+from tieredindex.retry import RetryBudget, run_with_retry
+from tieredindex.states import PENDING_STATES, FileState
+
+_LOG = logging.getLogger("tieredindex")
+T = TypeVar("T")
+
+MAX_TIME = 2**63 - 1
+CATALOG_REFRESH_S = 30.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _View(Protocol):
+    """Anything a query can search."""
+
+    def query(self, key: bytes, begin_ms: int, end_ms: int, max_count: int) -> list[Entry]: ...
+
+
+class IndexStore:
+    """The index service: ``put`` and ``query`` locally, upload to ``remote``.
+
+    ``remote`` is a :class:`~tieredindex.remote.Remote` or a URL
+    (``file:///abs/dir`` or ``s3://bucket/prefix``).
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str], remote: Remote | str, config: StoreConfig | None = None
+    ):
+        self.config = config if config is not None else StoreConfig()
+        if not isinstance(self.config, StoreConfig):
+            raise TypeError(f"config must be a StoreConfig, not {type(self.config).__name__}")
+        self.directory = Path(directory)
+        if isinstance(remote, str):
+            remote = open_remote(
+                remote,
+                endpoint_url=self.config.endpoint_url,
+                region=self.config.region,
+                connect_timeout=self.config.connect_timeout_s,
+                read_timeout=self.config.read_timeout_s,
+                multipart_threshold=self.config.multipart_threshold,
+                part_size=self.config.part_size,
+                upload_concurrency=self.config.upload_concurrency,
+            )
+        if not isinstance(remote, Remote):
+            raise TypeError(f"remote must be a Remote or a URL string, not {type(remote).__name__}")
+        self.remote = remote
+        self._budget = RetryBudget.for_policy(self.config.retry)
+        self._started = False
+        self._closed = False
+        self._lock_fd: int | None = None
+        self._journal: Journal | None = None
+        self._store_id = ""
+        # Puts, rolls and the close of intake; re-entrant so a signal handler
+        # that interrupts a put on the main thread can still shut down.
+        self._write_lock = threading.RLock()
+        # The maps below.
+        self._state_lock = threading.RLock()
+        self._current: str | None = None
+        self._unsealed: dict[str, IndexFile] = {}
+        self._ranges: dict[str, tuple[int, int]] = {}  # ACTIVE file -> (min, max) put
+        self._sealed: dict[str, SealedIndex] = {}
+        self._remote_files: dict[str, RemoteIndexFile] = {}
+        self._access: dict[str, float] = {}
+        self._bad: dict[str, str] = {}
+        self._in_flight: set[str] = set()
+        self._retry_after: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._deadline: float | None = None
+        self._claimed = False
+        self._reconciled = False
+        self._catalog_loaded_at: float | None = None
+        self._aborted_mpus = 0
+        self._last_error: str | None = None
+        self._last_maintenance = 0.0
+        self._threads: list[threading.Thread] = []
+        self._uploads: ThreadPoolExecutor | None = None
+        self._shutdown_lock = threading.Lock()
+        self._shutdown_report: ShutdownReport | None = None
+
+    # ------------------------------------------------------------------ paths
+
+    def _active_path(self, file_id: str) -> Path:
+        return self.directory / ACTIVE_DIR / f"{file_id}.tix"
+
+    def _sealed_path(self, file_id: str) -> Path:
+        return self.directory / SEALED_DIR / f"{file_id}.sealed"
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise TieredIndexError("the store is not started: call start() first")
+        return self._journal
+
+    # ------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> IndexStore:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+    def start(self) -> RecoveryReport:
+        """Takes the directory lock, recovers local files and starts the
+        background work. Never fails because the remote is unreachable."""
+        if self._started:
+            raise TieredIndexError("start() was already called")
+        for sub in (ACTIVE_DIR, SEALED_DIR, QUARANTINE_DIR):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._journal = Journal(self.directory / JOURNAL_NAME)
+            store_id = self.config.store_id or self._journal.get_meta("store_id")
+            if store_id is None:
+                store_id = uuid.uuid4().hex
+            self._journal.set_meta("store_id", store_id)
+            self._store_id = store_id
+            report = self._recover()
+        except BaseException:
+            self._release_lock()
+            raise
+        self._started = True
+        self._uploads = ThreadPoolExecutor(
+            self.config.upload_concurrency, thread_name_prefix="tieredindex-upload"
+        )
+        for name, target in (("flusher", self._flusher_loop), ("worker", self._worker_loop)):
+            thread = threading.Thread(target=target, name=f"tieredindex-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        _LOG.info("store %s started: %s", self.directory, report)
+        return report
+
+    def _take_lock(self) -> None:
+        path = self.directory / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(f"{self.directory}: another live store holds this directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _require_open(self, *, writing: bool) -> None:
+        if not self._started:
+            raise TieredIndexError("the store is not started: call start() first")
+        if self._closed and writing:
+            raise StoreClosedError(f"{self.directory}: the store is shutting down or shut down")
+        if self._shutdown_report is not None:
+            raise StoreClosedError(f"{self.directory}: the store is shut down")
+
+    # -------------------------------------------------------------- recovery
+
+    def _recover(self) -> RecoveryReport:
+        journal = self.journal
+        removed = 0
+        for sub in (ACTIVE_DIR, SEALED_DIR):
+            for leftover in (self.directory / sub).glob(".*.sealing"):
+                leftover.unlink()
+                removed += 1
+        known = {r.file_id for r in journal.files()}
+        # An unsealed file not in the journal: created, then a crash before
+        # its record? Records are written first, so this is an operator's
+        # copy; adopt it if it holds entries.
+        for path in sorted((self.directory / ACTIVE_DIR).glob("*.tix")):
+            if path.stem not in known and is_file_id(path.stem):
+                journal.add(path.stem, FileState.ROLLED, begin_ms=int(path.stem[:13]))
+        reopened: list[str] = []
+        quarantined: list[str] = []
+        salvaged: dict[str, int] = {}
+        resumed: list[str] = []
+        dropped = 0
+        for rec in journal.files():
+            if rec.state in (FileState.ACTIVE, FileState.ROLLED):
+                path = self._active_path(rec.file_id)
+                if rec.state is FileState.ACTIVE:
+                    rec = journal.transition(rec.file_id, FileState.ROLLED)
+                if not path.exists():
+                    # The record was written, the crash came before the file:
+                    # no put can have reached it.
+                    journal.transition(rec.file_id, FileState.EMPTY, error="file was never created")
+                    continue
+                try:
+                    f = IndexFile.open(path)
+                except CorruptFileError as exc:
+                    salvaged[rec.file_id] = self._quarantine_and_salvage(rec, str(exc))
+                    quarantined.append(rec.file_id)
+                    continue
+                if f.recovered:
+                    reopened.append(rec.file_id)
+                    dropped += f.dropped_entries
+                self._unsealed[rec.file_id] = f
+                resumed.append(rec.file_id)
+            elif rec.state in (FileState.SEALED, FileState.UPLOADING):
+                if self._open_sealed_copy(rec) is None:
+                    self._reseal_or_quarantine(rec, "sealed copy missing or damaged")
+                resumed.append(rec.file_id)
+            elif rec.state is FileState.CONFLICT:
+                self._open_sealed_copy(rec)  # still answers queries locally
+            elif rec.state is FileState.UPLOADED:
+                self._active_path(rec.file_id).unlink(missing_ok=True)  # crash before the local delete
+                if self._open_sealed_copy(rec) is None:
+                    self._sealed_path(rec.file_id).unlink(missing_ok=True)
+                self._remote_files[rec.file_id] = RemoteIndexFile(
+                    self.remote, self._manifest_of(rec), self._read
+                )
+        return RecoveryReport(
+            files=len(journal.files()),
+            reopened=reopened,
+            dropped_entries=dropped,
+            quarantined=quarantined,
+            salvaged=salvaged,
+            resumed=resumed,
+            removed_temp_files=removed,
+        )
+
+    def _open_sealed_copy(self, rec: FileRecord) -> SealedIndex | None:
+        """Opens the local sealed copy if it matches the journal's size and
+        CRC32C, and registers it for queries."""
+        path = self._sealed_path(rec.file_id)
+        try:
+            sealed = SealedIndex.open(path)
+        except (OSError, CorruptFileError):
+            return None
+        if sealed.size != rec.size or sealed.crc32c != rec.crc32c:
+            return None
+        with self._state_lock:
+            self._sealed[rec.file_id] = sealed
+            self._access.setdefault(rec.file_id, time.monotonic())
+        return sealed
+
+    def _reseal_or_quarantine(self, rec: FileRecord, why: str) -> None:
+        """The sealed copy of a not-yet-uploaded file is bad: seal again from
+        the unsealed original (kept until upload), or salvage it."""
+        _LOG.warning("file %s: %s", rec.file_id, why)
+        with self._state_lock:
+            self._sealed.pop(rec.file_id, None)
+        self._sealed_path(rec.file_id).unlink(missing_ok=True)
+        rolled = self.journal.transition(rec.file_id, FileState.ROLLED, error=why)
+        try:
+            f = IndexFile.open(self._active_path(rec.file_id))
+        except (OSError, CorruptFileError) as exc:
+            self._quarantine_and_salvage(rolled, f"{why}; unsealed original: {exc}")
+            return
+        with self._state_lock:
+            self._unsealed[rec.file_id] = f
+
+    def _quarantine_and_salvage(self, rec: FileRecord, why: str) -> int:
+        """Copies the intact entries of a damaged unsealed file into a new
+        file (ROLLED, so it is sealed and uploaded), then quarantines the
+        original. Returns the entries kept."""
+        path = self._active_path(rec.file_id)
+        kept = 0
+        if path.exists():
+            new_id = new_file_id(_now_ms())
+            self.journal.add(new_id, FileState.ROLLED, begin_ms=rec.begin_ms)
+            try:
+                kept, damaged = salvage(path, self._active_path(new_id))
+            except (OSError, CorruptFileError) as exc:
+                kept, damaged = 0, -1
+                why = f"{why}; nothing salvageable: {exc}"
+            if kept:
+                self._unsealed[new_id] = IndexFile.open(self._active_path(new_id))
+                _LOG.warning(
+                    "file %s: salvaged %d entries into %s (%d damaged)", rec.file_id, kept, new_id, damaged
+                )
+            else:
+                self._active_path(new_id).unlink(missing_ok=True)
+                self.journal.transition(new_id, FileState.EMPTY, error="nothing to salvage")
+        self.journal.transition(rec.file_id, FileState.QUARANTINED, error=why)
+        if path.exists():
+            os.replace(path, self.directory / QUARANTINE_DIR / path.name)
+            _fsync_dir(self.directory / QUARANTINE_DIR)
+        with self._state_lock:
+            self._unsealed.pop(rec.file_id, None)
+            self._bad[rec.file_id] = why
+        _LOG.error("file %s quarantined: %s", rec.file_id, why)
+        return kept
+
+    # ------------------------------------------------------------------ puts
+
+    def put(
+        self,
+        topic: str,
+        keys: str | Iterable[str],
+        *,
+        queue_id: int,
+        offset: int,
+        size: int,
+        timestamp_ms: int,
+    ) -> None:
+        """Indexes one message under each key. Returns once every key is in
+        the mapped file: it survives a crash of this process from then on."""
+        encoded = [index_key(topic, keys)] if isinstance(keys, str) else [index_key(topic, k) for k in keys]
+        with self._write_lock:
+            self._require_open(writing=True)
+            for key in encoded:
+                while True:
+                    file_id, f = self._writer_locked()
+                    if f.put(key, queue_id, offset, size, timestamp_ms):
+                        low, high = self._ranges.get(file_id, (timestamp_ms, timestamp_ms))
+                        self._ranges[file_id] = (min(low, timestamp_ms), max(high, timestamp_ms))
+                        break
+                    self._roll_locked()
+            fault_point("put.after_write")
+
+    def _writer_locked(self) -> tuple[str, IndexFile]:
+        if self._current is None:
+            now = _now_ms()
+            file_id = new_file_id(now)
+            # Record first: a crash before the file exists leaves a record
+            # that recovery marks EMPTY (no put can have reached it).
+            self.journal.add(file_id, FileState.ACTIVE, begin_ms=now)
+            f = IndexFile.create(
+                self._active_path(file_id),
+                slots=self.config.slots,
+                capacity=self.config.capacity,
+                begin_ms=now,
+            )
+            with self._state_lock:
+                self._unsealed[file_id] = f
+            self._current = file_id
+        return self._current, self._unsealed[self._current]
+
+    def _roll_locked(self) -> None:
+        """The current file stops taking puts; the worker seals it."""
+        if self._current is None:
+            return
+        file_id, self._current = self._current, None
+        self.journal.transition(file_id, FileState.ROLLED)
+        fault_point("roll.after_journal")
+        self._wake.set()
+
+    def flush(self) -> None:
+        """msync of the current file: on return every entry put so far
+        survives power loss."""
+        self._require_open(writing=False)
+        with self._write_lock:
+            files = list(self._unsealed.values())
+        for f in files:
+            if not f.closed and not f.sealed:
+                f.flush()
+
+    def seal(self) -> None:
+        """Rolls the current file now if it holds anything."""
+        with self._write_lock:
+            self._require_open(writing=True)
+            if self._current is not None and self._unsealed[self._current].count > 0:
+                self._roll_locked()
+
+    # --------------------------------------------------------------- queries
+
+    def query(
+        self, topic: str, key: str, begin_ms: int, end_ms: int, max_count: int = 64, strict: bool = False
+    ) -> list[Entry]:
+        """Entries of ``key`` in ``topic`` with ``begin_ms <= t <= end_ms``,
+        newest first, from local and remote files whose time range overlaps,
+        de-duplicated by (queue_id, offset). A file that fails a check is
+        quarantined and skipped (``strict=True`` raises instead)."""
+        self._require_open(writing=False)
+        raw = index_key(topic, key)
+        for name, value in (("begin_ms", begin_ms), ("end_ms", end_ms), ("max_count", max_count)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if begin_ms < 0 or end_ms < 0:
+            raise ValueError("begin_ms and end_ms must not be negative")
+        if begin_ms > end_ms:
+            raise ValueError(f"begin_ms ({begin_ms}) is after end_ms ({end_ms})")
+        if max_count < 1:
+            raise ValueError(f"max_count must be at least 1, got {max_count}")
+        self._ensure_catalog()
+        batches: list[list[Entry]] = []
+        for file_id, view in self._views(begin_ms, end_ms):
+            try:
+                batches.append(view.query(raw, begin_ms, end_ms, max_count))
+            except CorruptFileError as exc:
+                self._on_corrupt(file_id, view, exc)
+                if strict:
+                    raise
+            except RemoteError as exc:
+                self._record_error(exc)
+                if strict:
+                    raise
+            else:
+                self._access[file_id] = time.monotonic()
+        # Newest file first, so a stable sort by time keeps "later put first".
+        merged = [e for batch in batches for e in batch]
+        merged.sort(key=lambda e: e.timestamp_ms, reverse=True)
+        seen: set[tuple[int, int]] = set()
+        out: list[Entry] = []
+        for e in merged:
+            if (e.queue_id, e.offset) not in seen:
+                seen.add((e.queue_id, e.offset))
+                out.append(e)
+                if len(out) == max_count:
+                    break
+        return out
+
+    def _views(self, begin_ms: int, end_ms: int) -> list[tuple[str, _View]]:
+        """Files whose time range overlaps [begin_ms, end_ms], newest first.
+        One view per file: unsealed, else the local sealed copy, else remote."""
+        views: dict[str, _View] = {}
+        with self._state_lock:
+            for file_id, r in self._remote_files.items():
+                if r.record.min_ms <= end_ms and r.record.max_ms >= begin_ms:
+                    views[file_id] = r
+            for file_id, s in self._sealed.items():
+                views.pop(file_id, None)
+                if s.min_timestamp_ms <= end_ms and s.end_ms >= begin_ms:
+                    views[file_id] = s
+            for file_id, f in self._unsealed.items():
+                if f.closed:
+                    continue
+                low, high = self._ranges.get(file_id, (0, MAX_TIME))  # unknown after a crash: search it
+                views.pop(file_id, None)
+                if f.count and low <= end_ms and high >= begin_ms:
+                    views[file_id] = f
+            for file_id in self._bad:
+                views.pop(file_id, None)
+        return sorted(views.items(), key=lambda kv: kv[0], reverse=True)
+
+    def _on_corrupt(self, file_id: str, view: _View, exc: CorruptFileError) -> None:
+        _LOG.error("file %s failed a check and is quarantined: %s", file_id, exc)
+        rec = self.journal.get(file_id)
+        with self._state_lock:
+            if isinstance(view, RemoteIndexFile):
+                self._bad[file_id] = f"remote object: {exc}"
+                self._remote_files.pop(file_id, None)
+                return
+            if isinstance(view, SealedIndex):
+                self._sealed.pop(file_id, None)
+        if isinstance(view, SealedIndex):
+            self._sealed_path(file_id).unlink(missing_ok=True)
+            if rec is not None and rec.state in (FileState.SEALED, FileState.UPLOADING):
+                self._reseal_or_quarantine(rec, f"sealed copy failed a check: {exc}")
+            return
+        # An unsealed file: roll it if current, then salvage what is intact.
+        with self._write_lock:
+            if self._current == file_id:
+                self._roll_locked()
+            with self._state_lock:
+                f = self._unsealed.pop(file_id, None)
+            if f is not None:
+                with contextlib.suppress(Exception):
+                    f.close()
+            rec = self.journal.get(file_id)
+            if rec is not None and rec.state not in (FileState.QUARANTINED,):
+                self._quarantine_and_salvage(rec, str(exc))
+
+    def _ensure_catalog(self) -> None:
+        """A store that has not listed the remote manifest yet does so now."""
+        if self._catalog_loaded_at is None:
+            try:
+                self._load_catalog()
+            except RemoteError as exc:
+                self._record_error(exc)
+
+    def _load_catalog(self) -> None:
+        """Adds every file the remote manifest lists (the remote layout
+        describes itself: a new store on an empty directory finds it all)."""
+        listed = self._call(lambda: self.remote.list(MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
+        for info in listed:
+            file_id = file_id_of_key(info.key)
+            if file_id is None:
+                continue
+            with self._state_lock:
+                known = file_id in self._remote_files or file_id in self._bad
+            if known:
+                continue
+            raw = self._call(partial(self.remote.get, info.key), f"get {info.key}")
+            try:
+                record = ManifestRecord.from_bytes(raw, info.key)
+            except ValueError as exc:
+                with self._state_lock:
+                    self._bad[file_id] = str(exc)
+                _LOG.error("%s", exc)
+                continue
+            with self._state_lock:
+                self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._read)
+        self._catalog_loaded_at = time.monotonic()
+
+    def _manifest_of(self, rec: FileRecord) -> ManifestRecord:
+        assert rec.size is not None and rec.crc32c is not None and rec.count is not None
+        assert rec.min_ms is not None and rec.max_ms is not None
+        return ManifestRecord(
+            file_id=rec.file_id,
+            key=data_key(rec.file_id),
+            size=rec.size,
+            crc32c=rec.crc32c,
+            count=rec.count,
+            begin_ms=rec.begin_ms,
+            min_ms=rec.min_ms,
+            max_ms=rec.max_ms,
+        )
+
+    # ------------------------------------------------------ remote plumbing
+
+    def _call(self, op: Callable[[], T], describe: str) -> T:
+        """One remote operation under the retry policy and any shutdown
+        deadline; cut short by the stop event."""
+        return run_with_retry(
+            op,
+            policy=self.config.retry,
+            budget=self._budget,
+            stop_event=self._stop,
+            deadline=self._deadline,
+            describe=describe,
+            log=_LOG,
+        )
+
+    def _read(self, op: Callable[[], bytes], describe: str) -> bytes:
+        return self._call(op, describe)
+
+    def _record_error(self, exc: BaseException) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        _LOG.warning("%s", self._last_error)
+
+    def _notify(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
+
+    # ------------------------------------------------------ background work
+
+    def _flusher_loop(self) -> None:
+        while not self._stop.wait(self.config.flush_interval_s):
+            try:
+                with self._write_lock:
+                    if self._closed:
+                        return
+                    current = self._current
+                    f = self._unsealed.get(current) if current else None
+                    if f is None:
+                        continue
+                    f.flush()
+                    age_s = (_now_ms() - f.begin_ms) / 1000
+                    if f.count and age_s >= self.config.max_file_age_s:
+                        self._roll_locked()
+            except Exception as exc:  # keep flushing; the error shows in status()
+                self._record_error(exc)
+
+    def _worker_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._reconcile()
+                self._seal_rolled()
+                self._schedule_uploads()
+                self._maintain()
+            except Exception as exc:
+                self._record_error(exc)
+            self._notify()
+            self._wake.wait(self.config.reconcile_interval_s)
+
+    def _reconcile(self) -> None:
+        """Once: list the manifest; if there is upload work, claim the prefix
+        and abort multipart uploads left by an earlier life of this store."""
+        if self._reconciled:
+            if self._catalog_loaded_at and time.monotonic() - self._catalog_loaded_at > CATALOG_REFRESH_S:
+                self._load_catalog()
+            return
+        self._load_catalog()
+        if self.journal.files(PENDING_STATES):
+            self._ensure_claimed()
+            for upload in self._call(self.remote.list_multipart_uploads, "list multipart uploads"):
+                self._call(
+                    partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
+                    f"abort multipart upload of {upload.key}",
+                )
+                self._aborted_mpus += 1
+                _LOG.info("aborted orphaned multipart upload of %s", upload.key)
+        self._reconciled = True
+
+    def _ensure_claimed(self) -> None:
+        """Claims the prefix for this writer (put-if-absent of OWNER.json)."""
+        if self._claimed:
+            return
+        body = owner_record(self._store_id)
+        result = self._call(
+            lambda: self.remote.put_if_absent(OWNER_KEY, body, size=len(body), crc32c=crc32c(body)),
+            f"claim {OWNER_KEY}",
+        )
+        if not result.identical:
+            other = owner_of(self._call(lambda: self.remote.get(OWNER_KEY), f"get {OWNER_KEY}"))
+            raise StoreLockedError(
+                f"{self.remote.url}: owned by writer {other}, this store is {self._store_id}; "
+                "reads work, uploads are refused (set StoreConfig.store_id to take over)"
+            )
+        self._claimed = True
+
+    def _seal_rolled(self) -> None:
+        for rec in self.journal.files([FileState.ROLLED]):
+            if self._stop.is_set():
+                return
+            self._seal_one(rec)
+
+    def _seal_one(self, rec: FileRecord) -> None:
+        with self._state_lock:
+            f = self._unsealed.get(rec.file_id)
+        if f is None:
+            f = IndexFile.open(self._active_path(rec.file_id))
+            with self._state_lock:
+                self._unsealed[rec.file_id] = f
+        fault_point("seal.before")
+        dest = self._sealed_path(rec.file_id)
+        dest.unlink(missing_ok=True)  # a copy from before a crash: never recorded, redo it
+        try:
+            sealed = f.seal(dest)
+        except CorruptFileError as exc:
+            self._on_corrupt(rec.file_id, f, exc)
+            return
+        fault_point("seal.after_file")
+        if sealed.count == 0:
+            self.journal.transition(rec.file_id, FileState.EMPTY)
+            with self._state_lock:
+                self._unsealed.pop(rec.file_id, None)
+            f.close()
+            dest.unlink(missing_ok=True)
+            self._active_path(rec.file_id).unlink(missing_ok=True)
+            return
+        self.journal.transition(
+            rec.file_id,
+            FileState.SEALED,
+            count=sealed.count,
+            size=sealed.size,
+            crc32c=sealed.crc32c,
+            min_ms=sealed.min_timestamp_ms,
+            max_ms=sealed.end_ms,
+            error=None,
+        )
+        fault_point("seal.after_journal")
+        with self._state_lock:
+            self._sealed[rec.file_id] = sealed
+            self._unsealed.pop(rec.file_id, None)
+            self._ranges.pop(rec.file_id, None)
+        f.close()  # the unsealed file stays on disk until the upload is verified
+        _LOG.info("file %s sealed: %d entries, %d bytes", rec.file_id, sealed.count, sealed.size)
+
+    def _schedule_uploads(self) -> None:
+        if not self._reconciled or self._uploads is None:
+            return
+        now = time.monotonic()
+        for rec in self.journal.files([FileState.SEALED, FileState.UPLOADING]):
+            with self._state_lock:
+                if rec.file_id in self._in_flight or self._retry_after.get(rec.file_id, 0) > now:
+                    continue
+                self._in_flight.add(rec.file_id)
+            future: Future[None] = self._uploads.submit(self._upload_one, rec.file_id)
+            future.add_done_callback(partial(self._upload_done, rec.file_id))
+
+    def _upload_done(self, file_id: str, _future: Future[None]) -> None:
+        with self._state_lock:
+            self._in_flight.discard(file_id)
+        self._wake.set()
+        self._notify()
+
+    def _upload_one(self, file_id: str) -> None:
+        try:
+            self._upload(file_id)
+        except Exception as exc:
+            self._retry_after[file_id] = time.monotonic() + self.config.reconcile_interval_s
+            self._record_error(exc)
+            with contextlib.suppress(Exception):
+                self.journal.note_error(file_id, f"{type(exc).__name__}: {exc}")
+
+    def _upload(self, file_id: str) -> None:
+        """Intent, put-if-absent, verify, manifest record, outcome."""
+        self._ensure_claimed()
+        rec = self.journal.get(file_id)
+        if rec is None or rec.state not in (FileState.SEALED, FileState.UPLOADING):
+            return
+        assert rec.size is not None and rec.crc32c is not None
+        key = data_key(file_id)
+        path = self._sealed_path(file_id)
+        # Intent, durably, before any remote side effect.
+        rec = self.journal.transition(
+            file_id, FileState.UPLOADING, object_key=key, attempt_id=uuid.uuid4().hex
+        )
+        fault_point("upload.after_intent")
+        size, crc = rec.size, rec.crc32c
+        assert size is not None and crc is not None
+        metadata = {"tix-file-id": file_id, "tix-count": str(rec.count)}
+        try:
+            result = self._call(
+                lambda: self.remote.put_if_absent(
+                    key, path, size=size, crc32c=crc, metadata=metadata, cancel=self._stop
+                ),
+                f"upload {key}",
+            )
+        except CorruptFileError as exc:
+            # The local sealed copy no longer matches its record: seal again.
+            self._reseal_or_quarantine(rec, f"sealed copy changed before upload: {exc}")
+            return
+        if not result.identical:
+            why = f"{key} already holds a different object ({result.existing}); not overwritten"
+            self.journal.transition(file_id, FileState.CONFLICT, error=why)
+            self._last_error = why
+            _LOG.error("file %s: %s", file_id, why)
+            return
+        fault_point("upload.after_put")
+        info = self._call(lambda: self.remote.head(key), f"verify {key}")
+        if info is None or info.size != size or info.crc32c != crc:
+            raise RemoteError(
+                f"{key}: uploaded object does not verify (size/crc32c {info}), expected {size}/{crc}"
+            )
+        fault_point("upload.after_verify")
+        manifest = self._manifest_of(rec).to_bytes()
+        mkey = manifest_key(file_id)
+        made = self._call(
+            lambda: self.remote.put_if_absent(mkey, manifest, size=len(manifest), crc32c=crc32c(manifest)),
+            f"write {mkey}",
+        )
+        if not made.identical:
+            why = f"{mkey} already holds a different record; not overwritten"
+            self.journal.transition(file_id, FileState.CONFLICT, error=why)
+            self._last_error = why
+            return
+        fault_point("manifest.after_write")
+        rec = self.journal.transition(file_id, FileState.UPLOADED, error=None)
+        fault_point("upload.after_journal")
+        with self._state_lock:
+            self._remote_files[file_id] = RemoteIndexFile(self.remote, self._manifest_of(rec), self._read)
+            self._access[file_id] = time.monotonic()
+        fault_point("local.before_delete")
+        self._active_path(file_id).unlink(missing_ok=True)
+        _LOG.info("file %s uploaded and verified: %s (%d bytes)", file_id, key, size)
+
+    def _maintain(self) -> None:
+        """Cache eviction and retention, at most every reconcile interval."""
+        now = time.monotonic()
+        if now - self._last_maintenance < self.config.reconcile_interval_s:
+            return
+        self._last_maintenance = now
+        self._evict_cache()
+        if self.config.retention_s is not None and self._claimed:
+            self._apply_retention(self.config.retention_s)
+
+    def _evict_cache(self) -> None:
+        uploaded = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+        with self._state_lock:
+            cached = [
+                (self._access.get(fid, 0.0), fid, s.size)
+                for fid, s in self._sealed.items()
+                if fid in uploaded
+            ]
+        total = sum(size for _, _, size in cached)
+        for _, file_id, size in sorted(cached):
+            if total <= self.config.cache_bytes:
+                break
+            with self._state_lock:
+                self._sealed.pop(file_id, None)
+            self._sealed_path(file_id).unlink(missing_ok=True)
+            total -= size
+
+    def _apply_retention(self, retention_s: float) -> None:
+        horizon = _now_ms() - int(retention_s * 1000)
+        with self._state_lock:
+            expired = [(fid, r.record) for fid, r in self._remote_files.items() if r.record.max_ms < horizon]
+        for file_id, record in expired:
+            # Manifest record first: a crash between leaves an orphan object,
+            # never a record naming a missing object.
+            self._call(partial(self.remote.delete, manifest_key(file_id)), f"delete {manifest_key(file_id)}")
+            self._call(partial(self.remote.delete, record.key), f"delete {record.key}")
+            with self._state_lock:
+                self._remote_files.pop(file_id, None)
+                self._sealed.pop(file_id, None)
+            self._sealed_path(file_id).unlink(missing_ok=True)
+            self.journal.remove(file_id)
+            _LOG.info("file %s expired and deleted (newest entry %d ms)", file_id, record.max_ms)
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> StoreStatus:
+        records = self.journal.files()
+        by_state: dict[str, int] = {}
+        for r in records:
+            by_state[str(r.state)] = by_state.get(str(r.state), 0) + 1
+        pending = [r for r in records if r.state in PENDING_STATES or r.state is FileState.CONFLICT]
+        now = time.time()
+        with self._state_lock:
+            bad = sorted(self._bad)
+            remote_files = len(self._remote_files)
+        return StoreStatus(
+            files_by_state=by_state,
+            pending_files=[r.file_id for r in pending],
+            pending_bytes=sum(r.size or 0 for r in pending),
+            oldest_pending_age_s=max((now - r.created_at for r in pending), default=None),
+            last_error=self._last_error,
+            reconciled=self._reconciled,
+            aborted_multipart_uploads=self._aborted_mpus,
+            remote_files=remote_files,
+            quarantined=bad + [r.file_id for r in records if r.state is FileState.QUARANTINED],
+            closed=self._closed,
+        )
+
+    def verify(self, deep: bool = True, repair: bool = False) -> VerifyReport:
+        """Checks every remote object against the manifest (and, deep, its
+        bytes); repairs only when asked. See :mod:`tieredindex.verifier`."""
+        self._require_open(writing=False)
+        from tieredindex.verifier import verify_remote
+
+        def local_copy(file_id: str) -> Path | None:
+            rec = self.journal.get(file_id)
+            path = self._sealed_path(file_id)
+            if rec is None or rec.crc32c is None or not path.exists():
+                return None
+            return path if crc32c(path.read_bytes()) == rec.crc32c else None
+
+        with self._state_lock:
+            in_flight = {data_key(fid) for fid in self._in_flight}
+        report = verify_remote(
+            self.remote,
+            call=self._call,
+            deep=deep,
+            repair=repair,
+            local_copy=local_copy,
+            in_flight=in_flight,
+            grace_s=self.config.orphan_grace_s,
+        )
+        if repair:
+            with self._state_lock:
+                for p in report.problems:
+                    fid = file_id_of_key(p.key)
+                    if p.fixed and fid is not None:
+                        self._bad.pop(fid, None)
+            self._catalog_loaded_at = None
+            self._ensure_catalog()
+        return report
+
+    # -------------------------------------------------------------- shutdown
+
+    def shutdown(self, timeout_s: float | None = None) -> ShutdownReport:
+        """Stops intake, seals the last file (unless empty), uploads every
+        pending file and records the outcome, all within ``timeout_s``."""
+        with self._shutdown_lock:
+            if self._shutdown_report is not None:
+                return self._shutdown_report
+            if not self._started:
+                raise TieredIndexError("the store is not started: call start() first")
+            timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+            if timeout < 0:
+                raise ValueError(f"timeout_s must not be negative, got {timeout}")
+            started = time.monotonic()
+            deadline = started + timeout
+            self._deadline = deadline
+            error: str | None = None
+            uploaded_before = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+            with self._write_lock:  # waits for puts in flight
+                self._closed = True
+                if self._current is not None:
+                    f = self._unsealed[self._current]
+                    self._roll_locked()  # sealed by the worker; an empty one becomes EMPTY
+                    f.flush()
+            self._wake.set()
+            with self._progress:
+                while time.monotonic() < deadline and self._pending_ids():
+                    self._progress.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            pending = self._pending_ids()
+            self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
+            self._wake.set()
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
+            if self._uploads is not None:
+                self._uploads.shutdown(wait=False, cancel_futures=True)
+            for f in list(self._unsealed.values()):
+                with contextlib.suppress(Exception):
+                    f.close()  # msync: pending entries survive power loss too
+            uploaded = sorted({r.file_id for r in self.journal.files([FileState.UPLOADED])} - uploaded_before)
+            pending = self._pending_ids()
+            if pending and self._last_error:
+                error = self._last_error
+            fault_point("shutdown.before_record")
+            report = ShutdownReport(
+                clean=not pending,
+                uploaded=uploaded,
+                pending=pending,
+                elapsed_s=time.monotonic() - started,
+                error=error,
+            )
+            self.journal.set_meta(
+                "last_shutdown", f"clean={report.clean} pending={','.join(pending)} at={time.time():.3f}"
+            )
+            self._shutdown_report = report
+            self.journal.close()
+            self.remote.close()
+            self._release_lock()
+            _LOG.info("store %s shut down: %s", self.directory, report)
+            return report
+
+    def _pending_ids(self) -> list[str]:
+        states = PENDING_STATES | {FileState.CONFLICT}
+        return [r.file_id for r in self.journal.files(states)]
+
+    def install_signal_handlers(self, exit: bool = True) -> None:
+        """SIGTERM and SIGINT start a graceful shutdown; then the process
+        exits 0 if it was clean, 1 if not (``exit=False``: shutdown only).
+        A second signal exits at once (the journal is consistent after
+        every transaction). Call from the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("install_signal_handlers() must be called from the main thread")
+        state = {"signalled": False}
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if state["signalled"]:
+                _LOG.warning("second signal %d: exiting at once", signum)
+                os._exit(1)
+            state["signalled"] = True
+            _LOG.info("signal %d: shutting down", signum)
+            report = self.shutdown()
+            if exit:
+                sys.stdout.flush()
+                sys.exit(0 if report.clean else 1)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def __repr__(self) -> str:
+        return f"IndexStore({str(self.directory)!r}, {self.remote.url!r})"

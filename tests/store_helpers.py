@@ -1,0 +1,97 @@
+"""Helpers shared by the store tests: small configs, a remote with an off
+switch, and a child-process broker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from tieredindex import RetryPolicy, StoreConfig
+from tieredindex.remote import MultipartUpload, ObjectInfo, PutResult, Remote, Source
+
+FOREVER = 2**63 - 1
+
+
+def small_config(**overrides: Any) -> StoreConfig:
+    settings: dict[str, Any] = dict(
+        slots=16,
+        capacity=50,
+        flush_interval_s=0.05,
+        reconcile_interval_s=0.05,
+        shutdown_timeout_s=20.0,
+        orphan_grace_s=0.0,
+        retry=RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, deadline_s=5.0),
+    )
+    settings.update(overrides)
+    return StoreConfig(**settings)
+
+
+class Outage(ConnectionError):
+    """The remote is unreachable (a retryable error)."""
+
+
+class SwitchableRemote(Remote):
+    """Delegates to a real remote until ``down`` is set."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__()
+        self.inner = inner
+        self.down = threading.Event()
+        self.calls = 0
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.down.is_set():
+            raise Outage("remote unreachable (test outage)")
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def put_if_absent(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int,
+        crc32c: int,
+        metadata: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
+        self._check()
+        return self.inner.put_if_absent(
+            key, source, size=size, crc32c=crc32c, metadata=metadata, cancel=cancel
+        )
+
+    def head(self, key: str) -> ObjectInfo | None:
+        self._check()
+        return self.inner.head(key)
+
+    def get(self, key: str) -> bytes:
+        self._check()
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        self._check()
+        return self.inner.get_range(key, start, end)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        self._check()
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self._check()
+        self.inner.delete(key)
+
+    def list_multipart_uploads(self) -> list[MultipartUpload]:
+        self._check()
+        return self.inner.list_multipart_uploads()
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        self._check()
+        self.inner.abort_multipart_upload(key, upload_id)
+
+    def close(self) -> None:
+        super().close()
+        self.inner.close()

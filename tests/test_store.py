@@ -1,0 +1,267 @@
+"""IndexStore against both back ends (file:// and a real moto S3 server)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from store_helpers import FOREVER, SwitchableRemote, small_config
+from tieredindex import (
+    FileState,
+    IndexStore,
+    StoreClosedError,
+    StoreLockedError,
+    TieredIndexError,
+    crc32c,
+    open_remote,
+)
+from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
+
+
+def fill(store: IndexStore, n: int, *, topic: str = "orders", keys: int = 7, t0: int = 1_000) -> dict:
+    """Puts n messages; returns the model: key -> list of (queue_id, offset, size, ts)."""
+    model: dict[str, list[tuple[int, int, int, int]]] = {}
+    for i in range(n):
+        key = f"k{i % keys}"
+        store.put(topic, key, queue_id=i % 4, offset=i, size=100 + i, timestamp_ms=t0 + i)
+        model.setdefault(key, []).append((i % 4, i, 100 + i, t0 + i))
+    return model
+
+
+def expected(model: dict, key: str, begin: int = 0, end: int = FOREVER, max_count: int = 10_000) -> list:
+    hits = [e for e in model.get(key, []) if begin <= e[3] <= end]
+    return sorted(hits, key=lambda e: e[3], reverse=True)[:max_count]
+
+
+def assert_answers(store: IndexStore, model: dict, topic: str = "orders") -> None:
+    for key in model:
+        assert [tuple(e) for e in store.query(topic, key, 0, FOREVER, 10_000)] == expected(model, key)
+        got = store.query(topic, key, 1_050, 1_120, 5)
+        assert [tuple(e) for e in got] == expected(model, key, 1_050, 1_120, 5)
+
+
+def test_methods_before_start_raise(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    with pytest.raises(TieredIndexError, match="start"):
+        store.put("t", "k", queue_id=0, offset=0, size=0, timestamp_ms=0)
+    with pytest.raises(TieredIndexError, match="start"):
+        store.query("t", "k", 0, 1)
+
+
+def test_put_query_across_rolled_files_and_reopen(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    model = fill(store, 480)  # capacity 50: ten files
+    assert_answers(store, model)
+    report = store.shutdown()
+    assert report.clean, report
+    data = open_remote(remote_url).list(DATA_PREFIX)
+    assert len(data) == 10
+    assert max(o.key for o in data).endswith(report.uploaded[-1] + ".tix")  # the last, partial file
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    again.start()
+    assert_answers(again, model)
+    more = fill(again, 30, t0=5_000)
+    assert [tuple(e) for e in again.query("orders", "k1", 5_000, FOREVER)] == expected(more, "k1")
+    assert again.shutdown().clean
+
+
+def test_shutdown_uploads_last_partial_file_and_new_store_answers(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "a", remote_url, small_config())
+    store.start()
+    model = fill(store, 123)  # two full files and a partial one
+    report = store.shutdown()
+    assert report.clean and report.pending == []
+    assert report.uploaded  # at least the last, partial file went up during shutdown
+    with pytest.raises(StoreClosedError):
+        store.put("orders", "k", queue_id=0, offset=0, size=0, timestamp_ms=0)
+    assert store.shutdown() is report  # a second call returns the first report
+    # Promise 3: a new store on an empty directory, the same remote.
+    fresh = IndexStore(tmp_path / "b", remote_url, small_config())
+    fresh.start()
+    assert_answers(fresh, model)
+    assert fresh.status().remote_files == 3
+    assert fresh.shutdown().clean
+    remote = open_remote(remote_url)
+    data = [o for o in remote.list(DATA_PREFIX)]
+    assert len(data) == 3 and all(o.size > 0 for o in data)
+    assert len(remote.list(MANIFEST_PREFIX)) == 3
+
+
+def test_empty_files_never_uploaded(tmp_path: Path, remote_url: str) -> None:
+    for _ in range(3):  # restarts never upload an empty object (RocketMQ did)
+        store = IndexStore(tmp_path / "d", remote_url, small_config())
+        store.start()
+        assert store.shutdown().clean
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "k", queue_id=0, offset=0, size=1, timestamp_ms=1)
+    store.seal()
+    store.seal()  # nothing to roll: the new file is empty
+    assert store.shutdown().clean
+    assert len(open_remote(remote_url).list(DATA_PREFIX)) == 1
+
+
+def test_second_store_on_directory_is_locked(tmp_path: Path, remote_url: str) -> None:
+    first = IndexStore(tmp_path / "d", remote_url, small_config())
+    first.start()
+    with pytest.raises(StoreLockedError):
+        IndexStore(tmp_path / "d", remote_url, small_config()).start()
+    first.shutdown()
+    second = IndexStore(tmp_path / "d", remote_url, small_config())
+    second.start()
+    second.shutdown()
+
+
+def test_max_file_age_rolls_a_quiet_file(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "d", remote_url, small_config(max_file_age_s=0.2, capacity=10_000))
+    store.start()
+    store.put("t", "k", queue_id=1, offset=2, size=3, timestamp_ms=4)
+    deadline = time.monotonic() + 15
+    while store.status().files_by_state.get("UPLOADED", 0) < 1:
+        assert time.monotonic() < deadline, store.status()
+        time.sleep(0.05)
+    assert store.query("t", "k", 0, 10) == [(1, 2, 3, 4)]
+    assert store.shutdown().clean
+
+
+def test_topic_and_key_do_not_collide(tmp_path: Path, remote_url: str) -> None:
+    with IndexStore(tmp_path / "d", remote_url, small_config()) as store:
+        store.put("a#b", "c", queue_id=1, offset=1, size=1, timestamp_ms=1)
+        store.put("a", "b#c", queue_id=2, offset=2, size=1, timestamp_ms=1)
+        store.put("t", ["x", "y"], queue_id=3, offset=3, size=1, timestamp_ms=1)
+        assert [e.queue_id for e in store.query("a#b", "c", 0, 9)] == [1]
+        assert [e.queue_id for e in store.query("a", "b#c", 0, 9)] == [2]
+        assert store.query("t", "x", 0, 9) == store.query("t", "y", 0, 9) == [(3, 3, 1, 1)]
+
+
+def test_bad_arguments(tmp_path: Path, remote_url: str) -> None:
+    with IndexStore(tmp_path / "d", remote_url, small_config()) as store:
+        with pytest.raises(ValueError, match="offset"):
+            store.put("t", "k", queue_id=0, offset=-1, size=0, timestamp_ms=0)
+        with pytest.raises(TypeError, match="topic"):
+            store.put(5, "k", queue_id=0, offset=0, size=0, timestamp_ms=0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="begin_ms"):
+            store.query("t", "k", 5, 4)
+        with pytest.raises(ValueError, match="max_count"):
+            store.query("t", "k", 0, 4, max_count=0)
+    with pytest.raises(TypeError, match="config"):
+        IndexStore(tmp_path / "e", remote_url, config={"slots": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="slots"):
+        small_config(slots=0)
+
+
+def test_remote_down_during_shutdown_keeps_deadline_then_recovers(tmp_path: Path, remote_url: str) -> None:
+    remote = SwitchableRemote(open_remote(remote_url))
+    store = IndexStore(tmp_path / "d", remote, small_config())
+    store.start()
+    model = fill(store, 70)
+    remote.down.set()
+    started = time.monotonic()
+    report = store.shutdown(timeout_s=2)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 + 1.0, elapsed
+    assert not report.clean and report.pending
+    # Restart with the remote back: everything is uploaded, nothing lost.
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    recovery = again.start()
+    assert set(report.pending) <= set(recovery.resumed) | {r for r in report.pending}
+    assert again.shutdown().clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    assert_answers(fresh, model)
+    fresh.shutdown()
+
+
+def test_start_during_outage_then_catch_up(tmp_path: Path, remote_url: str) -> None:
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(tmp_path / "d", remote, small_config())
+    store.start()  # a broker must start during an outage
+    model = fill(store, 60)
+    time.sleep(0.3)
+    status = store.status()
+    assert status.last_error and "unreachable" in status.last_error
+    assert status.pending_files
+    assert_answers(store, model)  # local files answer meanwhile
+    remote.down.clear()
+    report = store.shutdown(timeout_s=20)
+    assert report.clean, report
+
+
+def test_foreign_object_at_our_key_is_reported_and_untouched(tmp_path: Path, remote_url: str) -> None:
+    remote = open_remote(remote_url)
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "k", queue_id=0, offset=0, size=1, timestamp_ms=1)
+    while not store.status().reconciled:  # its start-up cleanup would abort our write
+        time.sleep(0.01)
+    # Plant a foreign object at the key the current file will be uploaded to.
+    file_id = store.journal.files([FileState.ACTIVE])[0].file_id
+    foreign = b"not ours" * 10
+    remote.put_if_absent(f"{DATA_PREFIX}{file_id}.tix", foreign, size=len(foreign), crc32c=crc32c(foreign))
+    report = store.shutdown(timeout_s=10)
+    assert not report.clean and report.pending == [file_id]
+    assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == foreign
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    again.start()
+    status = again.status()
+    assert status.files_by_state.get("CONFLICT") == 1
+    assert file_id in status.pending_files
+    assert again.query("t", "k", 0, 5) == [(0, 0, 1, 1)]  # still answered from the local copy
+    again.shutdown(timeout_s=1)
+
+
+def test_corrupt_remote_object_never_served_and_repaired(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "d", remote_url, small_config(cache_bytes=10**9))
+    store.start()
+    model = fill(store, 40)
+    assert store.shutdown().clean
+    remote = open_remote(remote_url)
+    [obj] = remote.list(DATA_PREFIX)
+    good = remote.get(obj.key)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    remote.delete(obj.key)
+    remote.put_if_absent(obj.key, bytes(bad), size=len(bad), crc32c=crc32c(bytes(bad)))
+
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    for key in model:  # nothing from the damaged object is served
+        assert fresh.query("orders", key, 0, FOREVER) == [] or all(
+            tuple(e) in model[key] for e in fresh.query("orders", key, 0, FOREVER)
+        )
+    report = fresh.verify(deep=True)
+    assert not report.ok
+    assert {p.kind for p in report.problems} == {"checksum-mismatch"}
+    assert fresh.verify(repair=True).ok is False  # no local copy in a fresh store
+    fresh.shutdown()
+
+    owner = IndexStore(tmp_path / "d", remote_url, small_config(cache_bytes=10**9))
+    owner.start()
+    fixed = owner.verify(deep=True, repair=True)
+    assert [p.fixed for p in fixed.problems] == [True]
+    assert owner.verify(deep=True).ok
+    assert remote.get(obj.key) == good
+    assert_answers(owner, model)
+    owner.shutdown()
+
+
+def test_verify_finds_orphans_and_open_uploads(tmp_path: Path, remote_url: str) -> None:
+    with IndexStore(tmp_path / "d", remote_url, small_config()) as store:
+        fill(store, 10)
+    remote = open_remote(remote_url)
+    junk = b"orphan bytes"
+    remote.put_if_absent(
+        f"{DATA_PREFIX}0000000000001-deadbeef.tix", junk, size=len(junk), crc32c=crc32c(junk)
+    )
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    report = store.verify(deep=True)
+    assert not report.ok
+    assert [p.kind for p in report.problems] == ["orphan"]
+    assert store.verify(repair=True).ok
+    assert store.verify().ok
+    store.shutdown()

@@ -1,0 +1,47 @@
+"""A broker-like child process for crash and signal tests.
+
+Usage: broker_child.py DIR REMOTE_URL COUNT [--then shutdown|wait]
+
+Puts COUNT messages, printing each offset once its put returned (the
+acknowledgement the parent records), then shuts down (exit 0 if clean, 1
+if not) or waits for a signal. Settings come from the environment:
+TIX_CAPACITY (entries per file).
+"""
+
+import os
+import sys
+import time
+
+from tieredindex import IndexStore, RetryPolicy, StoreConfig
+
+
+def main() -> int:
+    directory, remote_url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    then = sys.argv[5] if len(sys.argv) > 5 else "shutdown"
+    config = StoreConfig(
+        slots=16,
+        capacity=int(os.environ.get("TIX_CAPACITY", "40")),
+        flush_interval_s=0.05,
+        reconcile_interval_s=0.05,
+        shutdown_timeout_s=float(os.environ.get("TIX_SHUTDOWN_S", "20")),
+        retry=RetryPolicy(attempts=5, base_delay_s=0.01, max_delay_s=0.1, deadline_s=5.0),
+    )
+    store = IndexStore(directory, remote_url, config)
+    store.start()
+    store.install_signal_handlers()
+    out = sys.stdout
+    for i in range(count):
+        store.put("orders", f"k{i % 13}", queue_id=i % 3, offset=i, size=10, timestamp_ms=1_000 + i)
+        out.write(f"{i}\n")
+        out.flush()
+    out.write("done\n")
+    out.flush()
+    if then == "wait":
+        while True:
+            time.sleep(0.1)
+    report = store.shutdown()
+    return 0 if report.clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

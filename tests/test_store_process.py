@@ -1,0 +1,103 @@
+"""The store in a real child process: SIGTERM shutdown, SIGKILL at every
+named fault point, and recovery from the remote alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from store_helpers import FOREVER, small_config
+
+from tieredindex import IndexStore, open_remote
+from tieredindex.faults import POINTS
+
+CHILD = str(Path(__file__).with_name("broker_child.py"))
+
+
+def run_child(
+    directory: Path, remote_url: str, count: int, *, faults: str = "", then: str = "shutdown", capacity: int = 40
+) -> subprocess.Popen[str]:
+    env = dict(os.environ, TIEREDINDEX_FAULTS=faults, TIX_CAPACITY=str(capacity))
+    return subprocess.Popen(
+        [sys.executable, CHILD, str(directory), remote_url, str(count), "--then", then],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def acknowledged(output: str) -> list[int]:
+    return [int(line) for line in output.splitlines() if line.isdigit()]
+
+
+def assert_remote_has(tmp_path: Path, remote_url: str, acked: list[int]) -> None:
+    """A new store on an empty directory answers every acknowledged put,
+    and nothing that was never put."""
+    fresh = IndexStore(tmp_path / f"fresh-{time.monotonic_ns()}", remote_url, small_config())
+    fresh.start()
+    found: dict[int, tuple] = {}
+    for k in range(13):
+        for e in fresh.query("orders", f"k{k}", 0, FOREVER, 100_000):
+            assert e.offset % 13 == k and e == (e.offset % 3, e.offset, 10, 1_000 + e.offset)
+            found[e.offset] = tuple(e)
+    fresh.shutdown()
+    missing = sorted(set(acked) - set(found))
+    assert not missing, f"{len(missing)} acknowledged puts missing from the remote: {missing[:10]}"
+
+
+def test_sigterm_shuts_down_cleanly_with_everything_remote(tmp_path: Path, remote_url: str) -> None:
+    child = run_child(tmp_path / "d", remote_url, 150, then="wait")
+    assert child.stdout is not None
+    lines = []
+    for line in child.stdout:
+        lines.append(line.strip())
+        if line.strip() == "done":
+            break
+    started = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=30)
+    elapsed = time.monotonic() - started
+    assert child.returncode == 0, err[-3000:]
+    assert elapsed < 20, elapsed
+    assert_remote_has(tmp_path, remote_url, acknowledged("\n".join(lines)))
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize("point", sorted(POINTS))
+def test_sigkill_at_fault_point_loses_nothing(tmp_path: Path, remote_url: str, point: str) -> None:
+    nth = {"put.after_write": 37, "shutdown.before_record": 1}.get(point, 2)
+    child = run_child(tmp_path / "d", remote_url, 200, faults=f"{point}:kill:{nth}")
+    out, err = child.communicate(timeout=60)
+    acked = acknowledged(out)
+    assert child.returncode == -signal.SIGKILL, f"the fault did not fire: {err[-2000:]}"
+    assert acked, err[-2000:]
+    # Restart on the same directory, shut down cleanly: promise 4.
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+    store.start()
+    report = store.shutdown()
+    assert report.clean, report
+    assert_remote_has(tmp_path, remote_url, acked)
+    remote = open_remote(remote_url)
+    assert remote.list_multipart_uploads() == []
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize("delay", [0.4, 1.2])
+def test_sigkill_at_random_moment(tmp_path: Path, remote_url: str, delay: float) -> None:
+    child = run_child(tmp_path / "d", remote_url, 100_000)
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate(timeout=30)
+    acked = acknowledged(out)
+    assert acked
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+    store.start()
+    assert store.shutdown(timeout_s=60).clean
+    assert_remote_has(tmp_path, remote_url, acked)
+    assert open_remote(remote_url).list_multipart_uploads() == []

@@ -11,7 +11,9 @@ from tieredindex import Entry, IndexFile
 
 KEYS = st.sampled_from(["a", "b", "c", "d", "é", "", "long-key-" * 5])
 PUTS = st.lists(
-    st.tuples(KEYS, st.integers(0, 3), st.integers(0, 2**63 - 1), st.integers(0, 2**32 - 1), st.integers(0, 50)),
+    st.tuples(
+        KEYS, st.integers(0, 3), st.integers(0, 2**63 - 1), st.integers(0, 2**32 - 1), st.integers(0, 50)
+    ),
     max_size=60,
 )
 QUERIES = st.lists(
@@ -20,7 +22,9 @@ QUERIES = st.lists(
 
 
 def model_query(puts: list[tuple], key: str, begin: int, end: int, max_count: int) -> list[Entry]:
-    hits = [(t, i, Entry(q, o, s, t)) for i, (k, q, o, s, t) in enumerate(puts) if k == key and begin <= t <= end]
+    hits = [
+        (t, i, Entry(q, o, s, t)) for i, (k, q, o, s, t) in enumerate(puts) if k == key and begin <= t <= end
+    ]
     hits.sort(key=lambda h: (h[0], h[1]), reverse=True)  # newest time first, later put first
     return [h[2] for h in hits[:max_count]]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from store_helpers import FOREVER, SwitchableRemote, small_config
 from tieredindex import (
     FileState,
     IndexStore,
@@ -18,6 +17,8 @@ from tieredindex import (
     open_remote,
 )
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
+
+from store_helpers import FOREVER, SwitchableRemote, small_config
 
 
 def fill(store: IndexStore, n: int, *, topic: str = "orders", keys: int = 7, t0: int = 1_000) -> dict:

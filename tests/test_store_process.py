@@ -11,16 +11,23 @@ import time
 from pathlib import Path
 
 import pytest
-from store_helpers import FOREVER, small_config
 
 from tieredindex import IndexStore, open_remote
 from tieredindex.faults import POINTS
+
+from store_helpers import FOREVER, small_config
 
 CHILD = str(Path(__file__).with_name("broker_child.py"))
 
 
 def run_child(
-    directory: Path, remote_url: str, count: int, *, faults: str = "", then: str = "shutdown", capacity: int = 40
+    directory: Path,
+    remote_url: str,
+    count: int,
+    *,
+    faults: str = "",
+    then: str = "shutdown",
+    capacity: int = 40,
 ) -> subprocess.Popen[str]:
     env = dict(os.environ, TIEREDINDEX_FAULTS=faults, TIX_CAPACITY=str(capacity))
     return subprocess.Popen(

@@ -266,3 +266,44 @@ def test_verify_finds_orphans_and_open_uploads(tmp_path: Path, remote_url: str) 
     assert store.verify(repair=True).ok
     assert store.verify().ok
     store.shutdown()
+
+
+def test_second_writer_refused_reader_welcome(tmp_path: Path, remote_url: str) -> None:
+    with IndexStore(tmp_path / "a", remote_url, small_config()) as first:
+        model = fill(first, 60)
+    intruder = IndexStore(tmp_path / "b", remote_url, small_config())
+    intruder.start()
+    intruder.put("orders", "k0", queue_id=9, offset=999_999, size=1, timestamp_ms=5)
+    report = intruder.shutdown(timeout_s=3)
+    assert not report.clean and report.pending
+    assert report.error and "owned by writer" in report.error
+    # A reader (queries only, nothing to upload) is welcome, and the
+    # intruder's entry never reached the remote.
+    reader = IndexStore(tmp_path / "c", remote_url, small_config())
+    reader.start()
+    assert_answers(reader, model)
+    assert all(e.offset != 999_999 for e in reader.query("orders", "k0", 0, FOREVER))
+    assert reader.shutdown().clean
+    # The owner, or a store configured with its identity, keeps writing.
+    owner = IndexStore(tmp_path / "a", remote_url, small_config())
+    owner.start()
+    owner.put("orders", "k0", queue_id=1, offset=70, size=1, timestamp_ms=7)
+    assert owner.shutdown().clean
+
+
+def test_retention_deletes_manifest_then_object(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0))
+    store.start()
+    now = int(time.time() * 1000)
+    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)  # two hours old
+    store.seal()
+    store.put("t", "new", queue_id=0, offset=2, size=1, timestamp_ms=now)
+    store.seal()
+    remote = open_remote(remote_url)
+    deadline = time.monotonic() + 20
+    while len(remote.list(MANIFEST_PREFIX)) != 1 or len(remote.list(DATA_PREFIX)) != 1:
+        assert time.monotonic() < deadline, (remote.list(MANIFEST_PREFIX), remote.list(DATA_PREFIX))
+        time.sleep(0.05)
+    assert store.query("t", "old", 0, FOREVER) == []
+    assert store.query("t", "new", 0, FOREVER) == [(0, 2, 1, now)]
+    assert store.shutdown().clean

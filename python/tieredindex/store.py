@@ -65,6 +65,8 @@ from tieredindex.layout import (
     owner_of,
     owner_record,
 )
+from tieredindex.metrics import MetricsSnapshot, RetryCountingLogger, StoreMetrics
+from tieredindex.observe import ObservedJournal
 from tieredindex.remote import Remote, open_remote
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
 from tieredindex.retry import RetryBudget, run_with_retry
@@ -124,6 +126,8 @@ class IndexStore:
             raise TypeError(f"remote must be a Remote or a URL string, not {type(remote).__name__}")
         self.remote = remote
         self._budget = RetryBudget.for_policy(self.config.retry)
+        self._metrics = StoreMetrics()
+        self._retry_log = RetryCountingLogger(self._metrics, _LOG)
         self._started = False
         self._closed = False
         self._lock_fd: int | None = None
@@ -148,6 +152,7 @@ class IndexStore:
         self._progress = threading.Condition()
         self._deadline: float | None = None
         self._claimed = False
+        self._refused: tuple[float, str] | None = None
         self._reconciled = False
         self._catalog_loaded_at: float | None = None
         self._aborted_mpus = 0
@@ -192,7 +197,7 @@ class IndexStore:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self._take_lock()
         try:
-            self._journal = Journal(self.directory / JOURNAL_NAME)
+            self._journal = ObservedJournal(self.directory / JOURNAL_NAME, self._metrics)
             store_id = self.config.store_id or self._journal.get_meta("store_id")
             if store_id is None:
                 store_id = uuid.uuid4().hex
@@ -389,6 +394,7 @@ class IndexStore:
                     if f.put(key, queue_id, offset, size, timestamp_ms):
                         low, high = self._ranges.get(file_id, (timestamp_ms, timestamp_ms))
                         self._ranges[file_id] = (min(low, timestamp_ms), max(high, timestamp_ms))
+                        self._metrics.add_entries(1)
                         break
                     self._roll_locked()
             fault_point("put.after_write")
@@ -510,6 +516,7 @@ class IndexStore:
 
     def _on_corrupt(self, file_id: str, view: _View, exc: CorruptFileError) -> None:
         _LOG.error("file %s failed a check and is quarantined: %s", file_id, exc)
+        self._metrics.add_verification_failures()
         rec = self.journal.get(file_id)
         with self._state_lock:
             if isinstance(view, RemoteIndexFile):
@@ -594,15 +601,20 @@ class IndexStore:
             stop_event=self._stop,
             deadline=self._deadline,
             describe=describe,
-            log=_LOG,
+            log=self._retry_log,
         )
 
     def _read(self, op: Callable[[], bytes], describe: str) -> bytes:
         return self._call(op, describe)
 
     def _record_error(self, exc: BaseException) -> None:
-        self._last_error = f"{type(exc).__name__}: {exc}"
-        _LOG.warning("%s", self._last_error)
+        if self._stop.is_set() and isinstance(exc, RemoteError):
+            return  # cut short by shutdown: the cause, if any, is already recorded
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._last_error:
+            _LOG.warning("%s", message)
+        self._last_error = message
+        self._metrics.add_failure()
 
     def _notify(self) -> None:
         with self._progress:
@@ -660,9 +672,13 @@ class IndexStore:
         self._reconciled = True
 
     def _ensure_claimed(self) -> None:
-        """Claims the prefix for this writer (put-if-absent of OWNER.json)."""
+        """Claims the prefix for this writer (put-if-absent of OWNER.json).
+        A refusal is remembered for a while rather than asked again at every
+        retry."""
         if self._claimed:
             return
+        if self._refused is not None and time.monotonic() - self._refused[0] < CATALOG_REFRESH_S:
+            raise StoreLockedError(self._refused[1])
         body = owner_record(self._store_id)
         result = self._call(
             lambda: self.remote.put_if_absent(OWNER_KEY, body, size=len(body), crc32c=crc32c(body)),
@@ -670,10 +686,12 @@ class IndexStore:
         )
         if not result.identical:
             other = owner_of(self._call(lambda: self.remote.get(OWNER_KEY), f"get {OWNER_KEY}"))
-            raise StoreLockedError(
+            why = (
                 f"{self.remote.url}: owned by writer {other}, this store is {self._store_id}; "
                 "reads work, uploads are refused (set StoreConfig.store_id to take over)"
             )
+            self._refused = (time.monotonic(), why)
+            raise StoreLockedError(why)
         self._claimed = True
 
     def _seal_rolled(self) -> None:
@@ -858,6 +876,12 @@ class IndexStore:
 
     # ---------------------------------------------------------------- status
 
+    def metrics(self) -> MetricsSnapshot:
+        """Counters and gauges (:mod:`tieredindex.metrics`): entries put,
+        files by state, pending bytes and age, uploads, retries, failures.
+        Cheap (no journal query); still answers after shutdown."""
+        return self._metrics.snapshot()
+
     def status(self) -> StoreStatus:
         records = self.journal.files()
         by_state: dict[str, int] = {}
@@ -905,6 +929,7 @@ class IndexStore:
             in_flight=in_flight,
             grace_s=self.config.orphan_grace_s,
         )
+        self._metrics.add_verification_failures(sum(p.kind != "orphan" for p in report.problems))
         if repair:
             with self._state_lock:
                 for p in report.problems:

@@ -23,6 +23,9 @@ use crate::sealed::{write_sealed, SealedIndex};
 pub const MAX_OFFSET: u64 = i64::MAX as u64;
 pub const MAX_TIMESTAMP: u64 = i64::MAX as u64;
 
+/// How far ahead `put_batch` prefetches slot heads.
+const PREFETCH_AHEAD: usize = 8;
+
 /// What `open()` found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpenReport {
@@ -546,7 +549,18 @@ impl IndexFile {
         batch.check()?;
         let mut inner = self.inner.write();
         inner.map(&self.path)?.check_len()?;
+        // Fault in the pages this batch will append to in one call.
+        let fits = batch.len().min((inner.capacity - inner.count) as usize) as u32;
+        let from = inner.entry_range(inner.count).start;
+        let to = inner.entry_range(inner.count + fits).start;
+        inner.map(&self.path)?.populate_write(from, to - from);
         for i in 0..batch.len() {
+            // The slot head is a cache miss in a large slot table: ask for
+            // the one a few entries ahead while this one is written.
+            if let Some(&ahead) = batch.fingerprints.get(i + PREFETCH_AHEAD) {
+                let slot_off = HEADER_LEN + slot_of(ahead, inner.slots) as usize * SLOT_LEN;
+                inner.map(&self.path)?.prefetch(slot_off);
+            }
             let e = NewEntry {
                 fingerprint: batch.fingerprints[i],
                 queue_id: batch.queue_ids[i],

@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod entry;
 pub mod error;
+pub mod faults;
 pub mod format;
 pub mod index;
 pub mod keyhash;

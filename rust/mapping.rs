@@ -178,6 +178,30 @@ impl FileMap {
         &mut self.map
     }
 
+    /// Pre-faults `offset..offset + len` for writing in one call
+    /// (`MADV_POPULATE_WRITE`), instead of one page fault per page during a
+    /// long run of writes. Best effort: kernels before 5.14 lack it, and
+    /// then the writes simply fault as usual.
+    pub fn populate_write(&self, offset: usize, len: usize) {
+        if len > 0 {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::PopulateWrite, offset, len);
+        }
+    }
+
+    /// Hints the CPU to bring the cache line at `offset` in for writing.
+    #[inline]
+    pub fn prefetch(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(byte) = self.map.get(offset) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: a prefetch is a hint that never faults, and SSE (which
+            // provides it) is part of the x86_64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>()) };
+        }
+    }
+
     /// msync(MS_SYNC) of `offset..offset+len`.
     pub fn sync_range(&self, offset: usize, len: usize) -> Result<()> {
         if len == 0 {
@@ -254,4 +278,12 @@ fn check_file_len(file: &File, path: &Path, mapped: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// SIGKILLs this process (crash tests only: see `faults.rs`).
+pub fn kill_self() {
+    // SAFETY: kill and getpid take plain integers and have no memory effects.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
 }

@@ -20,6 +20,7 @@ POINTS = frozenset(
         "put.after_write",
         "roll.after_journal",
         "seal.before",
+        "seal.compact",  # in the Rust core, half way through compaction (rust/faults.rs)
         "seal.after_file",
         "seal.after_journal",
         "upload.after_intent",
@@ -28,6 +29,10 @@ POINTS = frozenset(
         "manifest.after_write",
         "upload.after_journal",
         "local.before_delete",
+        "journal.before_commit",
+        "journal.after_commit",
+        "upload.part",
+        "upload.complete",
         "shutdown.before_record",
     }
 )

@@ -115,6 +115,75 @@ fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.{}.{nanos}.sealing", std::process::id()))
 }
 
+/// Checks entries `range` and counts them per bucket; returns the counts
+/// and the smallest timestamp.
+fn count_buckets(
+    src: &SealSource<'_>,
+    range: std::ops::Range<u32>,
+    slots: u32,
+    shift: u32,
+    buckets: usize,
+) -> Result<(Vec<u32>, u64)> {
+    let mut len = vec![0u32; buckets];
+    let mut min_ms = u64::MAX;
+    for index in range {
+        let e = src.entry(index)?;
+        min_ms = min_ms.min(e.timestamp_ms);
+        len[(slot_of(e.fingerprint, slots) >> shift) as usize] += 1;
+    }
+    Ok((len, min_ms))
+}
+
+/// Sorts each bucket of `range` by slot (stable) and writes its slot
+/// records. `entries` starts at the first entry of the range's first
+/// bucket, `table` at the record of its first slot. Returns the used slots.
+fn sort_buckets(
+    range: std::ops::Range<usize>,
+    bucket_start: &[u32],
+    entries: &mut [u8],
+    table: &mut [u8],
+    slots: u32,
+    shift: u32,
+) -> u32 {
+    let Some(&base_entry) = bucket_start.get(range.start) else {
+        return 0;
+    };
+    let base_slot = (range.start as u32) << shift;
+    let mut used = 0u32;
+    let mut local = vec![0u32; 1 << shift];
+    let mut scratch: Vec<u8> = Vec::new();
+    for bucket in range {
+        let first_slot = (bucket as u32) << shift;
+        let nslots = (slots - first_slot).min(1 << shift) as usize;
+        let start = (bucket_start[bucket] - base_entry) as usize;
+        let end = (bucket_start[bucket + 1] - base_entry) as usize;
+        let region = &mut entries[start * S_ENTRY_LEN..end * S_ENTRY_LEN];
+        local[..nslots].fill(0);
+        for raw in region.chunks_exact(S_ENTRY_LEN) {
+            local[(slot_of(read_u64(raw, 0), slots) - first_slot) as usize] += 1;
+        }
+        let mut next = 0u32;
+        for (j, n) in local[..nslots].iter_mut().enumerate() {
+            let rec = (first_slot - base_slot) as usize * S_SLOT_LEN + j * S_SLOT_LEN;
+            write_u32(table, rec, bucket_start[bucket] + next);
+            write_u32(table, rec + 4, *n);
+            used += u32::from(*n > 0);
+            let run = *n;
+            *n = next; // from here on: where the slot's next entry goes
+            next += run;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(region);
+        for raw in scratch.chunks_exact(S_ENTRY_LEN) {
+            let j = (slot_of(read_u64(raw, 0), slots) - first_slot) as usize;
+            let pos = local[j] as usize;
+            local[j] += 1;
+            region[pos * S_ENTRY_LEN..][..S_ENTRY_LEN].copy_from_slice(raw);
+        }
+    }
+    used
+}
+
 /// Slots per compaction bucket: 4096 counters (16 KiB) stay in L1.
 const BUCKET_SLOTS_LOG2: u32 = 12;
 
@@ -131,27 +200,33 @@ fn fill_sealed(out: &mut [u8], geo: &Geometry, src: &SealSource<'_>) -> Result<(
     let slots = geo.slots;
     let shift = BUCKET_SLOTS_LOG2;
     let buckets = (slots as usize).div_ceil(1 << shift);
-    // Pass 1, sequential: check every entry (a bad one stops the seal:
-    // sealing would bless it with fresh checksums) and count per bucket.
-    let mut bucket_len = vec![0u32; buckets];
-    let mut min_ms = if src.count == 0 {
+    // Pass 1, sequential, both halves at once: check every entry (a bad one
+    // stops the seal: sealing would bless it with fresh checksums) and
+    // count per bucket.
+    let half = src.count / 2;
+    let (first, second) = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| count_buckets(src, half..src.count, slots, shift, buckets));
+        let mine = count_buckets(src, 0..half, slots, shift, buckets);
+        (
+            mine,
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        )
+    });
+    let ((len_a, min_a), (len_b, min_b)) = (first?, second?);
+    let min_ms = if src.count == 0 {
         src.begin_ms
     } else {
-        u64::MAX
+        min_a.min(min_b)
     };
-    for index in 0..src.count {
-        let e = src.entry(index)?;
-        min_ms = min_ms.min(e.timestamp_ms);
-        bucket_len[(slot_of(e.fingerprint, slots) >> shift) as usize] += 1;
-    }
     let mut bucket_start = Vec::with_capacity(buckets + 1);
     let mut total = 0u32;
-    for &n in &bucket_len {
+    for (a, b) in len_a.iter().zip(&len_b) {
         bucket_start.push(total);
-        total += n;
+        total += a + b;
     }
     bucket_start.push(total);
-    drop(bucket_len);
     // A crash half way through compaction leaves only a temp file.
     crate::faults::fault_point("seal.compact");
     // Pass 2, sequential newest first: scatter each entry into its bucket.
@@ -168,42 +243,19 @@ fn fill_sealed(out: &mut [u8], geo: &Geometry, src: &SealSource<'_>) -> Result<(
         cursor[bucket] += 1;
         entries_out[pos * S_ENTRY_LEN..][..S_ENTRY_LEN].copy_from_slice(raw);
     }
-    // Pass 3, per bucket in cache: stable counting sort by slot, and the
-    // bucket's part of the slot table: (first entry, entry count).
-    let mut used = 0u32;
-    let mut local = vec![0u32; 1 << shift];
-    let mut scratch: Vec<u8> = Vec::new();
-    for bucket in 0..buckets {
-        let first_slot = (bucket as u32) << shift;
-        let nslots = (slots - first_slot).min(1 << shift) as usize;
-        let (start, end) = (
-            bucket_start[bucket] as usize,
-            bucket_start[bucket + 1] as usize,
-        );
-        let region = &mut entries_out[start * S_ENTRY_LEN..end * S_ENTRY_LEN];
-        local[..nslots].fill(0);
-        for raw in region.chunks_exact(S_ENTRY_LEN) {
-            local[(slot_of(read_u64(raw, 0), slots) - first_slot) as usize] += 1;
-        }
-        let mut next = 0u32;
-        for (j, n) in local[..nslots].iter_mut().enumerate() {
-            let rec = HEADER_LEN + (first_slot as usize + j) * S_SLOT_LEN;
-            write_u32(head, rec, start as u32 + next);
-            write_u32(head, rec + 4, *n);
-            used += u32::from(*n > 0);
-            let run = *n;
-            *n = next; // from here on: where the slot's next entry goes
-            next += run;
-        }
-        scratch.clear();
-        scratch.extend_from_slice(region);
-        for raw in scratch.chunks_exact(S_ENTRY_LEN) {
-            let j = (slot_of(read_u64(raw, 0), slots) - first_slot) as usize;
-            let pos = local[j] as usize;
-            local[j] += 1;
-            region[pos * S_ENTRY_LEN..][..S_ENTRY_LEN].copy_from_slice(raw);
-        }
-    }
+    // Pass 3, per bucket in cache, the two halves of the buckets at once.
+    let mid = buckets / 2;
+    let (table_a, table_b) = head[HEADER_LEN..].split_at_mut((mid << shift) * S_SLOT_LEN);
+    let (entries_a, entries_b) = entries_out.split_at_mut(bucket_start[mid] as usize * S_ENTRY_LEN);
+    let used = std::thread::scope(|scope| {
+        let starts = &bucket_start;
+        let worker = scope
+            .spawn(move || sort_buckets(mid..buckets, starts, entries_b, table_b, slots, shift));
+        let mine = sort_buckets(0..mid, starts, entries_a, table_a, slots, shift);
+        mine + worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
     // Header.
     let h = &mut out[..HEADER_LEN];
     h[..8].copy_from_slice(&SEALED_MAGIC);

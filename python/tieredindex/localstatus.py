@@ -1,0 +1,160 @@
+"""A store directory's state from its journal, read-only.
+
+Opens ``journal.db`` with a read-only SQLite connection and never touches
+the directory lock, so it is safe beside a live store (WAL readers do not
+block the writer) and on the directory of a stopped or crashed one. Whether
+a live store holds the directory is read from ``/proc/locks`` (taking the
+lock to find out could make that store's ``start()`` fail).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from tieredindex.journal import FileRecord
+from tieredindex.layout import ACTIVE_DIR, JOURNAL_NAME, LOCK_NAME, QUARANTINE_DIR, SEALED_DIR
+from tieredindex.states import PENDING_STATES, FileState
+
+_COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
+
+
+class NotAStoreError(Exception):
+    """The directory holds no store journal."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalView:
+    records: list[FileRecord]
+    """Oldest file first."""
+    meta: dict[str, str]
+
+    def get(self, file_id: str) -> FileRecord | None:
+        return next((r for r in self.records if r.file_id == file_id), None)
+
+
+def read_journal(directory: str | os.PathLike[str]) -> JournalView:
+    """Every record and meta value of the store in ``directory``.
+    :class:`NotAStoreError` when there is no journal."""
+    path = Path(directory) / JOURNAL_NAME
+    if not Path(directory).is_dir():
+        raise NotAStoreError(f"{directory}: no such directory")
+    if not path.is_file():
+        raise NotAStoreError(f"{directory}: not a store directory (no {JOURNAL_NAME})")
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise NotAStoreError(f"{path}: cannot open the journal ({exc})") from None
+    try:
+        rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files ORDER BY file_id").fetchall()
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.Error as exc:
+        raise NotAStoreError(f"{path}: not a readable store journal ({exc})") from None
+    finally:
+        db.close()
+    records = []
+    for row in rows:
+        values: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
+        values["state"] = FileState(values["state"])
+        records.append(FileRecord(**values))
+    return JournalView(records, {str(k): str(v) for k, v in meta.items()})
+
+
+def holder_pid(directory: str | os.PathLike[str]) -> int | None:
+    """The pid of the live store holding ``directory``'s lock, if any."""
+    return flock_holder(Path(directory) / LOCK_NAME)
+
+
+def flock_holder(path: str | os.PathLike[str]) -> int | None:
+    """The pid holding an ``flock`` on ``path`` (Linux: read from
+    /proc/locks; None when no one holds it or it cannot be told)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if "FLOCK" not in parts or "->" in parts:
+            continue
+        try:
+            i = parts.index("FLOCK")
+            pid, where = int(parts[i + 3]), parts[i + 4]
+            major, minor, inode = where.split(":")
+            same = int(inode) == st.st_ino and (int(major, 16), int(minor, 16)) == (
+                os.major(st.st_dev),
+                os.minor(st.st_dev),
+            )
+        except (IndexError, ValueError):
+            continue
+        if same:
+            return pid
+    return None
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.is_file():
+                total += child.stat().st_size
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalStatus:
+    directory: str
+    live_pid: int | None
+    """The live store holding the directory, if any."""
+    files_by_state: dict[str, int]
+    pending_files: list[str]
+    """Files whose entries are not yet in the remote store."""
+    pending_bytes: int
+    """Bytes of sealed files waiting for upload (unsealed files have no
+    size until they are sealed)."""
+    oldest_pending_age_s: float | None
+    last_error: str | None
+    last_error_file: str | None
+    last_error_age_s: float | None
+    last_shutdown: str | None
+    quarantined: list[str]
+    conflicts: list[str]
+    local_bytes: dict[str, int]
+    """Bytes on disk under active/, sealed/ and quarantine/."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def local_status(directory: str | os.PathLike[str]) -> LocalStatus:
+    view = read_journal(directory)
+    now = time.time()
+    by_state: dict[str, int] = {}
+    for r in view.records:
+        by_state[str(r.state)] = by_state.get(str(r.state), 0) + 1
+    pending = [r for r in view.records if r.state in PENDING_STATES or r.state is FileState.CONFLICT]
+    errored = [r for r in view.records if r.error]
+    last = max(errored, key=lambda r: r.updated_at, default=None)
+    root = Path(directory)
+    return LocalStatus(
+        directory=str(directory),
+        live_pid=holder_pid(directory),
+        files_by_state=dict(sorted(by_state.items())),
+        pending_files=[r.file_id for r in pending],
+        pending_bytes=sum(r.size or 0 for r in pending),
+        oldest_pending_age_s=max((now - r.created_at for r in pending), default=None),
+        last_error=last.error if last else None,
+        last_error_file=last.file_id if last else None,
+        last_error_age_s=now - last.updated_at if last else None,
+        last_shutdown=view.meta.get("last_shutdown"),
+        quarantined=[r.file_id for r in view.records if r.state is FileState.QUARANTINED],
+        conflicts=[r.file_id for r in view.records if r.state is FileState.CONFLICT],
+        local_bytes={sub: _dir_bytes(root / sub) for sub in (ACTIVE_DIR, SEALED_DIR, QUARANTINE_DIR)},
+    )

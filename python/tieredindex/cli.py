@@ -1,61 +1,529 @@
-"""The `tieredindex` command line."""
+"""The ``tieredindex`` command line (also ``python -m tieredindex``).
+
+Exit status: 0 success (``verify``: healthy; ``inspect``: intact), 1 the
+command ran and found problems or could not finish (corrupt file,
+unreachable remote, failed checks), 2 bad usage (unknown option, invalid
+URL, missing directory...). User mistakes get a message saying what to do
+next, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import sys
 import tempfile
-import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from tieredindex._native import RemoteError, StoreLockedError, TieredIndexError
+from tieredindex.console import (
+    Progress,
+    format_ms,
+    human_bytes,
+    human_duration,
+    key_values,
+    table,
+)
+from tieredindex.remote import Remote, open_remote
 
-from tieredindex import IndexFile, SealedIndex
+MAX_TIME = 2**63 - 1
+REMOTE_HINT = (
+    "check the URL, the network, the credentials (AWS_ACCESS_KEY_ID, ... in the environment) "
+    "and --endpoint-url for an S3-compatible store"
+)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    """Writes, seals, verifies and queries one index file."""
-    with tempfile.TemporaryDirectory(prefix="tieredindex-demo-") as tmp:
-        work = Path(args.dir) if args.dir else Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        n = args.entries
-        keys = [f"order-{i % 50_000}" for i in range(n)]
-        started = time.perf_counter()
-        with IndexFile.create(work / "demo.tix", slots=max(1, n // 4), capacity=n, begin_ms=0) as f:
-            written = f.put_batch(
-                keys,
-                np.arange(n, dtype=np.uint32) % 8,
-                np.arange(n, dtype=np.int64) * 128,
-                np.full(n, 128, dtype=np.uint32),
-                np.arange(n, dtype=np.int64),
+class UsageError(Exception):
+    """Bad usage: exit status 2."""
+
+
+class Failure(Exception):
+    """The command could not do its job: exit status 1."""
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _open_remote(url: str, endpoint_url: str | None, *, must_exist: bool = True) -> Remote:
+    """Opens a remote named on the command line; a ``file://`` remote that
+    does not exist is a usage error, not a new empty directory."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise UsageError(f"invalid remote url {url!r}: {exc}") from None
+    if parts.scheme.lower() == "file" and must_exist:
+        path = Path(urllib.parse.unquote(parts.path))
+        if path.is_absolute() and not path.is_dir():
+            raise UsageError(f"{url}: no such directory; give the remote a store uploads to")
+    try:
+        return open_remote(url, endpoint_url=endpoint_url)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (use file:///absolute/path or s3://bucket/prefix)") from None
+
+
+def _store_dir(value: str, *, must_be_store: bool = True) -> Path:
+    path = Path(value)
+    if not path.exists():
+        raise UsageError(f"--dir {value}: no such directory")
+    if not path.is_dir():
+        raise UsageError(f"--dir {value}: not a directory")
+    from tieredindex.layout import JOURNAL_NAME
+
+    if must_be_store and not (path / JOURNAL_NAME).is_file():
+        raise UsageError(f"--dir {value}: not a store directory (no {JOURNAL_NAME})")
+    return path
+
+
+def _non_negative(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must not be negative, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _non_negative(name)(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+
+    return parse
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tieredindex.demo import DemoError, DemoOptions, default_slots, run_demo
+
+    if args.capacity > 2**32 - 2:
+        raise UsageError("--capacity must be below 2**32 - 1")
+    if args.remote is not None:
+        _open_remote(args.remote, args.endpoint_url, must_exist=False).close()
+    if args.dir:
+        work = Path(args.dir)
+        if work.exists() and (not work.is_dir() or any(work.iterdir())):
+            raise UsageError(f"--dir {args.dir}: choose a new or empty directory (the demo writes into it)")
+    opts = DemoOptions(
+        messages=args.messages,
+        capacity=args.capacity,
+        slots=args.slots or default_slots(args.capacity),
+        queries=args.queries,
+        remote=args.remote,
+        endpoint_url=args.endpoint_url,
+        directory=Path(args.dir) if args.dir else None,
+        seed=args.seed,
+        show_progress=not args.no_progress,
+    )
+    try:
+        return run_demo(opts)
+    except DemoError as exc:
+        raise Failure(str(exc)) from None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from tieredindex.inspection import inspect_file
+
+    reports = []
+    for name in args.paths:
+        path = Path(name)
+        if not path.exists():
+            raise UsageError(f"{name}: no such file")
+        try:
+            reports.append(inspect_file(path))
+        except IsADirectoryError:
+            raise UsageError(f"{name} is a directory: give an index file (.tix or .sealed)") from None
+        except PermissionError as exc:
+            raise Failure(f"{name}: cannot read it ({exc.strerror})") from None
+    if args.json:
+        _print_json([r.as_dict() for r in reports] if len(reports) > 1 else reports[0].as_dict())
+    else:
+        for n, r in enumerate(reports):
+            if n:
+                print()
+            print(r.path)
+            print(key_values(list(r.fields.items())))
+            for note in r.notes:
+                print(f"note: {note}")
+            if r.ok:
+                print("verdict: intact")
+            else:
+                print(f"verdict: CORRUPT ({len(r.problems)} problem{'s' if len(r.problems) > 1 else ''})")
+                for problem in r.problems:
+                    print(f"  - {problem}")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from tieredindex.config import StoreConfig
+    from tieredindex.remotecheck import DEFAULT_POLICY
+    from tieredindex.store import IndexStore
+
+    begin = 0 if args.begin is None else args.begin
+    end = MAX_TIME if args.end is None else args.end
+    if begin > end:
+        raise UsageError(f"--begin ({begin}) is after --end ({end})")
+    if not args.topic:
+        raise UsageError("--topic must not be empty")
+    _open_remote(args.remote, args.endpoint_url).close()  # checks the URL before any store exists
+    directory = _store_dir(args.dir) if args.dir else None
+    config = StoreConfig(endpoint_url=args.endpoint_url, retry=DEFAULT_POLICY)
+    with tempfile.TemporaryDirectory(prefix="tieredindex-query-") as tmp:
+        store = IndexStore(directory or Path(tmp) / "store", args.remote, config)
+        try:
+            store.start()
+        except StoreLockedError:
+            raise Failure(
+                f"--dir {directory}: a live store holds this directory; query the remote alone "
+                "(leave out --dir), or stop the broker first"
+            ) from None
+        try:
+            entries = store.query(args.topic, args.key, begin, end, args.max, strict=True)
+            status = store.status()
+        finally:
+            store.shutdown()
+    if status.last_error and not entries:
+        raise Failure(f"the remote could not be read: {status.last_error}\n({REMOTE_HINT})")
+    incomplete = bool(status.quarantined)
+    if incomplete:
+        print(
+            f"tieredindex query: {len(status.quarantined)} file(s) failed a check and were skipped, so the "
+            f"answer may be incomplete: {', '.join(status.quarantined)} (run tieredindex verify)",
+            file=sys.stderr,
+        )
+    if args.json:
+        _print_json([e._asdict() for e in entries])
+        return 1 if incomplete else 0
+    if not entries:
+        window = "" if args.begin is None and args.end is None else f" between {begin} and {end}"
+        print(f"no entries for key {args.key!r} in topic {args.topic!r}{window}")
+        return 1 if incomplete else 0
+    rows = [(e.timestamp_ms, format_ms(e.timestamp_ms), e.queue_id, e.offset, e.size) for e in entries]
+    print(table(["timestamp_ms", "time (UTC)", "queue_id", "offset", "size"], rows, numeric=(0, 2, 3, 4)))
+    more = " (the --max limit: there may be more)" if len(entries) == args.max else ""
+    print(f"{len(entries)} entries, newest first{more}")
+    return 1 if incomplete else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tieredindex.localstatus import holder_pid
+    from tieredindex.remotecheck import verify_url
+
+    remote = _open_remote(args.remote, args.endpoint_url)
+    directory = _store_dir(args.dir) if args.dir else None
+    if args.repair and directory is not None:
+        pid = holder_pid(directory)
+        if pid is not None:
+            raise Failure(
+                f"a live store (pid {pid}) holds {directory}: stop it before --repair, or let it "
+                "repair itself (IndexStore.verify(repair=True))"
             )
-            put_s = time.perf_counter() - started
-            f.flush()
-            sealed = f.seal(work / "demo.sealed")
-        sealed.verify()
-        remote = SealedIndex.open((work / "demo.sealed").read_bytes())
-        hits = remote.query("order-42", 0, 2**63 - 1, 5)
-        print(f"indexed {written:,} entries in {put_s:.3f} s ({written / put_s / 1e6:.1f} M/s)")
-        print(f"sealed {sealed.size:,} bytes, crc32c 0x{sealed.crc32c:08x}, verified")
-        print(f"newest entries for key 'order-42': {[tuple(h) for h in hits]}")
+    try:
+        with Progress("verify", 0, unit="files", enabled=args.deep) as bar:
+            report = verify_url(
+                remote,
+                deep=args.deep,
+                repair=args.repair,
+                directory=directory,
+                grace_s=args.grace,
+                progress=bar.update,
+            )
+    finally:
+        remote.close()
+    if args.json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "checked_files": report.checked_files,
+                "checked_bytes": report.checked_bytes,
+                "problems": [
+                    {"kind": p.kind, "key": p.key, "detail": p.detail, "action": p.action, "fixed": p.fixed}
+                    for p in report.problems
+                ],
+            }
+        )
+        return 0 if report.ok else 1
+    how = (
+        f"deep: {human_bytes(report.checked_bytes)} downloaded and re-hashed"
+        if args.deep
+        else "sizes and recorded CRC32Cs"
+    )
+    print(f"{args.remote}: {report.checked_files} files checked ({how})")
+    if report.problems:
+        headers = ["problem", "key", "detail"] + (["action"] if args.repair else [])
+        rows = [
+            [p.kind, p.key, p.detail]
+            + ([f"{p.action}{'' if p.fixed else ' (not fixed)'}"] if args.repair else [])
+            for p in report.problems
+        ]
+        print(table(headers, rows))
+    if report.ok:
+        print("healthy" if not report.problems else "healthy after repair")
+        return 0
+    left = sum(not p.fixed for p in report.problems)
+    hint = "" if args.repair else "; --repair --dir STORE_DIR re-uploads from a store's local copies"
+    print(f"{left} problem{'s' if left > 1 else ''} found{hint}")
+    return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tieredindex.localstatus import NotAStoreError, local_status
+
+    try:
+        st = local_status(args.dir)
+    except NotAStoreError as exc:
+        raise UsageError(f"--dir: {exc}") from None
+    if args.json:
+        _print_json(st.as_dict())
+        return 0
+    live = f"running (pid {st.live_pid})" if st.live_pid else "not running (no live store holds it)"
+    error = "-"
+    if st.last_error:
+        error = f"{st.last_error} (file {st.last_error_file}, {human_duration(st.last_error_age_s)} ago)"
+    pairs: list[tuple[str, object]] = [
+        ("store", f"{st.directory}: {live}"),
+        ("files", ", ".join(f"{n} {s}" for s, n in st.files_by_state.items()) or "none"),
+        ("pending upload", f"{len(st.pending_files)} files, {human_bytes(st.pending_bytes)} sealed"),
+        (
+            "oldest pending",
+            human_duration(st.oldest_pending_age_s) + (" old" if st.oldest_pending_age_s else ""),
+        ),
+        ("last error", error),
+        ("last shutdown", st.last_shutdown or "-"),
+        ("quarantined", ", ".join(st.quarantined) or "none"),
+        ("conflicts", ", ".join(st.conflicts) or "none"),
+        ("local disk", ", ".join(f"{k}/ {human_bytes(v)}" for k, v in st.local_bytes.items())),
+    ]
+    print(key_values(pairs))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tieredindex", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the main job on a local directory")
-    demo.add_argument("--dir", help="keep the files here instead of a temporary folder")
-    demo.add_argument("--entries", type=int, default=1_000_000, help="entries to index")
-    demo.set_defaults(func=_demo)
+# ------------------------------------------------------------------ parser
+
+_EXAMPLES = {
+    "demo": """examples:
+  tieredindex demo
+  tieredindex demo --messages 2000000 --capacity 250000 --dir ./demo-run
+  tieredindex demo --remote s3://my-bucket/tix --endpoint-url http://127.0.0.1:9000""",
+    "inspect": """examples:
+  tieredindex inspect /var/lib/broker/index/active/1718000000000-1a2b3c4d.tix
+  tieredindex inspect --json /var/lib/broker/index/sealed/1718000000000-1a2b3c4d.sealed
+
+exit status: 0 intact, 1 corrupt (the problems say where), 2 bad usage""",
+    "query": """examples:
+  tieredindex query --remote file:///srv/tix --topic orders --key order-42
+  tieredindex query --remote s3://my-bucket/tix --topic orders --key order-42 \\
+      --begin 1718000000000 --end 1718003600000 --max 10 --json""",
+    "verify": """examples:
+  tieredindex verify --remote s3://my-bucket/tix
+  tieredindex verify --remote file:///srv/tix --deep
+  tieredindex verify --remote file:///srv/tix --dir /var/lib/broker/index --deep --repair
+
+exit status: 0 healthy, 1 problems found (or left after --repair), 2 bad usage""",
+    "status": """examples:
+  tieredindex status --dir /var/lib/broker/index
+  tieredindex status --dir /var/lib/broker/index --json""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+
+
+def _sub(sub: Any, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        epilog=_EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return parser
 
 
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--remote", required=True, metavar="URL", help="file:///absolute/path or s3://bucket/prefix"
+    )
+    p.add_argument(
+        "--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tieredindex",
+        description="Tiered-storage index for message brokers: demo, inspect files, query, verify, status.",
+        epilog="run 'tieredindex COMMAND --help' for a command's options and examples",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log to stderr (-v: state changes and retries, -vv: debug)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    demo = _sub(
+        sub,
+        "demo",
+        "run the main job end to end, offline",
+        "A broker-like process indexes messages (files fill, roll, are sealed and uploaded), is "
+        "stopped with SIGTERM, and a new store on an empty directory answers queries from the remote "
+        "alone; every answer is checked. Runs in a temporary folder unless --dir is given.",
+    )
+    demo.add_argument(
+        "--messages", type=_positive("--messages"), default=1_000_000, help="messages to index (1000000)"
+    )
+    demo.add_argument(
+        "--capacity", type=_positive("--capacity"), default=120_000, help="entries per index file (120000)"
+    )
+    demo.add_argument("--slots", type=_positive("--slots"), help="hash slots per file (capacity / 4)")
+    demo.add_argument("--queries", type=_positive("--queries"), default=300, help="queries to check (300)")
+    demo.add_argument("--dir", help="work (and keep everything) in this new or empty directory")
+    demo.add_argument(
+        "--remote", metavar="URL", help="upload here instead (s3://bucket/prefix or file:///dir)"
+    )
+    demo.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint for --remote")
+    demo.add_argument("--seed", type=int, default=42, help="seed of the query sample")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(func=cmd_demo)
+
+    inspect = _sub(
+        sub,
+        "inspect",
+        "show what an index file holds and check it",
+        "Header, counts, time range, slot fill, checksums and state of an unsealed (.tix) or sealed "
+        "file. Read-only: safe on a file a live store is writing.",
+    )
+    inspect.add_argument("paths", nargs="+", metavar="PATH", help="index file(s)")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(func=cmd_inspect)
+
+    query = _sub(
+        sub,
+        "query",
+        "look a key up in a remote (and a stopped store's local files)",
+        "Entries of KEY in TOPIC, newest first, from the remote store alone (through a temporary "
+        "directory), or also from the local files of the stopped store in --dir (which is then "
+        "started: it finishes any pending uploads before it stops).",
+    )
+    _remote_args(query)
+    query.add_argument("--dir", help="a stopped store's directory whose local files are searched too")
+    query.add_argument("--topic", required=True)
+    query.add_argument("--key", required=True)
+    query.add_argument("--begin", type=_non_negative("--begin"), metavar="MS", help="from (ms, default 0)")
+    query.add_argument("--end", type=_non_negative("--end"), metavar="MS", help="to (ms, default: all time)")
+    query.add_argument(
+        "--max", type=_positive("--max"), default=64, metavar="N", help="at most N results (64)"
+    )
+    query.add_argument("--json", action="store_true", help="print a JSON array of entries")
+    query.set_defaults(func=cmd_query)
+
+    verify = _sub(
+        sub,
+        "verify",
+        "check every remote object against the manifest",
+        "Missing objects, size and checksum mismatches, unreadable manifest records, orphans and "
+        "unfinished multipart uploads. --deep downloads and re-hashes every object. --repair "
+        "re-uploads from the verified local copies of the store in --dir, deletes orphans and "
+        "aborts stale multipart uploads; nothing is changed without it.",
+    )
+    _remote_args(verify)
+    verify.add_argument("--dir", help="the store directory holding local copies (for --repair)")
+    verify.add_argument("--deep", action="store_true", help="download and re-hash every object")
+    verify.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    verify.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="an unlisted object is an orphan once older than this (3600)",
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.set_defaults(func=cmd_verify)
+
+    status = _sub(
+        sub,
+        "status",
+        "a store directory's files, pending uploads and last error",
+        "Read from the store's journal, read-only and without its lock: safe beside a live broker.",
+    )
+    status.add_argument("--dir", required=True, help="the store directory")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tieredindex")
+    except PackageNotFoundError:
+        return "(source tree)"
+
+
+def _configure_logging(verbose: int) -> None:
+    # Without -v only errors: the commands report failures themselves.
+    level = logging.ERROR if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tieredindex")
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    prog = f"tieredindex {args.command}"
+    try:
+        result: int = args.func(args)
+        return result
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except Failure as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except RemoteError as exc:
+        print(f"{prog}: the remote failed: {exc}\n({REMOTE_HINT})", file=sys.stderr)
+        return 1
+    except TieredIndexError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

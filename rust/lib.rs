@@ -12,6 +12,7 @@ pub mod format;
 pub mod index;
 pub mod keyhash;
 pub mod mapping;
+pub mod rocketmq;
 pub mod sealed;
 
 #[cfg(feature = "python")]

@@ -899,6 +899,276 @@ fn key_fingerprint_of(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     key_fingerprint(key)
 }
 
+// ---------------------------------------------------------------- RocketMQ
+
+/// UTF-16 code units of a Python `str`, lone surrogates included (Java
+/// strings may hold them, so RocketMQ hashes them).
+fn utf16_units(s: &Bound<'_, PyString>) -> PyResult<Vec<u16>> {
+    if let Ok(text) = s.to_str() {
+        return Ok(text.encode_utf16().collect());
+    }
+    let raw = s.call_method1("encode", ("utf-16-le", "surrogatepass"))?;
+    let raw = raw.cast::<PyBytes>()?;
+    Ok(raw
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect())
+}
+
+fn str_arg<'a, 'py>(obj: &'a Bound<'py, PyAny>, name: &str) -> PyResult<&'a Bound<'py, PyString>> {
+    obj.cast::<PyString>().map_err(|_| {
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        PyTypeError::new_err(format!("{name} must be a str, not {type_name}"))
+    })
+}
+
+/// RocketMQ's hash of `topic + "#" + key`: Java `String.hashCode` over
+/// UTF-16 code units, negated when negative.
+fn rocketmq_hash_args(topic: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let mut units = utf16_units(str_arg(topic, "topic")?)?;
+    units.push(u16::from(b'#'));
+    units.extend(utf16_units(str_arg(key, "key")?)?);
+    Ok(crate::rocketmq::rocketmq_hash_of(
+        crate::rocketmq::java_hash_utf16(units),
+    ))
+}
+
+/// Java `String.hashCode` of `s` (over UTF-16 code units).
+#[pyfunction]
+fn java_string_hash(s: &Bound<'_, PyAny>) -> PyResult<i32> {
+    Ok(crate::rocketmq::java_hash_utf16(utf16_units(str_arg(
+        s, "s",
+    )?)?))
+}
+
+/// RocketMQ's index hash of (topic, key): `abs(hash(topic + "#" + key))`.
+#[pyfunction]
+fn rocketmq_key_hash(topic: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<i32> {
+    rocketmq_hash_args(topic, key)
+}
+
+/// Byte position of slot `slot` in a RocketMQ index file (either layout).
+#[pyfunction]
+fn rocketmq_slot_position(slot: u32) -> u64 {
+    crate::rocketmq::slot_position(slot)
+}
+
+/// Byte position of item `index` of an unsealed RocketMQ file.
+#[pyfunction]
+fn rocketmq_item_position(max_slots: u32, index: u32) -> u64 {
+    crate::rocketmq::item_position(max_slots, index)
+}
+
+type RocketMqItemTuple = (i32, i32, i32, i64, i32, i32, i64, u64);
+type RocketMqReportTuple = (u32, u32, i64, i64, u32, Vec<String>, u64);
+type RocketMqImportTuple = (u32, u64, u64, u32);
+
+fn rocketmq_item_tuple(it: &crate::rocketmq::Item) -> RocketMqItemTuple {
+    (
+        it.hash,
+        it.topic_id,
+        it.queue_id,
+        it.offset,
+        it.size,
+        it.time_diff,
+        it.timestamp_ms,
+        it.position,
+    )
+}
+
+fn rocketmq_report_tuple(r: crate::rocketmq::Report) -> RocketMqReportTuple {
+    (
+        r.items,
+        r.used_slots,
+        r.min_ms,
+        r.max_ms,
+        r.longest_run,
+        r.warnings,
+        r.warning_count,
+    )
+}
+
+/// A RocketMQ tiered index file (RIP-65), unsealed or compacted, read with
+/// positioned reads. Items come back as tuples (hash, topic_id, queue_id,
+/// offset, size, time_diff, timestamp_ms, position).
+#[pyclass(name = "RocketMQFile", module = "tieredindex._native", frozen)]
+struct PyRocketMqFile {
+    core: crate::rocketmq::RocketMqFile,
+    path: Option<String>,
+}
+
+#[pymethods]
+impl PyRocketMqFile {
+    /// Opens a file from a path or a bytes-like object. `layout` is
+    /// "unsealed" or "compacted" (detected when None); `max_slots` and
+    /// `max_items` are RocketMQ's capacities (detected from the size and
+    /// slot table where that is unambiguous).
+    #[staticmethod]
+    #[pyo3(signature = (path_or_buffer, *, layout = None, max_slots = None, max_items = None))]
+    fn open(
+        py: Python<'_>,
+        path_or_buffer: &Bound<'_, PyAny>,
+        layout: Option<&str>,
+        max_slots: Option<u32>,
+        max_items: Option<u32>,
+    ) -> PyResult<Self> {
+        use crate::rocketmq::{Hints, Layout, RocketMqFile};
+        let hints = Hints {
+            layout: layout.map(Layout::parse).transpose()?,
+            max_slots,
+            max_items,
+        };
+        if let Ok(path) = path_or_buffer.extract::<PathBuf>() {
+            if !path_or_buffer.is_instance_of::<PyBytes>() {
+                let core = without_gil(py, || RocketMqFile::open_path(&path, hints))?;
+                return Ok(Self {
+                    core,
+                    path: Some(path_string(&path)),
+                });
+            }
+        }
+        let buffer = RawBuffer::get(path_or_buffer, "path_or_buffer")?;
+        let bytes = buffer.as_slice().to_vec();
+        drop(buffer);
+        let core = without_gil(py, || {
+            RocketMqFile::from_bytes("<buffer>".to_owned(), bytes, hints)
+        })?;
+        Ok(Self { core, path: None })
+    }
+
+    /// RocketMQ's query of this file for `topic#key`: newest first, at most
+    /// `max_count`, `begin_ms <= time <= end_ms`, only `topic_id` if given.
+    #[pyo3(signature = (topic, key, begin_ms, end_ms, max_count, topic_id = None))]
+    fn query(
+        &self,
+        topic: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        begin_ms: i64,
+        end_ms: i64,
+        max_count: i64,
+        topic_id: Option<i32>,
+    ) -> PyResult<Vec<RocketMqItemTuple>> {
+        let hash = rocketmq_hash_args(topic, key)?;
+        self.query_hash(hash, begin_ms, end_ms, max_count, topic_id)
+    }
+
+    /// The same, for a hash already computed.
+    #[pyo3(signature = (hash, begin_ms, end_ms, max_count, topic_id = None))]
+    fn query_hash(
+        &self,
+        hash: i32,
+        begin_ms: i64,
+        end_ms: i64,
+        max_count: i64,
+        topic_id: Option<i32>,
+    ) -> PyResult<Vec<RocketMqItemTuple>> {
+        let max_count = query_max_count(max_count)?;
+        let items = guarded(|| {
+            self.core
+                .query_hash(hash, begin_ms, end_ms, max_count, topic_id)
+        })?;
+        Ok(items.iter().map(rocketmq_item_tuple).collect())
+    }
+
+    /// Structural verification; raises CorruptFileError naming the byte.
+    /// Returns (items, used_slots, min_ms, max_ms, longest_run, warnings,
+    /// warning_count).
+    fn verify(&self, py: Python<'_>) -> PyResult<RocketMqReportTuple> {
+        let report = without_gil(py, || self.core.verify())?;
+        Ok(rocketmq_report_tuple(report))
+    }
+
+    /// Verifies, then writes the items into a new unsealed IndexFile at
+    /// `dest_path`, keyed by index_key(ROCKETMQ_IMPORT_TOPIC,
+    /// f"{topic_id}#{hash}"). Returns (verify report, (count, min_ms,
+    /// max_ms, content_crc32c) or None when the file is empty).
+    fn import_to(
+        &self,
+        py: Python<'_>,
+        dest_path: PathBuf,
+    ) -> PyResult<(RocketMqReportTuple, Option<RocketMqImportTuple>)> {
+        let (report, imported) = without_gil(py, || self.core.import_to(&dest_path))?;
+        Ok((
+            rocketmq_report_tuple(report),
+            imported.map(|i| (i.count, i.min_ms, i.max_ms, i.content_crc)),
+        ))
+    }
+
+    #[getter]
+    fn path(&self) -> Option<String> {
+        self.path.clone()
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        self.core.name()
+    }
+    #[getter]
+    fn layout(&self) -> &'static str {
+        self.core.layout().name()
+    }
+    #[getter]
+    fn max_slots(&self) -> u32 {
+        self.core.max_slots()
+    }
+    #[getter]
+    fn max_items(&self) -> u32 {
+        self.core.max_items()
+    }
+    #[getter]
+    fn size(&self) -> u64 {
+        self.core.len()
+    }
+    #[getter]
+    fn magic(&self) -> u32 {
+        self.core.header().magic
+    }
+    #[getter]
+    fn begin_ms(&self) -> i64 {
+        self.core.header().begin_ms
+    }
+    #[getter]
+    fn end_ms(&self) -> i64 {
+        self.core.header().end_ms
+    }
+    /// Used slots, as the header counts them.
+    #[getter]
+    fn slot_count(&self) -> i32 {
+        self.core.header().slot_count
+    }
+    /// Items, as the header counts them.
+    #[getter]
+    fn item_count(&self) -> i32 {
+        self.core.header().item_count
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RocketMQFile(name={:?}, layout={}, items={}, slots={})",
+            self.core.name(),
+            self.core.layout().name(),
+            self.core.header().item_count,
+            self.core.max_slots()
+        )
+    }
+}
+
+fn add_rocketmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(java_string_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(rocketmq_key_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(rocketmq_slot_position, m)?)?;
+    m.add_function(wrap_pyfunction!(rocketmq_item_position, m)?)?;
+    m.add_class::<PyRocketMqFile>()?;
+    m.add("ROCKETMQ_IMPORT_TOPIC", crate::rocketmq::IMPORT_TOPIC)?;
+    m.add("ROCKETMQ_BEGIN_MAGIC", crate::rocketmq::BEGIN_MAGIC)?;
+    m.add("ROCKETMQ_END_MAGIC", crate::rocketmq::END_MAGIC)?;
+    Ok(())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -910,6 +1180,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndexFile>()?;
     m.add_class::<PySealedIndex>()?;
     m.add_class::<PySealedFooter>()?;
+    add_rocketmq(m)?;
     m.add("TieredIndexError", py.get_type::<TieredIndexError>())?;
     m.add("CorruptFileError", py.get_type::<CorruptFileError>())?;
     m.add("StoreClosedError", py.get_type::<StoreClosedError>())?;

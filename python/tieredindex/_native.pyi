@@ -11,9 +11,13 @@ from tieredindex._entry import Entry
 
 __all__ = [
     "FORMAT_VERSION",
+    "ROCKETMQ_BEGIN_MAGIC",
+    "ROCKETMQ_END_MAGIC",
+    "ROCKETMQ_IMPORT_TOPIC",
     "CorruptFileError",
     "IndexFile",
     "RemoteError",
+    "RocketMQFile",
     "SealedFooter",
     "SealedIndex",
     "StoreClosedError",
@@ -21,12 +25,19 @@ __all__ = [
     "TieredIndexError",
     "__version__",
     "crc32c",
+    "java_string_hash",
     "key_fingerprint_of",
+    "rocketmq_item_position",
+    "rocketmq_key_hash",
+    "rocketmq_slot_position",
     "salvage",
 ]
 
 __version__: str
 FORMAT_VERSION: int
+ROCKETMQ_IMPORT_TOPIC: str
+ROCKETMQ_BEGIN_MAGIC: int
+ROCKETMQ_END_MAGIC: int
 
 _Path = str | os.PathLike[str]
 _Key = str | bytes
@@ -159,3 +170,55 @@ class SealedFooter:
     def crc32c(self) -> int: ...
     @property
     def data_crc32c(self) -> int: ...
+
+# RocketMQ tiered index files (rust/rocketmq.rs). An item is (hash, topic_id,
+# queue_id, offset, size, time_diff, timestamp_ms, position); a report is
+# (items, used_slots, min_ms, max_ms, longest_run, warnings, warning_count).
+_RocketMQItem = tuple[int, int, int, int, int, int, int, int]
+_RocketMQReport = tuple[int, int, int, int, int, list[str], int]
+
+def java_string_hash(s: str) -> int: ...
+def rocketmq_key_hash(topic: str, key: str) -> int: ...
+def rocketmq_slot_position(slot: int) -> int: ...
+def rocketmq_item_position(max_slots: int, index: int) -> int: ...
+
+@final
+class RocketMQFile:
+    @staticmethod
+    def open(
+        path_or_buffer: _Path | Buffer,
+        *,
+        layout: str | None = None,
+        max_slots: int | None = None,
+        max_items: int | None = None,
+    ) -> RocketMQFile: ...
+    def query(
+        self, topic: str, key: str, begin_ms: int, end_ms: int, max_count: int, topic_id: int | None = None
+    ) -> list[_RocketMQItem]: ...
+    def query_hash(
+        self, hash: int, begin_ms: int, end_ms: int, max_count: int, topic_id: int | None = None
+    ) -> list[_RocketMQItem]: ...
+    def verify(self) -> _RocketMQReport: ...
+    def import_to(self, dest_path: _Path) -> tuple[_RocketMQReport, tuple[int, int, int, int] | None]: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def layout(self) -> str: ...
+    @property
+    def max_slots(self) -> int: ...
+    @property
+    def max_items(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def magic(self) -> int: ...
+    @property
+    def begin_ms(self) -> int: ...
+    @property
+    def end_ms(self) -> int: ...
+    @property
+    def slot_count(self) -> int: ...
+    @property
+    def item_count(self) -> int: ...

@@ -5,7 +5,8 @@ Usage: broker_child.py DIR REMOTE_URL COUNT [--then shutdown|wait]
 Puts COUNT messages, printing each offset once its put returned (the
 acknowledgement the parent records), then shuts down (exit 0 if clean, 1
 if not) or waits for a signal. Settings come from the environment:
-TIX_CAPACITY (entries per file).
+TIX_CAPACITY (entries per file), TIX_PART_SIZE (multipart part size and
+threshold), TIX_SHUTDOWN_S.
 """
 
 import os
@@ -25,6 +26,8 @@ def main() -> int:
         reconcile_interval_s=0.05,
         shutdown_timeout_s=float(os.environ.get("TIX_SHUTDOWN_S", "20")),
         retry=RetryPolicy(attempts=5, base_delay_s=0.01, max_delay_s=0.1, deadline_s=5.0),
+        part_size=int(os.environ.get("TIX_PART_SIZE", str(8 << 20))),
+        multipart_threshold=int(os.environ.get("TIX_PART_SIZE", str(8 << 20))),
     )
     store = IndexStore(directory, remote_url, config)
     store.start()

@@ -28,8 +28,11 @@ def run_child(
     faults: str = "",
     then: str = "shutdown",
     capacity: int = 40,
+    part_size: int = 8 << 20,
 ) -> subprocess.Popen[str]:
-    env = dict(os.environ, TIEREDINDEX_FAULTS=faults, TIX_CAPACITY=str(capacity))
+    env = dict(
+        os.environ, TIEREDINDEX_FAULTS=faults, TIX_CAPACITY=str(capacity), TIX_PART_SIZE=str(part_size)
+    )
     return subprocess.Popen(
         [sys.executable, CHILD, str(directory), remote_url, str(count), "--then", then],
         stdout=subprocess.PIPE,
@@ -79,13 +82,23 @@ def test_sigterm_shuts_down_cleanly_with_everything_remote(tmp_path: Path, remot
 @pytest.mark.parametrize("point", sorted(POINTS))
 def test_sigkill_at_fault_point_loses_nothing(tmp_path: Path, remote_url: str, point: str) -> None:
     nth = {"put.after_write": 37, "shutdown.before_record": 1}.get(point, 2)
-    child = run_child(tmp_path / "d", remote_url, 200, faults=f"{point}:kill:{nth}")
+    count, capacity = 200, 40
+    if remote_url.startswith("s3://") and point in ("upload.part", "upload.complete"):
+        # Exercise the multipart path: S3 parts are 5 MiB at least, so the
+        # first file must seal to more than that (32 bytes an entry).
+        # The owner claim is the first small upload, so the second hit of
+        # upload.part is the first data part.
+        count, capacity = 190_000, 180_000
+        nth = 2 if point == "upload.part" else 1
+    child = run_child(
+        tmp_path / "d", remote_url, count, faults=f"{point}:kill:{nth}", capacity=capacity, part_size=5 << 20
+    )
     out, err = child.communicate(timeout=60)
     acked = acknowledged(out)
     assert child.returncode == -signal.SIGKILL, f"the fault did not fire: {err[-2000:]}"
     assert acked, err[-2000:]
     # Restart on the same directory, shut down cleanly: promise 4.
-    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=capacity))
     store.start()
     report = store.shutdown()
     assert report.clean, report
@@ -98,10 +111,13 @@ def test_sigkill_at_fault_point_loses_nothing(tmp_path: Path, remote_url: str, p
 @pytest.mark.parametrize("delay", [0.4, 1.2])
 def test_sigkill_at_random_moment(tmp_path: Path, remote_url: str, delay: float) -> None:
     child = run_child(tmp_path / "d", remote_url, 100_000)
+    assert child.stdout is not None
+    first = child.stdout.readline()  # started: the kill lands among puts, seals and uploads
+    assert first.strip().isdigit()
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate(timeout=30)
-    acked = acknowledged(out)
+    acked = acknowledged(first + out)
     assert acked
     store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
     store.start()

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tieredindex.faults import fault_point
 from tieredindex.states import FileState, check_transition
 
 SCHEMA_VERSION = 1
@@ -130,10 +131,12 @@ class Journal:
                 sets = ", ".join(f"{k} = ?" for k in fields)
                 sql = f"UPDATE files SET state = ?, updated_at = ?{', ' + sets if sets else ''} WHERE file_id = ?"
                 self._db.execute(sql, (str(new), time.time(), *fields.values(), file_id))
+                fault_point("journal.before_commit")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            fault_point("journal.after_commit")
             return self._get_locked(file_id)
 
     def note_error(self, file_id: str, error: str | None) -> None:

@@ -40,6 +40,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tieredindex._native import CorruptFileError, crc32c
+from tieredindex.faults import fault_point
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -557,10 +558,12 @@ class LocalRemote(Remote):
             tmp = os.path.join(directory, f".{name}.{token}.tixtmp")
             try:
                 ino, mtime_ns = self._write_temp(tmp, payload, cancel)
+                fault_point("upload.part")
                 try:
                     _link_noreplace(tmp, path)
                 except FileExistsError:
                     return _compare(self.head(key), payload.size, payload.crc)
+                fault_point("upload.complete")
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 sidecar = {
@@ -897,6 +900,7 @@ class S3Remote(Remote):
 
         body = payload.read(0, payload.size)
         payload.check_crc(crc32c(body))
+        fault_point("upload.part")
         try:
             self._client.put_object(
                 Bucket=self._bucket,
@@ -938,6 +942,7 @@ class S3Remote(Remote):
             # KeyboardInterrupt included, aborts it.
             cleanup.callback(self._abort_quietly, full, upload_id)
             parts = self._upload_parts(full, upload_id, payload, part_size, cancel)
+            fault_point("upload.complete")
             try:
                 self._client.complete_multipart_upload(
                     Bucket=self._bucket,
@@ -973,6 +978,7 @@ class S3Remote(Remote):
         cancel: threading.Event | None,
     ) -> list[CompletedPartTypeDef]:
         def send(number: int, data: bytes) -> CompletedPartTypeDef:
+            fault_point("upload.part")
             checksum = crc32c_b64(crc32c(data))
             resp = self._client.upload_part(
                 Bucket=self._bucket,

@@ -44,16 +44,18 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import multiprocessing
+import json
+import os
 import random
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from multiprocessing.connection import Connection
 from typing import Any
 
 FAULT_KINDS = ("500", "503", "reset", "stall", "truncate", "spike")
@@ -592,61 +594,65 @@ def _error_response(kind: str, method: str, *, close: bool) -> bytes:
 # The same proxy in a child process
 
 
-def _serve(conn: Connection, upstream: str, kwargs: dict[str, Any]) -> None:
-    proxy = NetProxy(upstream, **kwargs).start()
-    conn.send(proxy.port)
-    try:
-        while True:
-            try:
-                name, args, kw = conn.recv()
-            except EOFError:
-                return
+def _serve(upstream: str, kwargs: dict[str, Any]) -> None:
+    """The child's side: JSON commands on stdin, JSON replies on stdout."""
+    with NetProxy(upstream, **kwargs) as proxy:
+        print(json.dumps({"port": proxy.port}), flush=True)
+        for line in sys.stdin:
+            name, args, kw = json.loads(line)
             if name == "stop":
-                conn.send((True, None))
-                return
+                break
             try:
-                conn.send((True, getattr(proxy, name)(*args, **kw)))
+                reply = {"ok": getattr(proxy, name)(*args, **kw)}
             except Exception as exc:
-                conn.send((False, exc))
-    finally:
-        proxy.stop()
+                reply = {"error": type(exc).__name__, "message": str(exc)}
+            print(json.dumps(reply), flush=True)
 
 
 class ProxyProcess:
-    """:class:`NetProxy` in a child process; the same settings and counters."""
+    """:class:`NetProxy` in a child process; the same settings and counters.
+
+    The child is ``python tests/netproxy.py --serve``, driven through its
+    stdin/stdout (no multiprocessing: works from any ``__main__``).
+    """
 
     def __init__(self, upstream: str, **kwargs: Any) -> None:
-        self._args = (upstream, kwargs)
+        self._args = json.dumps([upstream, kwargs])
         self._lock = threading.Lock()
-        self._conn: Connection | None = None
-        self._proc: Any = None
+        self._proc: subprocess.Popen[str] | None = None
         self.port = 0
 
     def start(self) -> ProxyProcess:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, *self._args), daemon=True, name="netproxy")
-        self._proc.start()
-        child.close()
-        if not self._conn.poll(30):
-            raise RuntimeError("the proxy process did not start")
-        self.port = self._conn.recv()
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve", self._args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait(10)
+            raise RuntimeError(f"the proxy process exited with {self._proc.returncode}")
+        self.port = json.loads(line)["port"]
         return self
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
-            assert self._conn is not None, "not started"
-            self._conn.send((name, args, kwargs))
-            ok, value = self._conn.recv()
-        if not ok:
-            raise value
-        return value
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None, "not started"
+            proc.stdin.write(json.dumps([name, args, kwargs]) + "\n")
+            proc.stdin.flush()
+            reply = json.loads(proc.stdout.readline())
+        if "error" in reply:
+            raise (ValueError if reply["error"] == "ValueError" else RuntimeError)(reply["message"])
+        return reply["ok"]
 
     def set_link(self, **kwargs: Any) -> None:
         self._call("set_link", **kwargs)
 
     def set_faults(self, rates: Mapping[str, float], *, match: str | None = None) -> None:
-        self._call("set_faults", rates, match=match)
+        self._call("set_faults", dict(rates), match=match)
 
     def inject_next(self, kind: str, count: int = 1) -> None:
         self._call("inject_next", kind, count)
@@ -666,15 +672,20 @@ class ProxyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self._proc is None:
+        proc, self._proc = self._proc, None
+        if proc is None:
             return
-        with contextlib.suppress(OSError, EOFError):
-            self._call("stop")
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(10)
-        self._proc = None
+        with contextlib.suppress(OSError, ValueError):
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(["stop", [], {}]) + "\n")
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def __enter__(self) -> ProxyProcess:
         return self.start()
@@ -684,6 +695,10 @@ class ProxyProcess:
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        upstream, kwargs = json.loads(sys.argv[2])
+        _serve(upstream, kwargs)
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("upstream", help="http://127.0.0.1:PORT of the S3 server")
     parser.add_argument("--port", type=int, default=0)

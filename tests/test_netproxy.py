@@ -224,3 +224,20 @@ def test_faults_only_on_matching_requests_and_deterministic(moto_server: Any, pr
     first = pattern(3)
     assert first == pattern(3)
     assert "ok" in first and "500" in first
+
+
+def test_proxy_process(moto_server: Any, prefix: str) -> None:
+    """The same proxy in a child process, driven through the same methods."""
+    from netproxy import ProxyProcess
+
+    with ProxyProcess(moto_server.endpoint_url, latency_s=0.01) as p:
+        client = raw_client(p.endpoint_url)
+        client.put_object(Bucket=moto_server.bucket, Key=prefix + "pp", Body=b"hello")
+        p.set_link(latency_s=0.0, bandwidth=50e6)
+        p.inject_next("503")
+        with pytest.raises(ClientError, match="SlowDown"):
+            client.list_objects_v2(Bucket=moto_server.bucket, Prefix=prefix)
+        counters = p.counters()
+        assert counters["requests"] == 2 and counters["faults"]["503"] == 1
+        with pytest.raises(ValueError, match="unknown fault kind"):
+            p.inject_next("nope")

@@ -473,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--dir", required=True, help="the store directory")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
+
+    from tieredindex.rocketmq import add_rocketmq_commands
+
+    add_rocketmq_commands(sub)
     return parser
 
 

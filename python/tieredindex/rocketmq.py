@@ -82,7 +82,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -884,12 +883,10 @@ def _cmd_audit(args: Any) -> int:
 
 
 def _print_report(report: AuditReport) -> None:
-    width = shutil.get_terminal_size((100, 20)).columns
     print(f"local index files: {report.local_files}   index segments: {report.segments}")
     for f in report.findings:
         mark = "PROBLEM" if f.severity == "problem" else "note"
-        line = f"{mark:8} {f.kind:26} {f.path}"
-        print(line[:width] if len(line) > width else line)
+        print(f"{mark:8} {f.kind:26} {f.path}")
         print(f"         {f.message}")
     if report.imported is not None:
         r = report.imported

@@ -95,3 +95,23 @@ class SwitchableRemote(Remote):
     def close(self) -> None:
         super().close()
         self.inner.close()
+
+
+def crash_in_process(store: Any) -> None:
+    """Stops a store as abruptly as an in-process test can: background work
+    stops where it is, nothing is sealed or uploaded, locks are released.
+    (Mapped writes are in the page cache, as after a kill -9; the journal
+    is consistent after every transaction.)"""
+    store._stop.set()
+    store._wake.set()
+    for thread in store._threads:
+        thread.join(10)
+    if store._uploads is not None:
+        store._uploads.shutdown(wait=True, cancel_futures=True)
+    for f in list(store._unsealed.values()):
+        f.close()
+    store._unsealed.clear()
+    store._sealed.clear()
+    store.journal.close()
+    store._release_lock()
+    store.remote.close()

@@ -197,6 +197,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         try:
             entries = store.query(args.topic, args.key, begin, end, args.max, strict=True)
             status = store.status()
+        except RemoteError as exc:
+            raise Failure(f"the remote could not be read: {exc}\n({REMOTE_HINT})") from None
         finally:
             store.shutdown()
     if status.last_error and not entries:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tieredindex._native import CorruptFileError
 from tieredindex.faults import fault_point
 from tieredindex.states import FileState, check_transition
 
@@ -83,9 +84,21 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            # A damaged journal must be found now, not half way through a
+            # transition; quick_check reads every page (small: one row a file).
+            verdict = self._db.execute("PRAGMA quick_check").fetchone()
+            if verdict is None or verdict[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+            self._db.executescript(_SCHEMA)
+            rows = self._db.execute("SELECT state FROM files").fetchall()
+            for (state,) in rows:
+                FileState(state)
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            self._db.close()
+            raise CorruptFileError(f"{self.path}: journal is damaged: {exc}") from exc
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))

@@ -36,6 +36,7 @@ _FILE_ID_RE = re.compile(r"^[0-9]{13}-[0-9a-f]{8}$")
 # Local directory layout.
 LOCK_NAME = "LOCK"
 JOURNAL_NAME = "journal.db"
+STORE_ID_NAME = "STORE_ID"
 ACTIVE_DIR = "active"
 SEALED_DIR = "sealed"
 QUARANTINE_DIR = "quarantine"

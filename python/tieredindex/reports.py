@@ -24,6 +24,9 @@ class RecoveryReport:
     resumed: list[str]
     """Files whose sealing or upload will be resumed."""
     removed_temp_files: int
+    journal_quarantined: str | None = None
+    """Where a damaged journal was moved; the journal was then rebuilt from
+    the local files (their uploads are redone put-if-absent)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ shutdown can always cut them short.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -55,6 +56,7 @@ from tieredindex.layout import (
     OWNER_KEY,
     QUARANTINE_DIR,
     SEALED_DIR,
+    STORE_ID_NAME,
     ManifestRecord,
     data_key,
     file_id_of_key,
@@ -197,13 +199,18 @@ class IndexStore:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self._take_lock()
         try:
-            self._journal = ObservedJournal(self.directory / JOURNAL_NAME, self._metrics)
-            store_id = self.config.store_id or self._journal.get_meta("store_id")
-            if store_id is None:
-                store_id = uuid.uuid4().hex
-            self._journal.set_meta("store_id", store_id)
-            self._store_id = store_id
+            journal_path = self.directory / JOURNAL_NAME
+            moved: str | None = None
+            try:
+                self._journal = ObservedJournal(journal_path, self._metrics)
+            except CorruptFileError as exc:
+                moved = self._quarantine_journal(journal_path, exc)
+                self._journal = ObservedJournal(journal_path, self._metrics)
+            self._store_id = self._load_store_id()
+            self._journal.set_meta("store_id", self._store_id)
             report = self._recover()
+            if moved is not None:
+                report = dataclasses.replace(report, journal_quarantined=moved)
         except BaseException:
             self._release_lock()
             raise
@@ -217,6 +224,40 @@ class IndexStore:
             self._threads.append(thread)
         _LOG.info("store %s started: %s", self.directory, report)
         return report
+
+    def _quarantine_journal(self, path: Path, exc: CorruptFileError) -> str:
+        """Moves a damaged journal (and its WAL) aside. Recovery then adopts
+        every unsealed file as ROLLED, so its upload is redone; put-if-absent
+        finds what already went up identical."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        dest = self.directory / QUARANTINE_DIR / f"{path.name}.{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            part = path.with_name(path.name + suffix)
+            if part.exists():
+                os.replace(part, dest.with_name(dest.name + suffix))
+        _fsync_dir(self.directory)
+        _LOG.error("journal quarantined to %s and rebuilt from local files: %s", dest, exc)
+        return str(dest)
+
+    def _load_store_id(self) -> str:
+        """This writer's identity: from the config, else the STORE_ID file
+        (which outlives a damaged journal), else new."""
+        if self.config.store_id:
+            return self.config.store_id
+        path = self.directory / STORE_ID_NAME
+        if path.exists():
+            text = path.read_text().strip()
+            if text:
+                return text
+        store_id = (self._journal.get_meta("store_id") if self._journal else None) or uuid.uuid4().hex
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            out.write(store_id + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.directory)
+        return store_id
 
     def _take_lock(self) -> None:
         path = self.directory / LOCK_NAME
@@ -259,6 +300,12 @@ class IndexStore:
         for path in sorted((self.directory / ACTIVE_DIR).glob("*.tix")):
             if path.stem not in known and is_file_id(path.stem):
                 journal.add(path.stem, FileState.ROLLED, begin_ms=int(path.stem[:13]))
+        known = {r.file_id for r in journal.files()}
+        for path in sorted((self.directory / SEALED_DIR).glob("*.sealed")):
+            if path.stem not in known and not self._active_path(path.stem).exists():
+                # Its unsealed original is gone, which happens only after the
+                # upload was verified: a cached copy of an uploaded file.
+                path.unlink()
         reopened: list[str] = []
         quarantined: list[str] = []
         salvaged: dict[str, int] = {}
@@ -463,7 +510,7 @@ class IndexStore:
             raise ValueError(f"begin_ms ({begin_ms}) is after end_ms ({end_ms})")
         if max_count < 1:
             raise ValueError(f"max_count must be at least 1, got {max_count}")
-        self._ensure_catalog()
+        self._ensure_catalog(strict)
         batches: list[list[Entry]] = []
         for file_id, view in self._views(begin_ms, end_ms):
             try:
@@ -477,7 +524,8 @@ class IndexStore:
                 if strict:
                     raise
             else:
-                self._access[file_id] = time.monotonic()
+                with self._state_lock:
+                    self._access[file_id] = time.monotonic()
         # Newest file first, so a stable sort by time keeps "later put first".
         merged = [e for batch in batches for e in batch]
         merged.sort(key=lambda e: e.timestamp_ms, reverse=True)
@@ -543,13 +591,17 @@ class IndexStore:
             if rec is not None and rec.state not in (FileState.QUARANTINED,):
                 self._quarantine_and_salvage(rec, str(exc))
 
-    def _ensure_catalog(self) -> None:
-        """A store that has not listed the remote manifest yet does so now."""
+    def _ensure_catalog(self, strict: bool = False) -> None:
+        """A store that has not listed the remote manifest yet does so now.
+        If the remote cannot be read, local files still answer; a strict
+        query raises instead of passing "unreadable" off as "not found"."""
         if self._catalog_loaded_at is None:
             try:
                 self._load_catalog()
             except RemoteError as exc:
                 self._record_error(exc)
+                if strict:
+                    raise
 
     def _load_catalog(self) -> None:
         """Adds every file the remote manifest lists (the remote layout
@@ -613,6 +665,10 @@ class IndexStore:
         message = f"{type(exc).__name__}: {exc}"
         if message != self._last_error:
             _LOG.warning("%s", message)
+            # Kept in the journal too, so `tieredindex status` sees it; only
+            # when it changes, so a long outage costs one write.
+            with contextlib.suppress(Exception):
+                self.journal.set_meta("last_error", f"{time.time():.3f} {message}")
         self._last_error = message
         self._metrics.add_failure()
 
@@ -642,13 +698,13 @@ class IndexStore:
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            try:
-                self._reconcile()
-                self._seal_rolled()
-                self._schedule_uploads()
-                self._maintain()
-            except Exception as exc:
-                self._record_error(exc)
+            # Each step on its own: sealing is local and must go on while the
+            # remote is down; uploads wait for reconciliation.
+            for step in (self._reconcile, self._seal_rolled, self._schedule_uploads, self._maintain):
+                try:
+                    step()
+                except Exception as exc:
+                    self._record_error(exc)
             self._notify()
             self._wake.wait(self.config.reconcile_interval_s)
 
@@ -764,7 +820,8 @@ class IndexStore:
         try:
             self._upload(file_id)
         except Exception as exc:
-            self._retry_after[file_id] = time.monotonic() + self.config.reconcile_interval_s
+            with self._state_lock:
+                self._retry_after[file_id] = time.monotonic() + self.config.reconcile_interval_s
             self._record_error(exc)
             with contextlib.suppress(Exception):
                 self.journal.note_error(file_id, f"{type(exc).__name__}: {exc}")

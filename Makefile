@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 export CARGO_TERM_COLOR = never
 
-.PHONY: help install lint lint-rust lint-python test test-rust test-python bench bench-quick demo
+.PHONY: help install lint lint-rust lint-python test test-rust test-python bench bench-quick demo torture
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,3 +38,6 @@ demo: install  ## the main job
 
 bench:  ## the benchmark suite
 	$(PYTHON) -m pytest benches --benchmark-only -q
+
+torture:  ## the long crash torture (both back ends); prints trials, kills per point, lost/corrupt/crashes
+	$(PYTHON) tests/torture.py --trials $${TRIALS:-200}

@@ -9,6 +9,7 @@ pub mod entry;
 pub mod error;
 pub mod faults;
 pub mod format;
+pub mod fuzzing;
 pub mod index;
 pub mod keyhash;
 pub mod mapping;

@@ -15,10 +15,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from netproxy import FAULT_KINDS, NetProxy
 from tieredindex._native import crc32c
 from tieredindex.remote import S3Remote
 from tieredindex.retry import RetryPolicy, classify, run_with_retry
+
+from netproxy import FAULT_KINDS, NetProxy
 
 MiB = 1024 * 1024
 FAST_RETRY = RetryPolicy(attempts=6, base_delay_s=0.01, max_delay_s=0.05, deadline_s=30.0)

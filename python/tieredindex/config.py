@@ -26,7 +26,7 @@ class StoreConfig:
     does not stay local for ever."""
     flush_interval_s: float = 1.0
     """The background flusher msyncs the current file this often."""
-    upload_concurrency: int = 4
+    upload_concurrency: int = 8
     shutdown_timeout_s: float = 30.0
     retention_s: float | None = None
     """Remote files whose newest entry is older than this are deleted; None

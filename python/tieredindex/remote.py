@@ -814,7 +814,7 @@ class S3Remote(Remote):
         read_timeout: float = 60.0,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
-        upload_concurrency: int = 4,
+        upload_concurrency: int = 8,
         client: S3Client | None = None,
     ) -> None:
         super().__init__()
@@ -849,6 +849,12 @@ class S3Remote(Remote):
             client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config
             )
+            # botocore sends "Expect: 100-continue" with every body, which
+            # costs a round trip per PutObject and UploadPart; our bodies are
+            # checksummed and bounded, so send them at once.
+            from botocore.handlers import add_expect_header
+
+            client.meta.events.unregister("before-call.s3", add_expect_header)
         self._client: S3Client = client
 
     @property
@@ -928,7 +934,14 @@ class S3Remote(Remote):
     ) -> PutResult:
         from botocore.exceptions import ClientError
 
-        part_size = max(self._part_size, -(-payload.size // S3_MAX_PARTS))
+        # Equal parts, and whole rounds of `concurrency` parts where the part
+        # size allows: a small last part would cost an extra round trip of
+        # parts on the link.
+        count = max(1, -(-payload.size // max(self._part_size, -(-payload.size // S3_MAX_PARTS))))
+        rounded = -(-count // self._concurrency) * self._concurrency
+        if rounded <= S3_MAX_PARTS and -(-payload.size // rounded) >= S3_MIN_PART_SIZE:
+            count = rounded
+        part_size = max(S3_MIN_PART_SIZE, -(-payload.size // count))
         created = self._client.create_multipart_upload(
             Bucket=self._bucket,
             Key=full,
@@ -1067,6 +1080,12 @@ class S3Remote(Remote):
                 return None
             raise
         metadata = {str(k).lower(): str(v) for k, v in resp.get("Metadata", {}).items()}
+        if "ContentLength" not in resp or "LastModified" not in resp:
+            # http.client takes headers cut off between lines as complete:
+            # a truncated response, worth another try.
+            raise ConnectionError(
+                f"HEAD {key}: response without Content-Length or Last-Modified (truncated?)"
+            )
         return ObjectInfo(
             key,
             int(resp["ContentLength"]),
@@ -1169,7 +1188,7 @@ def open_remote(
     read_timeout: float = 60.0,
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
     part_size: int = DEFAULT_PART_SIZE,
-    upload_concurrency: int = 4,
+    upload_concurrency: int = 8,
 ) -> Remote:
     """Build the remote for ``file:///abs/dir`` or ``s3://bucket[/prefix]``.
 

@@ -514,7 +514,7 @@ class IndexStore:
         batches: list[list[Entry]] = []
         for file_id, view in self._views(begin_ms, end_ms):
             try:
-                batches.append(view.query(raw, begin_ms, end_ms, max_count))
+                batches.append(self._query_view(file_id, view, raw, begin_ms, end_ms, max_count))
             except CorruptFileError as exc:
                 self._on_corrupt(file_id, view, exc)
                 if strict:
@@ -538,6 +538,23 @@ class IndexStore:
                 if len(out) == max_count:
                     break
         return out
+
+    def _query_view(
+        self, file_id: str, view: _View, key: bytes, begin_ms: int, end_ms: int, max_count: int
+    ) -> list[Entry]:
+        """Queries one file. An unsealed file the worker sealed and closed
+        since the views were taken answers through its sealed copy (or the
+        remote one, once uploaded): the same entries."""
+        try:
+            return view.query(key, begin_ms, end_ms, max_count)
+        except ValueError:
+            if not (isinstance(view, IndexFile) and view.closed):
+                raise
+        with self._state_lock:
+            successor: _View | None = self._sealed.get(file_id) or self._remote_files.get(file_id)
+        if successor is None:
+            return []  # emptied (EMPTY) or quarantined meanwhile
+        return successor.query(key, begin_ms, end_ms, max_count)
 
     def _views(self, begin_ms: int, end_ms: int) -> list[tuple[str, _View]]:
         """Files whose time range overlaps [begin_ms, end_ms], newest first.
@@ -799,7 +816,7 @@ class IndexStore:
         _LOG.info("file %s sealed: %d entries, %d bytes", rec.file_id, sealed.count, sealed.size)
 
     def _schedule_uploads(self) -> None:
-        if not self._reconciled or self._uploads is None:
+        if not self._reconciled or self._uploads is None or self._stop.is_set():
             return
         now = time.monotonic()
         for rec in self.journal.files([FileState.SEALED, FileState.UPLOADING]):

@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 export CARGO_TERM_COLOR = never
 
-.PHONY: help install lint lint-rust lint-python test test-rust test-python bench bench-quick demo torture
+.PHONY: help install lint lint-rust lint-python test test-rust test-python bench bench-quick demo torture fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,3 +41,10 @@ bench:  ## the benchmark suite
 
 torture:  ## the long crash torture (both back ends); prints trials, kills per point, lost/corrupt/crashes
 	$(PYTHON) tests/torture.py --trials $${TRIALS:-200}
+
+FUZZ_SECONDS ?= 300
+fuzz:  ## libFuzzer on the sealed and unsealed readers (needs nightly Rust; installs cargo-fuzz)
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for target in open_sealed open_unsealed; do \
+		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; \
+	done

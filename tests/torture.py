@@ -100,6 +100,8 @@ def lose_power(directory: Path, log: ChildLog, rng: random.Random) -> None:
     flushed entries and an arbitrary part of the rest, one entry possibly
     torn. Sealed files, the journal (SQLite, synchronous=FULL) and the remote
     were made durable before they were recorded, so they stay."""
+    if not (directory / JOURNAL_NAME).exists():
+        return  # killed before the store started: nothing was written
     journal = Journal(directory / JOURNAL_NAME)
     unsealed = {r.file_id for r in journal.files([FileState.ACTIVE, FileState.ROLLED])}
     journal.close()

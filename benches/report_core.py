@@ -1,12 +1,15 @@
 """Prints the issue-2 speed table from a pytest-benchmark JSON file.
 
-    pytest benches/ --benchmark-only --benchmark-json=/tmp/core-bench.json
-    python benches/report_core.py /tmp/core-bench.json [--criterion target/criterion]
+    pytest benches/test_core_bench.py --benchmark-only --benchmark-json=/tmp/core-bench.json
+    python benches/report_core.py /tmp/core-bench.json [--criterion target/criterion] [--scale s1]
 
 Every figure is the median of its rounds; "best ratio" compares the best
 rounds of both sides instead (steadier on a shared, noisy machine). The
 bare-Rust put rate comes from criterion's ``put_batch/fill_default_20M`` (run
-``cargo bench --bench core`` first); without it that row says so.
+``cargo bench --bench core`` first); without it that row says so. With
+several file sizes in the JSON (``TIX_BENCH_SCALES``), the table is of the
+largest unless ``--scale`` names another (``s0.1``, ...); the full suite's
+report is ``benches/run_suite.py``.
 """
 
 from __future__ import annotations
@@ -47,8 +50,15 @@ def main() -> None:
     )
     parser.add_argument("json", type=Path)
     parser.add_argument("--criterion", type=Path, default=ROOT / "target" / "criterion")
+    parser.add_argument("--scale", help="test id of the file size, e.g. s1 (default: the largest)")
     args = parser.parse_args()
     b = load(args.json)
+    scales = {
+        v["name"].split("[", 1)[1].rstrip("]"): v["extra_info"]["scale"]
+        for v in b.values()
+        if v["name"].startswith("test_put_batch_fill[")
+    }
+    sid = args.scale or (max(scales, key=lambda k: scales[k]) if scales else "s1")
     rows: list[tuple[str, ...]] = []
 
     def stat(name: str, which: str = "median") -> float | None:
@@ -120,12 +130,13 @@ def main() -> None:
                 (lambda r: r >= 1.5) if anchor_lib == "crc32c" else None,
             )
 
-    entries = 20_000_000
-    fill_t, fill_best_t = stat("test_put_batch_fill_default"), stat("test_put_batch_fill_default", "min")
+    fill_name = f"test_put_batch_fill[{sid}]"
+    entries = b[fill_name]["extra_info"]["entries"] if fill_name in b else 20_000_000
+    fill_t, fill_best_t = stat(fill_name), stat(fill_name, "min")
     fill = entries / fill_t if fill_t else None
     fill_best = entries / fill_best_t if fill_best_t else None
-    add("put_batch fill 5M slots/20M", fill, None, mps, None, None, ">= 10 M/s", lambda v: v >= 10e6)
-    rust = criterion_rate(args.criterion)
+    add(f"put_batch fill {sid}", fill, None, mps, None, None, ">= 10 M/s", lambda v: v >= 10e6)
+    rust = criterion_rate(args.criterion) if entries == 20_000_000 else None
     if rust is None:
         rows.append(("put_batch vs bare Rust", "-", "no criterion result", "-", "-", ">= 0.80x", "-"))
     else:
@@ -140,12 +151,14 @@ def main() -> None:
             lambda r: r >= 0.8,
         )
 
-    single_t = stat("test_put_single_loop[put]")
-    empty_t = stat("test_put_single_loop[empty loop]")
+    single_name = f"test_put_single_loop[{sid}-put]"
+    single_n = b[single_name]["extra_info"]["entries"] if single_name in b else 500_000
+    single_t = stat(single_name)
+    empty_t = stat(f"test_put_single_loop[{sid}-empty loop]")
     add(
         "put single (anchor: empty loop)",
-        500_000 / single_t if single_t else None,
-        500_000 / empty_t if empty_t else None,
+        single_n / single_t if single_t else None,
+        single_n / empty_t if empty_t else None,
         mps,
         None,
         None,
@@ -153,16 +166,16 @@ def main() -> None:
         None,
     )
     if single_t:
-        rows[-1] = (*rows[-1][:-1], "yes" if 500_000 / single_t >= 1.5e6 else "NO")
+        rows[-1] = (*rows[-1][:-1], "yes" if single_n / single_t >= 1.5e6 else "NO")
 
     for keys in ("same key", "random keys"):
-        t = stat(f"test_sealed_query[{keys}]")
+        t = stat(f"test_sealed_query[{sid}-{keys}]")
         add(f"sealed query, 10 entries, {keys}", t, None, us, None, None, "<= 5 us", lambda v: v <= 5e-6)
 
     for how, target in (("cp", "<= 2x"), ("cp+sync", "(info)")):
-        ours, anchor = "test_seal_full_default", f"test_seal_anchor_cp[{how}]"
+        ours, anchor = f"test_seal_full[{sid}]", f"test_seal_anchor_cp[{sid}-{how}]"
         add(
-            f"seal full default vs {how}",
+            f"seal full {sid} vs {how}",
             stat(ours),
             stat(anchor),
             secs,
@@ -172,9 +185,9 @@ def main() -> None:
             (lambda r: r <= 2) if how == "cp" else None,
         )
 
-    ours, anchor = "test_flush_full_default", "test_flush_anchor_dd"
+    ours, anchor = f"test_flush_full[{sid}]", f"test_flush_anchor_dd[{sid}-new file]"
     add(
-        "flush full default vs dd fsync",
+        f"flush full {sid} vs dd fsync",
         stat(ours),
         stat(anchor),
         secs,
@@ -184,17 +197,15 @@ def main() -> None:
         lambda r: r <= 1.2,
     )
 
-    if "test_create_rss" in b:
-        info = b["test_create_rss"]["extra_info"]
+    if f"test_create_rss[{sid}]" in b:
+        info = b[f"test_create_rss[{sid}]"]["extra_info"]
         before, after, put = (
-            info[k] for k in ("rss_before_kib", "rss_after_create_kib", "rss_after_1M_entries_kib")
+            info[k] for k in ("rss_before_kib", "rss_after_create_kib", "rss_after_first_batch_kib")
         )
         grow = after["VmRSS"] - before["VmRSS"]
+        add(f"RSS growth: create {sid} file", grow, None, kib, None, None, "~0 (< 1 MiB)", lambda v: v < 1024)
         add(
-            "RSS growth: create default file", grow, None, kib, None, None, "~0 (< 1 MiB)", lambda v: v < 1024
-        )
-        add(
-            "RSS growth: then 1M entries",
+            f"RSS growth: then {info['first_batch']:,} entries",
             put["VmRSS"] - after["VmRSS"],
             None,
             kib,

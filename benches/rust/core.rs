@@ -9,11 +9,17 @@
 //!   slots, 20,000,000 entries) with `put_batch` in batches of 1,000,000,
 //!   fingerprints precomputed; one iteration = one whole fresh file (page
 //!   faults of the fresh map included, create and close not timed).
+//!   `put_batch/fill_1_10_2M` and `put_batch/fill_1_100_200k` do the same
+//!   at 1/10 and 1/100 of the default size.
 //! - `seal/full_1_10`: seals a full file of 1/10 the default size (500,000
 //!   slots, 2,000,000 entries), fsync included; `seal/copy_1_10` is
 //!   `std::fs::copy` of that unsealed file (what `cp` does), as an anchor.
 //! - `sealed_query/*`: `SealedIndex::query` on that sealed file, keys with
 //!   exactly 10 entries each.
+//!
+//! With `TIX_BENCH_QUICK=1` (`make bench-quick`) every group is short and
+//! only the 1/100 size is used (`put_batch/fill_1_100_200k`,
+//! `seal/{full,copy}_1_100`): a check that the benches still run.
 //!
 //! Bench files go to `$TIEREDINDEX_BENCH_DIR` (default: the system temp dir)
 //! and are deleted afterwards.
@@ -112,6 +118,28 @@ impl Columns {
     }
 }
 
+/// `TIX_BENCH_QUICK` set (and not `0`): short groups, small files.
+fn quick() -> bool {
+    std::env::var("TIX_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Measurement time: `full` normally, about a second in quick mode.
+fn measure(full: u64) -> Duration {
+    if quick() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(full)
+    }
+}
+
+fn warm_up() -> Duration {
+    if quick() {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
 fn bench_dir() -> tempfile::TempDir {
     let parent = std::env::var_os("TIEREDINDEX_BENCH_DIR")
         .map(PathBuf::from)
@@ -124,8 +152,8 @@ fn bench_dir() -> tempfile::TempDir {
 
 fn crc32c_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("crc32c");
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(warm_up());
+    group.measurement_time(measure(3));
     let mut rng = Rng(42);
     let data: Vec<u8> = (0..64 << 20).map(|_| rng.next() as u8).collect();
     for (name, len) in [("1KiB", 1 << 10), ("1MiB", 1 << 20), ("64MiB", 64 << 20)] {
@@ -137,38 +165,55 @@ fn crc32c_benches(c: &mut Criterion) {
 
 fn put_batch_benches(c: &mut Criterion) {
     let dir = bench_dir();
-    let cols = Columns::new(DEFAULT_CAPACITY as usize, 1);
+    // (name, fraction of the default size, measurement seconds)
+    let sizes: &[(&str, u32, u64)] = if quick() {
+        &[("fill_1_100_200k", 100, 1)]
+    } else {
+        &[
+            ("fill_1_100_200k", 100, 3),
+            ("fill_1_10_2M", 10, 5),
+            ("fill_default_20M", 1, 25),
+        ]
+    };
     let mut group = c.benchmark_group("put_batch");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(25));
-    group.throughput(Throughput::Elements(u64::from(DEFAULT_CAPACITY)));
+    group.warm_up_time(warm_up());
     let mut serial = 0u32;
-    group.bench_function("fill_default_20M", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                serial += 1;
-                let path = dir.path().join(format!("fill-{serial}.idx"));
-                let file = IndexFile::create(&path, DEFAULT_SLOTS, DEFAULT_CAPACITY, BEGIN_MS)
-                    .expect("create");
-                total += cols.fill(&file);
-                assert_eq!(file.count(), DEFAULT_CAPACITY);
-                drop(file); // close = msync of ~820 MB, not timed
-                std::fs::remove_file(&path).expect("remove");
-            }
-            total
+    for &(name, div, secs) in sizes {
+        let (slots, capacity) = (DEFAULT_SLOTS / div, DEFAULT_CAPACITY / div);
+        let cols = Columns::new(capacity as usize, 1);
+        group.measurement_time(measure(secs));
+        group.throughput(Throughput::Elements(u64::from(capacity)));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    serial += 1;
+                    let path = dir.path().join(format!("fill-{serial}.idx"));
+                    let file = IndexFile::create(&path, slots, capacity, BEGIN_MS).expect("create");
+                    total += cols.fill(&file);
+                    assert_eq!(file.count(), capacity);
+                    drop(file); // close = msync of the whole file, not timed
+                    std::fs::remove_file(&path).expect("remove");
+                }
+                total
+            });
         });
-    });
+    }
     group.finish();
 }
 
 fn seal_and_query_benches(c: &mut Criterion) {
     let dir = bench_dir();
-    let (slots, capacity) = (DEFAULT_SLOTS / 10, DEFAULT_CAPACITY / 10);
+    let (div, tag) = if quick() {
+        (100, "1_100")
+    } else {
+        (10, "1_10")
+    };
+    let (slots, capacity) = (DEFAULT_SLOTS / div, DEFAULT_CAPACITY / div);
     let cols = Columns::new(capacity as usize, 2);
-    let source = dir.path().join("full-1-10.idx");
+    let source = dir.path().join(format!("full-{tag}.idx"));
     let file = IndexFile::create(&source, slots, capacity, BEGIN_MS).expect("create");
     cols.fill(&file);
     file.flush().expect("flush");
@@ -177,8 +222,8 @@ fn seal_and_query_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("seal");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(5));
+    group.warm_up_time(warm_up());
+    group.measurement_time(measure(5));
     group.throughput(Throughput::Bytes(source_len));
     let timed_to_fresh = |dest: &Path, op: &dyn Fn(&Path)| {
         let _ = std::fs::remove_file(dest);
@@ -189,7 +234,7 @@ fn seal_and_query_benches(c: &mut Criterion) {
         took
     };
     let dest = dir.path().join("sealed.tix");
-    group.bench_function("full_1_10", |b| {
+    group.bench_function(format!("full_{tag}"), |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
@@ -202,7 +247,7 @@ fn seal_and_query_benches(c: &mut Criterion) {
         });
     });
     let copy = dir.path().join("copy.idx");
-    group.bench_function("copy_1_10", |b| {
+    group.bench_function(format!("copy_{tag}"), |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
@@ -219,8 +264,8 @@ fn seal_and_query_benches(c: &mut Criterion) {
     drop(sealed);
     let sealed = SealedIndex::open_path(&dest).expect("open sealed");
     let mut group = c.benchmark_group("sealed_query");
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(warm_up());
+    group.measurement_time(measure(3));
     group.throughput(Throughput::Elements(1));
     let end = i64::MAX as u64;
     let hot = cols.key_fps[0];

@@ -122,6 +122,19 @@ def _uploads() -> list[Upload]:
     return out
 
 
+def _link_info(spec: Link) -> dict[str, Any]:
+    """The link, spelled out for ``benches/run_suite.py`` (mbps None: unlimited)."""
+    return {"link": str(spec), "rtt_ms": spec.rtt_ms, "mbps": spec.mbps}
+
+
+def _upload_info(name: str, upload: Upload | None) -> dict[str, Any]:
+    return {
+        "impl": name,
+        "part_size": upload.part_size if upload else None,
+        "concurrency": upload.concurrency if upload else None,
+    }
+
+
 LINKS = _links()
 UPLOADS = _uploads()
 SIZES_MIB = [int(s) for s in _env_list("TIX_BENCH_SIZES_MIB", "64,256")]
@@ -329,7 +342,9 @@ def test_upload(
     secs = benchmark.stats.stats.median
     counters = proxy.counters()
     benchmark.extra_info.update(
-        {"link": str(spec), "bytes": size, "mb_per_s": size / secs / MB, "requests": counters["requests"]}
+        {"bytes": size, "mb_per_s": size / secs / MB, "requests": counters["requests"]},
+        **_link_info(spec),
+        **_upload_info(name, upload),
     )
     RESULTS[(f"upload {size_mib} MiB", str(spec), name if upload is None else str(upload))] = {
         "seconds": secs,
@@ -381,7 +396,7 @@ def test_seal_anchor(benchmark: Any, link: tuple[Link, ProxyProcess], tmp: Path)
 
     benchmark.group = f"sigterm 64MiB {spec}"
     benchmark.pedantic(seal, setup=setup, rounds=ROUNDS, iterations=1)
-    benchmark.extra_info["sealed_bytes"] = sizes[-1]
+    benchmark.extra_info.update(sealed_bytes=sizes[-1], entries=SIGTERM_ENTRIES, **_link_info(spec))
     RESULTS[("seal", str(spec), "")] = {"seconds": benchmark.stats.stats.median, "bytes": sizes[-1]}
 
 
@@ -515,7 +530,11 @@ def test_sigterm_to_verified_remote(
     else:
         complete_s = float("nan")
     mid = sorted(breakdowns, key=lambda b: b["exited"])[len(breakdowns) // 2]  # the median round
-    benchmark.extra_info.update({"link": str(spec), "breakdown_s": mid, "server_complete_s": complete_s})
+    benchmark.extra_info.update(
+        {"breakdown_s": mid, "server_complete_s": complete_s, "sealed_bytes": record_size},
+        **_link_info(spec),
+        **_upload_info("ours", upload),
+    )
     RESULTS[("sigterm", str(spec), str(upload))] = {
         "seconds": secs,
         "breakdown": mid,
@@ -608,7 +627,7 @@ def test_upload_rss(
     above = (max(result["hwm_kb"], result["sampled_peak_kb"]) - result["idle_kb"]) / 1024
     result["above_idle_mib"] = above
     result["budget_mib"] = part * conc / MiB + 64
-    benchmark.extra_info.update(result)
+    benchmark.extra_info.update(result, bytes=size, **_link_info(spec), **_upload_info(name, upload))
     RESULTS[(f"rss {RSS_MB} MB", str(spec), name if upload is None else str(upload))] = result
 
 

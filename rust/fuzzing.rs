@@ -49,7 +49,7 @@ pub fn unsealed_bytes(data: &[u8]) {
     if let Ok(file) = IndexFile::open(&path) {
         let _ = file.query(fingerprint(b"a"), 0, u64::MAX >> 1, 100);
         let _ = file.verify();
-        let _ = file.seal(&dir.join("f.sealed"));
+        let _ = file.seal(&dir.join("f.sealed"), false);
         let _ = file.close();
     }
     let _ = salvage(&path, &dir.join("salvaged.tix"));
@@ -90,7 +90,7 @@ mod tests {
         }
         f.flush().unwrap();
         let unsealed = std::fs::read(dir.path().join("u.tix")).unwrap();
-        f.seal(&dir.path().join("s.tix")).unwrap();
+        f.seal(&dir.path().join("s.tix"), true).unwrap();
         (unsealed, std::fs::read(dir.path().join("s.tix")).unwrap())
     }
 

@@ -649,8 +649,13 @@ impl IndexFile {
     }
 
     /// Stops writes (for good: the file is marked sealed on disk), then
-    /// writes the sealed form to `dest`, which must not exist.
-    pub fn seal(&self, dest: &Path) -> Result<SealedIndex> {
+    /// writes the sealed form to `dest`, which must not exist. With
+    /// `durable`, the sealed file and its name are fsynced before returning;
+    /// without, the caller keeps this unsealed file (which is synced either
+    /// way) until the sealed copy's checksum has been verified elsewhere
+    /// (the store re-hashes it while uploading), saving one fsync of the
+    /// whole object.
+    pub fn seal(&self, dest: &Path, durable: bool) -> Result<SealedIndex> {
         let mut inner = self.inner.write();
         inner.map(&self.path)?.check_len()?;
         if dest.exists() {
@@ -672,7 +677,7 @@ impl IndexFile {
             begin_ms: inner.begin_ms,
             end_ms: inner.end_ms(),
         };
-        write_sealed(dest, &sealed_from)?;
+        write_sealed(dest, &sealed_from, durable)?;
         SealedIndex::open_path(dest)
     }
 

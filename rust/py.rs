@@ -530,9 +530,11 @@ impl PyIndexFile {
         without_gil(py, || self.core.flush())
     }
 
-    /// Stops writes and writes the sealed form to `dest_path`.
-    fn seal(&self, py: Python<'_>, dest_path: PathBuf) -> PyResult<PySealedIndex> {
-        let sealed = without_gil(py, || self.core.seal(&dest_path))?;
+    /// Stops writes and writes the sealed form to `dest_path` (fsynced
+    /// unless `durable=False`).
+    #[pyo3(signature = (dest_path, *, durable = true))]
+    fn seal(&self, py: Python<'_>, dest_path: PathBuf, durable: bool) -> PyResult<PySealedIndex> {
+        let sealed = without_gil(py, || self.core.seal(&dest_path, durable))?;
         Ok(PySealedIndex::new(sealed))
     }
 

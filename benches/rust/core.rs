@@ -239,7 +239,7 @@ fn seal_and_query_benches(c: &mut Criterion) {
             (0..iters)
                 .map(|_| {
                     timed_to_fresh(&dest, &|d| {
-                        let sealed = file.seal(d).expect("seal");
+                        let sealed = file.seal(d, true).expect("seal");
                         assert_eq!(sealed.count(), capacity);
                     })
                 })
@@ -260,7 +260,7 @@ fn seal_and_query_benches(c: &mut Criterion) {
     });
     group.finish();
 
-    let sealed = file.seal(&dest).expect("seal");
+    let sealed = file.seal(&dest, true).expect("seal");
     drop(sealed);
     let sealed = SealedIndex::open_path(&dest).expect("open sealed");
     let mut group = c.benchmark_group("sealed_query");

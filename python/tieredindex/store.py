@@ -784,7 +784,11 @@ class IndexStore:
         dest = self._sealed_path(rec.file_id)
         dest.unlink(missing_ok=True)  # a copy from before a crash: never recorded, redo it
         try:
-            sealed = f.seal(dest)
+            # No fsync of the sealed copy: the unsealed original (synced by
+            # seal) stays until the upload is verified, the upload re-hashes
+            # the copy against the CRC32C recorded below, and recovery checks
+            # it too; a copy lost to power loss is sealed again.
+            sealed = f.seal(dest, durable=False)
         except CorruptFileError as exc:
             self._on_corrupt(rec.file_id, f, exc)
             return

@@ -401,7 +401,9 @@ class IndexStore:
                 kept, damaged = 0, -1
                 why = f"{why}; nothing salvageable: {exc}"
             if kept:
-                self._unsealed[new_id] = IndexFile.open(self._active_path(new_id))
+                salvaged = IndexFile.open(self._active_path(new_id))
+                with self._state_lock:
+                    self._unsealed[new_id] = salvaged
                 _LOG.warning(
                     "file %s: salvaged %d entries into %s (%d damaged)", rec.file_id, kept, new_id, damaged
                 )
@@ -477,11 +479,15 @@ class IndexStore:
         """msync of the current file: on return every entry put so far
         survives power loss."""
         self._require_open(writing=False)
-        with self._write_lock:
+        with self._write_lock, self._state_lock:
             files = list(self._unsealed.values())
         for f in files:
-            if not f.closed and not f.sealed:
+            try:
                 f.flush()
+            except ValueError:
+                if not f.closed:
+                    raise
+                # Sealed and closed by the worker meanwhile: seal synced it.
 
     def seal(self) -> None:
         """Rolls the current file now if it holds anything."""
@@ -1039,9 +1045,10 @@ class IndexStore:
             with self._write_lock:  # waits for puts in flight
                 self._closed = True
                 if self._current is not None:
-                    f = self._unsealed[self._current]
+                    # Flushed first: the worker may seal and close it as soon
+                    # as it is rolled.
+                    self._unsealed[self._current].flush()
                     self._roll_locked()  # sealed by the worker; an empty one becomes EMPTY
-                    f.flush()
             self._wake.set()
             with self._progress:
                 while time.monotonic() < deadline and self._pending_ids():
@@ -1053,7 +1060,9 @@ class IndexStore:
                 thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
             if self._uploads is not None:
                 self._uploads.shutdown(wait=False, cancel_futures=True)
-            for f in list(self._unsealed.values()):
+            with self._state_lock:
+                unsealed = list(self._unsealed.values())
+            for f in unsealed:
                 with contextlib.suppress(Exception):
                     f.close()  # msync: pending entries survive power loss too
             uploaded = sorted({r.file_id for r in self.journal.files([FileState.UPLOADED])} - uploaded_before)

@@ -283,16 +283,22 @@ fn key_fingerprints(keys: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
 
 /// A numeric column, borrowed from numpy when it already has the width the
 /// file stores, otherwise converted (with range checks).
-enum Column<'py, T: numpy::Element> {
-    Borrowed(numpy::PyReadonlyArray1<'py, T>),
-    Owned(Vec<T>),
+enum Column<'py, U: numpy::Element, S: numpy::Element> {
+    /// The stored width and signedness, read in place.
+    Unsigned(numpy::PyReadonlyArray1<'py, U>),
+    /// The signed twin of the stored width (numpy's default int64, int32),
+    /// checked for negatives and read in place.
+    Signed(numpy::PyReadonlyArray1<'py, S>),
+    /// Any other integer width, converted with range checks.
+    Owned(Vec<U>),
 }
 
-impl<T: numpy::Element + bytemuck::Pod> Column<'_, T> {
-    fn as_slice(&self) -> &[T] {
+impl<U: numpy::Element + bytemuck::Pod, S: numpy::Element + bytemuck::Pod> Column<'_, U, S> {
+    fn as_slice(&self) -> &[U] {
         match self {
             // Contiguity was checked when the column was built.
-            Column::Borrowed(a) => a.as_slice().unwrap_or(&[]),
+            Column::Unsigned(a) => a.as_slice().unwrap_or(&[]),
+            Column::Signed(a) => bytemuck::cast_slice(a.as_slice().unwrap_or(&[])),
             Column::Owned(v) => v,
         }
     }
@@ -340,10 +346,10 @@ fn column_u64<'py>(
     py: Python<'py>,
     name: &str,
     obj: &Bound<'py, PyAny>,
-) -> PyResult<Column<'py, u64>> {
+) -> PyResult<Column<'py, u64, i64>> {
     let arr = as_int_array(py, name, obj)?;
     if let Ok(a) = arr.cast::<PyArray1<u64>>() {
-        return Ok(Column::Borrowed(a.readonly()));
+        return Ok(Column::Unsigned(a.readonly()));
     }
     let signed = if let Ok(a) = arr.cast::<PyArray1<i64>>() {
         a.clone()
@@ -356,21 +362,27 @@ fn column_u64<'py>(
     if let Some(i) = values.iter().position(|&v| v < 0) {
         return Err(negative_error(name, i, values[i]));
     }
-    Ok(Column::Owned(
-        bytemuck::cast_slice::<i64, u64>(values).to_vec(),
-    ))
+    Ok(Column::Signed(ro))
 }
 
-/// A column of 32-bit values (queue ids, sizes). uint32 arrays are read in
+/// A column of 32-bit values (queue ids, sizes). uint32 and int32 arrays are read in
 /// place; everything else is range-checked into a new vector.
 fn column_u32<'py>(
     py: Python<'py>,
     name: &str,
     obj: &Bound<'py, PyAny>,
-) -> PyResult<Column<'py, u32>> {
+) -> PyResult<Column<'py, u32, i32>> {
     let arr = as_int_array(py, name, obj)?;
     if let Ok(a) = arr.cast::<PyArray1<u32>>() {
-        return Ok(Column::Borrowed(a.readonly()));
+        return Ok(Column::Unsigned(a.readonly()));
+    }
+    if let Ok(a) = arr.cast::<PyArray1<i32>>() {
+        let ro = a.readonly();
+        let values = ro.as_slice()?;
+        if let Some(i) = values.iter().position(|&v| v < 0) {
+            return Err(negative_error(name, i, i64::from(values[i])));
+        }
+        return Ok(Column::Signed(ro));
     }
     let too_big = |i: usize, v: &dyn std::fmt::Display| {
         PyValueError::new_err(format!("{name}[{i}] = {v} is above 2**32-1"))

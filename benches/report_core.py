@@ -173,9 +173,10 @@ def main() -> None:
         add(f"sealed query, 10 entries, {keys}", t, None, us, None, None, "<= 5 us", lambda v: v <= 5e-6)
 
     for how, target in (("cp", "<= 2x"), ("cp+sync", "(info)")):
-        ours, anchor = f"test_seal_full[{sid}]", f"test_seal_anchor_cp[{sid}-{how}]"
+        durable = "no fsync" if how == "cp" else "fsync"
+        ours, anchor = f"test_seal_full[{sid}-{durable}]", f"test_seal_anchor_cp[{sid}-{how}]"
         add(
-            f"seal full {sid} vs {how}",
+            f"seal ({durable}) full {sid} vs {how}",
             stat(ours),
             stat(anchor),
             secs,

@@ -44,8 +44,9 @@ Figures and anchors (group names in the JSON):
   file copied while open, header still "open": the open rebuilds the slot
   table from the checksummed entries) vs reading the same bytes
   (``dd of=/dev/null``, page cache).
-- ``seal``: sealing the full file vs ``cp`` of it (and, for context, ``cp``
-  followed by ``sync FILE``, since seal fsyncs and cp does not).
+- ``seal``: sealing the full file, durably (``seal(dest)``: the sealed copy
+  is fsynced) vs ``cp`` followed by ``sync FILE``, and without that fsync
+  (``durable=False``, what the store does on its way to an upload) vs ``cp``.
 - ``sealed query``: ``SealedIndex.query`` for keys with 10 entries each, the
   same key over and over and random keys.
 - ``create rss``: create of a file, with RSS before and after it (and after
@@ -584,7 +585,8 @@ def test_recover_anchor_read(benchmark: Any, geom: Geometry, full_file: IndexFil
 # --- seal vs cp ----------------------------------------------------------------------------------
 
 
-def test_seal_full(benchmark: Any, geom: Geometry, files: Files, full_file: IndexFile) -> None:
+@pytest.mark.parametrize("durable", [True, False], ids=["fsync", "no fsync"])
+def test_seal_full(benchmark: Any, geom: Geometry, files: Files, full_file: IndexFile, durable: bool) -> None:
     dest = files.dir / "sealed.tix"
 
     def setup() -> tuple[tuple[()], dict[str, Any]]:
@@ -593,9 +595,14 @@ def test_seal_full(benchmark: Any, geom: Geometry, files: Files, full_file: Inde
 
     benchmark.group = f"seal {geom}"
     benchmark.extra_info.update(
-        geometry_info(geom), bytes=Path(full_file.path).stat().st_size, entries=full_file.count
+        geometry_info(geom),
+        bytes=Path(full_file.path).stat().st_size,
+        entries=full_file.count,
+        durable=durable,
     )
-    sealed = benchmark.pedantic(lambda: full_file.seal(dest), setup=setup, rounds=rounds(3), iterations=1)
+    sealed = benchmark.pedantic(
+        lambda: full_file.seal(dest, durable=durable), setup=setup, rounds=rounds(3), iterations=1
+    )
     assert sealed.count == geom.capacity
     benchmark.extra_info["sealed_bytes"] = sealed.size
     files.sealed_path = dest

@@ -36,8 +36,11 @@ test: install lint test-rust test-python  ## install, lint, and run every test
 demo: install  ## the main job
 	tieredindex demo
 
-bench:  ## the benchmark suite
-	$(PYTHON) -m pytest benches --benchmark-only -q
+bench:  ## the whole benchmark suite (~15 min): writes benches/REPORT.md and benches/plots/
+	$(PYTHON) benches/run_suite.py
+
+bench-quick:  ## a reduced run of every bench (< 3 min, for CI): writes benches/REPORT-quick.md
+	$(PYTHON) benches/run_suite.py --quick
 
 torture:  ## the long crash torture (both back ends); prints trials, kills per point, lost/corrupt/crashes
 	$(PYTHON) tests/torture.py --trials $${TRIALS:-200}

@@ -8,9 +8,9 @@ export CARGO_TERM_COLOR = never
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install:  ## build the Rust core and install the package with its test tools
+install:  ## build the Rust core and install the package with its test and bench tools
 	$(PIP) install --quiet --disable-pip-version-check maturin
-	$(PIP) install --quiet --disable-pip-version-check -e ".[test]"
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test,bench]"
 
 lint-rust:  ## rustfmt and clippy (warnings are errors)
 	cargo fmt --check
@@ -31,7 +31,7 @@ test-rust:  ## the Rust core's tests (no interpreter needed)
 test-python:  ## the Python tests (starts its own S3 server on 127.0.0.1)
 	$(PYTHON) -m pytest -q
 
-test: install lint test-rust test-python  ## install, lint, and run every test
+test: install lint test-rust test-python bench-quick  ## install, lint, run every test, and check the benches still run
 
 demo: install  ## the main job
 	tieredindex demo

@@ -283,6 +283,13 @@ impl Inner {
         let (mut count, mut used, mut max_ts) = (0u32, 0u32, 0u64);
         while count < capacity {
             let start = entries_offset + count as usize * ENTRY_LEN;
+            // The slot table is read at random: ask for the slot of an entry
+            // a few ahead while this one is checked (as put_batch does).
+            let ahead = start + PREFETCH_AHEAD * ENTRY_LEN;
+            if let Some(raw) = bytes.get(ahead..ahead + 8) {
+                let slot = slot_of(read_u64(raw, 0), slots) as usize;
+                crate::mapping::prefetch(bytes, HEADER_LEN + slot * SLOT_LEN);
+            }
             let Some(e) = decode_entry(&bytes[start..start + ENTRY_LEN], count) else {
                 break;
             };

@@ -193,13 +193,7 @@ impl FileMap {
     /// Hints the CPU to bring the cache line at `offset` in for writing.
     #[inline]
     pub fn prefetch(&self, offset: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(byte) = self.map.get(offset) {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: a prefetch is a hint that never faults, and SSE (which
-            // provides it) is part of the x86_64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>()) };
-        }
+        prefetch(&self.map, offset);
     }
 
     /// msync(MS_SYNC) of `offset..offset+len`.
@@ -285,5 +279,18 @@ pub fn kill_self() {
     // SAFETY: kill and getpid take plain integers and have no memory effects.
     unsafe {
         libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+}
+
+/// Hints the CPU to bring the cache line holding `bytes[offset]` into cache
+/// (nothing if `offset` is out of range).
+#[inline]
+pub fn prefetch(bytes: &[u8], offset: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(byte) = bytes.get(offset) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint that never faults, and SSE (which
+        // provides it) is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>()) };
     }
 }

@@ -294,3 +294,16 @@ pub fn prefetch(bytes: &[u8], offset: usize) {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>()) };
     }
 }
+
+/// Hints the CPU to bring the cache line at `ptr` into cache. Never
+/// dereferences `ptr`: any address, even a dangling one, is harmless.
+#[inline]
+pub fn prefetch_ptr(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch never faults and reads nothing architecturally;
+        // SSE is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast::<i8>()) };
+    }
+}

@@ -250,6 +250,38 @@ fn key_fingerprint(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     )))
 }
 
+/// How many keys ahead `list_fingerprints` prefetches.
+const KEY_PREFETCH_AHEAD: usize = 8;
+
+/// Fingerprints of the keys of a list. Millions of distinct key objects
+/// miss the cache one by one, so each key object is prefetched a few keys
+/// ahead; items are borrowed, not increfed (which would itself touch them).
+fn list_fingerprints(
+    list: &Bound<'_, PyList>,
+    with_index: &dyn Fn(usize, PyResult<u64>) -> PyResult<u64>,
+) -> PyResult<Vec<u64>> {
+    let py = list.py();
+    let n = list.len();
+    let item = |i: usize| -> *mut pyo3::ffi::PyObject {
+        // SAFETY: i < n = the list's length, and the list cannot change while
+        // this thread holds the GIL, which it does throughout.
+        unsafe { pyo3::ffi::PyList_GET_ITEM(list.as_ptr(), i as pyo3::ffi::Py_ssize_t) }
+    };
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if i + KEY_PREFETCH_AHEAD < n {
+            let ahead = item(i + KEY_PREFETCH_AHEAD).cast::<u8>().cast_const();
+            crate::mapping::prefetch_ptr(ahead);
+            crate::mapping::prefetch_ptr(ahead.wrapping_add(64));
+        }
+        // SAFETY: a valid, non-null item of the list, alive as long as the
+        // list is (see above); borrowed for this iteration only.
+        let key = unsafe { pyo3::Borrowed::from_ptr(py, item(i)) };
+        out.push(with_index(i, key_fingerprint(&key))?);
+    }
+    Ok(out)
+}
+
 /// Fingerprints of a sequence of keys.
 fn key_fingerprints(keys: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     if keys.is_instance_of::<PyString>() || keys.is_instance_of::<PyBytes>() {
@@ -260,11 +292,7 @@ fn key_fingerprints(keys: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     let with_index =
         |i: usize, r: PyResult<u64>| r.map_err(|e| PyTypeError::new_err(format!("keys[{i}]: {e}")));
     if let Ok(list) = keys.cast::<PyList>() {
-        return list
-            .iter()
-            .enumerate()
-            .map(|(i, k)| with_index(i, key_fingerprint(&k)))
-            .collect();
+        return list_fingerprints(list, &with_index);
     }
     if let Ok(tuple) = keys.cast::<PyTuple>() {
         return tuple

@@ -46,8 +46,6 @@ struct Inner {
     used_slots: u32,
     max_timestamp: u64,
     sealed: bool,
-    /// Entries below this index are known to be on stable storage.
-    synced_count: u32,
 }
 
 pub struct IndexFile {
@@ -263,12 +261,10 @@ impl Inner {
         self.write_dynamic_header(state);
         let end = self.entry_range(self.count).start;
         let map = self.map(path)?;
-        // Header and slot table are small next to the entries; the kernel
-        // writes back only their dirty pages.
-        let entries_from = self.entry_range(self.synced_count).start;
-        map.sync_range(0, self.entries_offset)?;
-        map.sync_range(entries_from, end - entries_from)?;
-        self.synced_count = self.count;
+        // One msync over header, slot table and entries: the kernel writes
+        // back only dirty pages (entries synced before are clean), and each
+        // msync call ends in its own device flush, so one range beats two.
+        map.sync_range(0, end)?;
         Ok(())
     }
 
@@ -377,7 +373,6 @@ impl IndexFile {
             used_slots: 0,
             max_timestamp: 0,
             sealed: false,
-            synced_count: 0,
         };
         inner.write_dynamic_header(STATE_OPEN);
         let synced = inner
@@ -437,7 +432,6 @@ impl IndexFile {
             used_slots: read_u32(&header, U_OFF_USED_SLOTS),
             max_timestamp: read_u64(&header, U_OFF_END),
             sealed: state == STATE_SEALED,
-            synced_count: 0,
         };
         let summary_trusted = dynamic_ok
             && matches!(state, STATE_CLOSED | STATE_SEALED)
@@ -468,7 +462,6 @@ impl IndexFile {
             inner.write_dynamic_header(STATE_OPEN);
             inner.map(path)?.sync_range(0, inner.entries_offset)?;
         }
-        inner.synced_count = if report.recovered { 0 } else { inner.count };
         Ok(Self {
             path: path.to_path_buf(),
             inner: RwLock::new(inner),

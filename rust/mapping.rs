@@ -286,12 +286,8 @@ pub fn kill_self() {
 /// (nothing if `offset` is out of range).
 #[inline]
 pub fn prefetch(bytes: &[u8], offset: usize) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(byte) = bytes.get(offset) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is a hint that never faults, and SSE (which
-        // provides it) is part of the x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>()) };
+        prefetch_ptr(std::ptr::from_ref(byte));
     }
 }
 

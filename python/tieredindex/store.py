@@ -343,7 +343,7 @@ class IndexStore:
                 if self._open_sealed_copy(rec) is None:
                     self._sealed_path(rec.file_id).unlink(missing_ok=True)
                 self._remote_files[rec.file_id] = RemoteIndexFile(
-                    self.remote, self._manifest_of(rec), self._read
+                    self.remote, self._manifest_of(rec), self._call
                 )
         return RecoveryReport(
             files=len(journal.files()),
@@ -647,7 +647,7 @@ class IndexStore:
                 _LOG.error("%s", exc)
                 continue
             with self._state_lock:
-                self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._read)
+                self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._call)
         self._catalog_loaded_at = time.monotonic()
 
     def _manifest_of(self, rec: FileRecord) -> ManifestRecord:
@@ -678,9 +678,6 @@ class IndexStore:
             describe=describe,
             log=self._retry_log,
         )
-
-    def _read(self, op: Callable[[], bytes], describe: str) -> bytes:
-        return self._call(op, describe)
 
     def _record_error(self, exc: BaseException) -> None:
         if self._stop.is_set() and isinstance(exc, RemoteError):
@@ -882,10 +879,9 @@ class IndexStore:
             self._reseal_or_quarantine(rec, f"sealed copy changed before upload: {exc}")
             return
         if not result.identical:
-            why = f"{key} already holds a different object ({result.existing}); not overwritten"
-            self.journal.transition(file_id, FileState.CONFLICT, error=why)
-            self._last_error = why
-            _LOG.error("file %s: %s", file_id, why)
+            self._conflict(
+                file_id, f"{key} already holds a different object ({result.existing}); not overwritten"
+            )
             return
         fault_point("upload.after_put")
         info = self._call(lambda: self.remote.head(key), f"verify {key}")
@@ -901,19 +897,24 @@ class IndexStore:
             f"write {mkey}",
         )
         if not made.identical:
-            why = f"{mkey} already holds a different record; not overwritten"
-            self.journal.transition(file_id, FileState.CONFLICT, error=why)
-            self._last_error = why
+            self._conflict(file_id, f"{mkey} already holds a different record; not overwritten")
             return
         fault_point("manifest.after_write")
         rec = self.journal.transition(file_id, FileState.UPLOADED, error=None)
         fault_point("upload.after_journal")
         with self._state_lock:
-            self._remote_files[file_id] = RemoteIndexFile(self.remote, self._manifest_of(rec), self._read)
+            self._remote_files[file_id] = RemoteIndexFile(self.remote, self._manifest_of(rec), self._call)
             self._access[file_id] = time.monotonic()
         fault_point("local.before_delete")
         self._active_path(file_id).unlink(missing_ok=True)
         _LOG.info("file %s uploaded and verified: %s (%d bytes)", file_id, key, size)
+
+    def _conflict(self, file_id: str, why: str) -> None:
+        """A different object holds one of this file's keys: reported, kept
+        local, never overwritten."""
+        self.journal.transition(file_id, FileState.CONFLICT, error=why)
+        self._last_error = why
+        _LOG.error("file %s: %s", file_id, why)
 
     def _maintain(self) -> None:
         """Cache eviction and retention, at most every reconcile interval."""

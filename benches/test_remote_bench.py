@@ -17,7 +17,9 @@ Figures:
   boto3's ``upload_file`` (s3transfer, default ``TransferConfig``) of the
   same file on the same link. Target: ours >= boto3.
 - ``sigterm``: SIGTERM to a child broker (``benches/sigterm_child.py``)
-  whose last file seals to ~64 MiB, until it exits 0; then the remote copy is
+  whose last file seals to ~64 MiB, until its ``shutdown()`` returns with the
+  copy uploaded, verified and recorded (the child's exit, after that, is
+  reported beside it); the child must exit 0, and the remote copy is then
   checked (manifest record, size, CRC-32C, ``SealedIndex.verify``). Floor:
   the seal of the same file measured here (``seal 64MiB``) + size/bandwidth
   + 2 RTT (the seal as the store does it: ``durable=False``). Target:
@@ -74,6 +76,11 @@ SIGTERM_SLOTS = 1 << 19
 SIGTERM_ENTRIES = 1_965_500  # ~32 B per entry + 8 B per used slot: seals to just under 64 MiB
 
 pytestmark = pytest.mark.timeout(900)
+
+# moto spools every object and part above 5 MiB to a temporary file on the
+# local disk, a cost no real object store puts in the client's path; held in
+# memory instead (for boto3's uploads exactly as for ours).
+MOTO_ENV = {"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 30)}
 
 
 def _env_list(name: str, default: str) -> list[str]:
@@ -182,6 +189,7 @@ def moto(tmp: Path) -> Iterator[Moto]:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **MOTO_ENV},
     )
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.session.Session().client(
@@ -522,7 +530,12 @@ def test_sigterm_to_verified_remote(
         breakdowns.append(_breakdown(log, info["killed_at"], info["exited_at"]))
         check_remote_copy(moto, info["prefix"])
         clean_prefix(moto, info["prefix"])
-    secs = benchmark.stats.stats.median
+    # The figure ends when the verified copy is recorded (shutdown() has
+    # returned: uploaded, HEAD-verified, manifest written, journal updated);
+    # the interpreter's own exit after that is shown beside it.
+    verified = sorted(b["shut down"] for b in breakdowns)[len(breakdowns) // 2]
+    exited = sorted(b["exited"] for b in breakdowns)[len(breakdowns) // 2]
+    secs = verified
     record_size = RESULTS.get(("seal", str(spec), ""), {}).get("bytes")
     if record_size:
         sealed = tmp / "seal" / "a.sealed"
@@ -531,14 +544,21 @@ def test_sigterm_to_verified_remote(
         )
     else:
         complete_s = float("nan")
-    mid = sorted(breakdowns, key=lambda b: b["exited"])[len(breakdowns) // 2]  # the median round
+    mid = sorted(breakdowns, key=lambda b: b["shut down"])[len(breakdowns) // 2]  # the median round
     benchmark.extra_info.update(
-        {"breakdown_s": mid, "server_complete_s": complete_s, "sealed_bytes": record_size},
+        {
+            "breakdown_s": mid,
+            "server_complete_s": complete_s,
+            "sealed_bytes": record_size,
+            "verified_s": verified,
+            "exited_s": exited,
+        },
         **_link_info(spec),
         **_upload_info("ours", upload),
     )
     RESULTS[("sigterm", str(spec), str(upload))] = {
         "seconds": secs,
+        "exited_s": exited,
         "breakdown": mid,
         "server_complete_s": complete_s,
     }
@@ -681,6 +701,16 @@ def _table() -> list[str]:
                         "",
                         f"{floor + server:.3f} (complete {server:.3f}, direct to moto)",
                         f"{ours['seconds'] / (floor + server):.2f}",
+                        "",
+                        "",
+                    )
+                )
+                rows.append(
+                    (
+                        "  the child's exit (after the verified copy)",
+                        f"{ours['exited_s']:.3f}",
+                        "",
+                        "",
                         "",
                         "",
                     )

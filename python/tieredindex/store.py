@@ -901,6 +901,9 @@ class IndexStore:
             return
         fault_point("manifest.after_write")
         rec = self.journal.transition(file_id, FileState.UPLOADED, error=None)
+        # A waiting shutdown may go on now; the local delete below is cleanup
+        # (recovery redoes it), not part of the verified copy.
+        self._notify()
         fault_point("upload.after_journal")
         with self._state_lock:
             self._remote_files[file_id] = RemoteIndexFile(self.remote, self._manifest_of(rec), self._call)

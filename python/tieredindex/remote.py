@@ -228,6 +228,15 @@ def _parse_crc(value: str | None) -> int | None:
     return crc if 0 <= crc <= 0xFFFFFFFF else None
 
 
+def crc32c_of_file(path: str | os.PathLike[str]) -> int:
+    """CRC32C of a whole file, read in chunks (memory stays bounded)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            crc = crc32c(chunk, crc)
+    return crc
+
+
 def crc32c_b64(crc: int) -> str:
     """The ``x-amz-checksum-crc32c`` form of a CRC: base64 of big-endian u32."""
     return base64.b64encode(struct.pack(">I", crc)).decode("ascii")
@@ -656,11 +665,7 @@ class LocalRemote(Remote):
             return None
 
     def _crc_of(self, path: str) -> int:
-        crc = 0
-        with open(path, "rb") as f:
-            while chunk := f.read(_READ_CHUNK):
-                crc = crc32c(chunk, crc)
-        return crc
+        return crc32c_of_file(path)
 
     def head(self, key: str) -> ObjectInfo | None:
         self._check_open()

@@ -69,7 +69,7 @@ from tieredindex.layout import (
 )
 from tieredindex.metrics import MetricsSnapshot, RetryCountingLogger, StoreMetrics
 from tieredindex.observe import ObservedJournal
-from tieredindex.remote import Remote, open_remote
+from tieredindex.remote import Remote, crc32c_of_file, open_remote
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
 from tieredindex.retry import RetryBudget, run_with_retry
 from tieredindex.states import PENDING_STATES, FileState
@@ -1004,7 +1004,7 @@ class IndexStore:
             path = self._sealed_path(file_id)
             if rec is None or rec.crc32c is None or not path.exists():
                 return None
-            return path if crc32c(path.read_bytes()) == rec.crc32c else None
+            return path if crc32c_of_file(path) == rec.crc32c else None
 
         with self._state_lock:
             in_flight = {data_key(fid) for fid in self._in_flight}

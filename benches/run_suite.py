@@ -995,11 +995,14 @@ class Report:
     def remote_links(self, b: Bench) -> list[dict[str, Any]]:
         """Per (link, upload config): ours and boto3 MB/s, SIGTERM and its floor."""
         seals = {x["extra_info"]["link"]: x for x in b.where("test_seal_anchor[")}
-        boto = {
-            (x["extra_info"]["link"], x["extra_info"]["bytes"]): x
-            for x in b.where("test_upload[")
-            if x["extra_info"]["impl"] == "boto3"
-        }
+        boto, boto_full = (
+            {
+                (x["extra_info"]["link"], x["extra_info"]["bytes"]): x
+                for x in b.where("test_upload[")
+                if x["extra_info"]["impl"] == impl
+            }
+            for impl in ("boto3", "boto3-full")
+        )
         sig = {
             (x["extra_info"]["link"], x["extra_info"]["part_size"], x["extra_info"]["concurrency"]): x
             for x in b.where("test_sigterm_to_verified_remote[")
@@ -1010,6 +1013,7 @@ class Report:
             if i["impl"] != "ours":
                 continue
             a = boto.get((i["link"], i["bytes"]))
+            af = boto_full.get((i["link"], i["bytes"]))
             r: dict[str, Any] = {
                 "link": i["link"],
                 "rtt_ms": i["rtt_ms"],
@@ -1019,6 +1023,7 @@ class Report:
                 "conc": i["concurrency"],
                 "ours_mbps": i["bytes"] / x["stats"]["median"] / MB,
                 "boto_mbps": a["extra_info"]["bytes"] / a["stats"]["median"] / MB if a else None,
+                "boto_full_mbps": af["extra_info"]["bytes"] / af["stats"]["median"] / MB if af else None,
             }
             s, seal = sig.get((i["link"], i["part_size"], i["concurrency"])), seals.get(i["link"])
             if s and seal:
@@ -1075,6 +1080,8 @@ class Report:
                         f"{r['ours_mbps']:.0f}",
                         f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
                         fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
+                        f"{r['boto_full_mbps']:.0f}" if r["boto_full_mbps"] else "n/a",
+                        fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
                         f"{r['ours_mbps'] / r['mbps']:.0%}" if r["mbps"] else "-",
                         fmt_s(r.get("sigterm_s")),
                         (
@@ -1100,6 +1107,8 @@ class Report:
                         "ours MB/s",
                         "boto3 MB/s",
                         "ours / boto3",
+                        "boto3 full-object CRC MB/s",
+                        "ours / it",
                         "of link",
                         "SIGTERM → verified",
                         "floor",
@@ -1119,7 +1128,11 @@ class Report:
                 "replaces size / bandwidth with the time boto3's `upload_file` needed for as many bytes on "
                 "the same link in the same run (its round trips and the server's work included): seal + "
                 'sealed size / boto3 MB/s. "moto\'s own complete time" is CompleteMultipartUpload of the same '
-                "object sent straight to moto (no link): server work that the floor does not count. moto runs with "
+                "object sent straight to moto (no link): server work that the floor does not count. *boto3 "
+                "full-object CRC* is `upload_file` with `ExtraArgs={'ChecksumCRC32': ...}` (the file's CRC-32, "
+                "computed before the clock starts, as ours comes from the seal): a FULL_OBJECT checksum like ours, "
+                "so the server does the same whole-object work on complete (CRC-32, since botocore computes "
+                "CRC-32C only with awscrt). moto runs with "
                 "`MOTO_S3_DEFAULT_KEY_BUFFER_SIZE` = 1 GiB, so parts and objects stay in its memory instead of "
                 "being spooled to a temporary file on this disk (for boto3's uploads as for ours).",
                 "",
@@ -1154,6 +1167,15 @@ class Report:
                         fmt_x(ratio(example["ours_mbps"], example["boto_mbps"])),
                     )
                 )
+            if example and example["boto_full_mbps"]:
+                self.headlines.append(
+                    (
+                        f"upload {size:.0f} MiB, 50 ms / 100 MB/s link",
+                        f"{example['ours_mbps']:.0f} MB/s",
+                        f"boto3 upload_file with a full-object checksum {example['boto_full_mbps']:.0f} MB/s",
+                        fmt_x(ratio(example["ours_mbps"], example["boto_full_mbps"])),
+                    )
+                )
             if example and example.get("floor_s"):
                 self.headlines.append(
                     (
@@ -1172,6 +1194,16 @@ class Report:
                         f"median ours/boto3 {sorted(ups_v)[len(ups_v) // 2]:.2f}x",
                         "boto3 upload_file, same link",
                         f"{min(ups_v):.2f}x - {max(ups_v):.2f}x",
+                    )
+                )
+            fulls_v = [u for u in (ratio(r["ours_mbps"], r["boto_full_mbps"]) for r in grid) if u]
+            if fulls_v:
+                self.headlines.append(
+                    (
+                        f"upload {size:.0f} MiB, {len(fulls_v)} link(s)",
+                        f"median ours/boto3 full-object {sorted(fulls_v)[len(fulls_v) // 2]:.2f}x",
+                        "boto3 upload_file with a FULL_OBJECT checksum, same link",
+                        f"{min(fulls_v):.2f}x - {max(fulls_v):.2f}x",
                     )
                 )
             if sigs_v:
@@ -1203,8 +1235,14 @@ class Report:
                 ]
                 x = np.arange(len(rs))
                 ax = fig.add_subplot(1, 2, 1)
-                ax.bar(x - 0.2, [r["ours_mbps"] for r in rs], 0.4, label="ours (put_if_absent + HEAD)")
-                ax.bar(x + 0.2, [r["boto_mbps"] or 0 for r in rs], 0.4, label="boto3 upload_file")
+                ax.bar(x - 0.27, [r["ours_mbps"] for r in rs], 0.27, label="ours (put_if_absent + HEAD)")
+                ax.bar(x, [r["boto_mbps"] or 0 for r in rs], 0.27, label="boto3 upload_file")
+                ax.bar(
+                    x + 0.27,
+                    [r["boto_full_mbps"] or 0 for r in rs],
+                    0.27,
+                    label="boto3 upload_file, full-object CRC",
+                )
                 ax.scatter(
                     x, [r["mbps"] or np.nan for r in rs], marker="_", s=300, color="k", label="link bandwidth"
                 )

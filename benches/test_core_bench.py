@@ -26,8 +26,10 @@ Figures and anchors (group names in the JSON):
 - ``put_batch``: filling a whole file from numpy columns in batches of up to
   1,000,000 (keys: capacity/10 random ``key-<16 hex>`` str, each put 10
   times, shuffled; one str object per put). One round = one fresh file;
-  create and close are not timed; one warm-up round, then 10. Compared by the report with the criterion
-  bench ``put_batch/fill_*`` (same fill, bare Rust) and with
+  create and close are not timed; one warm-up round, then 10. Compared by
+  the report with the criterion benches ``put_batch/fill_*_keys`` (the same
+  job in bare Rust, keys hashed in the loop) and ``put_batch/fill_*`` (the
+  kernel alone, fingerprints given), and with
   ``put_batch numpy``: the same hash-slot insert written in plain numpy
   (``slot = hash % slots; item.next = head[slot]; head[slot] = item`` on
   preallocated arrays, keys hashed with Python's ``hash`` of their UTF-8

@@ -664,9 +664,6 @@ class LocalRemote(Remote):
         except (OSError, ValueError, AttributeError):
             return None
 
-    def _crc_of(self, path: str) -> int:
-        return crc32c_of_file(path)
-
     def head(self, key: str) -> ObjectInfo | None:
         self._check_open()
         path = self._path(key)
@@ -681,7 +678,7 @@ class LocalRemote(Remote):
             crc, metadata = side
         else:
             try:
-                crc, metadata = self._crc_of(path), {}
+                crc, metadata = crc32c_of_file(path), {}
             except FileNotFoundError:
                 return None
         return ObjectInfo(key, st.st_size, crc, _mtime(st), metadata)

@@ -289,6 +289,61 @@ def test_cancel_event_abandons_upload(big_remote: Remote) -> None:
     assert big_remote.list_multipart_uploads() == []
 
 
+@pytest.fixture
+def streaming_remote(remote_url: str) -> Iterator[Remote]:
+    """A remote that sends anything below 64 MiB as one streamed PutObject."""
+    r = open_remote(remote_url, multipart_threshold=64 * MiB)
+    yield r
+    r.close()
+
+
+@pytest.mark.parametrize("flipped", ["first byte", "last byte"])
+def test_single_put_of_a_changed_file_stores_nothing(
+    streaming_remote: Remote, tmp_path: Path, flipped: str
+) -> None:
+    # Several stream chunks: the first ones are on their way before the
+    # change can be seen, and the request must still die unfinished.
+    data = blob(3 * MiB + 5, seed=7)
+    changed = bytearray(data)
+    changed[0 if flipped == "first byte" else -1] ^= 0x40
+    src = tmp_path / "s.tix"
+    src.write_bytes(changed)
+    with pytest.raises(CorruptFileError, match=r"s\.tix.*expected crc32c"):
+        streaming_remote.put_if_absent("files/s.tix", src, size=len(data), crc32c=crc32c(data))
+    assert streaming_remote.head("files/s.tix") is None
+    assert streaming_remote.list() == []
+    assert streaming_remote.list_multipart_uploads() == []
+    src.write_bytes(data)  # the intact file then goes up, whole
+    assert streaming_remote.put_if_absent("files/s.tix", src, size=len(data), crc32c=crc32c(data)).created
+    assert streaming_remote.get("files/s.tix") == data
+
+
+def test_single_put_cancelled_mid_body_stores_nothing(streaming_remote: Remote, tmp_path: Path) -> None:
+    data = blob(12 * MiB, seed=8)  # more than one read on either back end
+    src = tmp_path / "c.tix"
+    src.write_bytes(data)
+    cancel = threading.Event()
+    real_pread = os.pread
+    reads = 0
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        nonlocal reads
+        reads += 1
+        if offset >= 2 * MiB:  # a shutdown's deadline passes mid-upload
+            cancel.set()
+        return real_pread(fd, n, offset)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "pread", pread)
+        with pytest.raises(UploadCancelledError):
+            streaming_remote.put_if_absent(
+                "files/c.tix", src, size=len(data), crc32c=crc32c(data), cancel=cancel
+            )
+    assert reads >= 2  # it was under way
+    assert streaming_remote.head("files/c.tix") is None
+    assert streaming_remote.list() == []
+
+
 # --------------------------------------------------------------------------
 # S3 specifics
 
@@ -328,6 +383,39 @@ def test_s3_client_settings(s3_remote: S3Remote, moto_server: Any) -> None:
     assert s3_remote.prefix.endswith("/")
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "signed"), [("https://s3.example.test", False), ("http://127.0.0.1:9", True)]
+)
+def test_s3_body_is_hashed_for_signing_only_without_tls(
+    _fake_aws_env: None, endpoint: str, signed: bool
+) -> None:
+    """Over https the precomputed CRC-32C in a signed header covers the body,
+    so SigV4 does not read and SHA-256 it before sending (plain http does)."""
+    import hashlib
+
+    from botocore.awsrequest import AWSResponse
+
+    sent: list[tuple[str, Any]] = []
+
+    class Empty:
+        def stream(self, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+            yield b""
+
+    def answer(request: Any, **_: Any) -> AWSResponse:  # nothing leaves the process
+        sent.append((request.method, request.headers.get("X-Amz-Content-SHA256")))
+        return AWSResponse(request.url, 200, {"ETag": '"e"'}, Empty())  # type: ignore[arg-type]
+
+    r = S3Remote("bucket", "p", endpoint_url=endpoint, region="us-east-1")
+    r.client.meta.events.register("before-send.s3", answer)
+    data = b"index bytes"
+    try:
+        assert r.put_if_absent("k", data, size=len(data), crc32c=crc32c(data)).created
+    finally:
+        r.close()
+    expected = hashlib.sha256(data).hexdigest().encode() if signed else b"UNSIGNED-PAYLOAD"
+    assert sent == [("PUT", expected)]
+
+
 def test_s3_objects_live_under_the_prefix(s3_remote: S3Remote, moto_server: Any) -> None:
     put(s3_remote, "files/a.tix", b"hello")
     resp = moto_server.client.head_object(Bucket=moto_server.bucket, Key=s3_remote.prefix + "files/a.tix")
@@ -350,6 +438,33 @@ def test_s3_single_put_sends_checksum_and_if_none_match(
     assert kw["IfNoneMatch"] == "*"
     assert kw["ChecksumCRC32C"] == "4waSgw=="  # base64(be32(0xE3069283))
     assert kw["Metadata"]["tix-size"] == "9"
+
+
+def test_s3_single_put_streams_the_file_in_bounded_memory(moto_server: Any, tmp_path: Path) -> None:
+    import tracemalloc
+    import uuid
+
+    data = blob(24 * MiB, seed=9)
+    src = tmp_path / "s.tix"
+    src.write_bytes(data)
+    with S3Remote(
+        moto_server.bucket,
+        f"st-{uuid.uuid4().hex[:12]}",
+        endpoint_url=moto_server.endpoint_url,
+        multipart_threshold=64 * MiB,
+    ) as r:
+        r.head("warm-up")  # the client's own first-call allocations
+        tracemalloc.start()
+        try:
+            assert r.put_if_absent("s.tix", src, size=len(data), crc32c=crc32c(data)).created
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert r.list_multipart_uploads() == []
+        info = r.head("s.tix")
+        assert info is not None and info.size == len(data) and info.crc32c == crc32c(data)
+        assert r.get("s.tix") == data
+    assert peak < 4 * MiB, f"a 24 MiB PutObject held {peak / MiB:.1f} MiB"
 
 
 def test_s3_multipart_bounded_concurrency_and_checksums(

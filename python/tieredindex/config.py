@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from tieredindex.remote import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE
 from tieredindex.retry import RetryPolicy
 
 MiB = 1024 * 1024
@@ -39,8 +40,11 @@ class StoreConfig:
     region: str | None = None
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
-    part_size: int = 8 * MiB
-    multipart_threshold: int = 8 * MiB
+    part_size: int = DEFAULT_PART_SIZE
+    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    """S3 objects of at least this many bytes go up as multipart uploads of
+    ``part_size`` parts, ``upload_concurrency`` at a time; smaller ones as one
+    streamed PutObject."""
     orphan_grace_s: float = 3600.0
     """verify() calls an unlisted object an orphan only once it is older."""
     reconcile_interval_s: float = 2.0

@@ -65,11 +65,16 @@ __all__ = [
 _LOG = logging.getLogger("tieredindex")
 
 MiB = 1024 * 1024
-DEFAULT_MULTIPART_THRESHOLD = 8 * MiB
+# AWS's guidance: "when your object size reaches 100 MB, you should consider
+# using multipart uploads". Below it one PutObject is two round trips and one
+# request fewer to fail than create + parts + complete, which shortens the
+# shutdown that uploads the last file.
+DEFAULT_MULTIPART_THRESHOLD = 100 * 1000 * 1000
 DEFAULT_PART_SIZE = 8 * MiB
 S3_MIN_PART_SIZE = 5 * MiB
 S3_MAX_PARTS = 10_000
 _READ_CHUNK = 8 * MiB
+_STREAM_CHUNK = 1 * MiB  # a single PutObject's body is read from the file this much at a time
 
 META_SIZE = "tix-size"
 META_CRC32C = "tix-crc32c"
@@ -299,6 +304,10 @@ class _Payload:
         for offset in range(0, self.size, chunk_size):
             yield self.read(offset, min(chunk_size, self.size - offset))
 
+    def stream(self, cancel: threading.Event | None = None) -> _CheckedStream:
+        """The whole payload as a file-like request body (see :class:`_CheckedStream`)."""
+        return _CheckedStream(self, cancel)
+
     def check_crc(self, actual: int) -> None:
         if actual != self.crc:
             raise (CorruptFileError if self.path is not None else ValueError)(
@@ -315,6 +324,64 @@ class _Payload:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _CheckedStream:
+    """A single PutObject's body, read from the payload as the request is sent.
+
+    Memory stays at one chunk whatever the object's size. The CRC-32C runs
+    over what was read, and the read that reaches the end checks it *before*
+    returning the last chunk: a file that changed since its CRC was taken
+    raises there, the request dies short of its Content-Length, and the server
+    stores nothing (moto, unlike S3, does not check the checksum header).
+    ``cancel`` is looked at before every chunk, so a shutdown can stop the
+    upload mid-body the same way. ``failure`` keeps the error, because the
+    HTTP stack wraps what a body raises in its own connection error.
+    """
+
+    def __init__(self, payload: _Payload, cancel: threading.Event | None) -> None:
+        self._payload = payload
+        self._cancel = cancel
+        self._offset = 0  # payload bytes read into the buffer so far
+        self._crc = 0
+        self._buffer = memoryview(b"")
+        self.failure: Exception | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._buffer:
+            self._fill()
+        if size is None or size < 0:
+            size = len(self._buffer)
+        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
+        return bytes(chunk)
+
+    def _fill(self) -> None:
+        payload = self._payload
+        if self._offset >= payload.size:
+            return
+        try:
+            if self._cancel is not None and self._cancel.is_set():
+                raise UploadCancelledError(f"upload of {payload.name} cancelled")
+            data = payload.read(self._offset, min(_STREAM_CHUNK, payload.size - self._offset))
+            self._offset += len(data)
+            self._crc = crc32c(data, self._crc)
+            if self._offset == payload.size:
+                payload.check_crc(self._crc)
+        except Exception as exc:
+            self.failure = exc
+            raise
+        self._buffer = memoryview(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        # botocore rewinds a body before it sends it (and would before a
+        # retry, which our client does not make): only the start is allowed.
+        if (offset, whence) != (0, os.SEEK_SET):
+            raise OSError(errno.ESPIPE, "a checked upload stream can only rewind to its start")
+        self._offset, self._crc, self._buffer = 0, 0, memoryview(b"")
+        return 0
+
+    def tell(self) -> int:
+        return self._offset - len(self._buffer)
 
 
 def _compare(existing: ObjectInfo | None, size: int, crc: int) -> PutResult:
@@ -798,7 +865,8 @@ class S3Remote(Remote):
     ...), as do the credentials.
 
     Objects below ``multipart_threshold`` go up in one ``PutObject``
-    (``If-None-Match: *``, ``x-amz-checksum-crc32c``); larger ones in a
+    (``If-None-Match: *``, ``x-amz-checksum-crc32c``), its body streamed from
+    the file and checked as it goes (:class:`_CheckedStream`); larger ones in a
     multipart upload with a FULL_OBJECT CRC-32C, parts of ``part_size`` read
     from the file in slices, ``upload_concurrency`` at a time (so at most
     ``part_size * upload_concurrency`` bytes in memory), completed with
@@ -837,6 +905,7 @@ class S3Remote(Remote):
             import boto3
             from botocore.config import Config
 
+            s3_settings: Any = {"addressing_style": "path"}
             config = Config(
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
@@ -845,7 +914,7 @@ class S3Remote(Remote):
                 retries={"total_max_attempts": 1, "mode": "standard"},
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
-                s3={"addressing_style": "path"},
+                s3=s3_settings,
                 max_pool_connections=max(10, self._concurrency + 2),
             )
             client = boto3.session.Session().client(
@@ -857,6 +926,13 @@ class S3Remote(Remote):
             from botocore.handlers import add_expect_header
 
             client.meta.events.unregister("before-call.s3", add_expect_header)
+            # SigV4 hashes every body byte (SHA-256) before the first is sent,
+            # unless botocore computed the checksum itself. Ours is precomputed
+            # and sent in a signed header, so over TLS the body is covered
+            # without it (AWS's own rule: TLS + checksum). Plain http keeps
+            # the signed payload.
+            if client.meta.endpoint_url.startswith("https:"):
+                s3_settings["payload_signing_enabled"] = False  # botocore reads it per request
         self._client: S3Client = client
 
     @property
@@ -900,20 +976,26 @@ class S3Remote(Remote):
         with _Payload(source, size, crc32c) as payload:
             meta = _user_metadata(metadata, payload.size, payload.crc)
             if payload.size < self._threshold:
-                return self._put_single(key, full, payload, meta)
+                return self._put_single(key, full, payload, meta, cancel)
             return self._put_multipart(key, full, payload, meta, cancel)
 
-    def _put_single(self, key: str, full: str, payload: _Payload, meta: dict[str, str]) -> PutResult:
+    def _put_single(
+        self,
+        key: str,
+        full: str,
+        payload: _Payload,
+        meta: dict[str, str],
+        cancel: threading.Event | None,
+    ) -> PutResult:
         from botocore.exceptions import ClientError
 
-        body = payload.read(0, payload.size)
-        payload.check_crc(crc32c(body))
+        body = payload.stream(cancel)
         fault_point("upload.part")
         try:
             self._client.put_object(
                 Bucket=self._bucket,
                 Key=full,
-                Body=body,
+                Body=body,  # type: ignore[arg-type]  # file-like: read, seek, tell
                 ContentLength=payload.size,
                 IfNoneMatch="*",
                 ChecksumCRC32C=crc32c_b64(payload.crc),
@@ -923,6 +1005,10 @@ class S3Remote(Remote):
             code, status = _error_code(exc)
             if status == 412 or code == "PreconditionFailed":
                 return _compare(self.head(key), payload.size, payload.crc)
+            raise
+        except Exception:
+            if body.failure is not None:  # the local file, not the remote
+                raise body.failure from None
             raise
         return PutResult(created=True, identical=True)
 

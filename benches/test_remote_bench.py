@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tieredindex import IndexFile, SealedIndex, StoreConfig, crc32c
+from tieredindex import IndexFile, IndexStore, SealedIndex, StoreConfig, crc32c
 from tieredindex.layout import MANIFEST_PREFIX, ManifestRecord, index_key
 from tieredindex.remote import S3Remote
 
@@ -621,6 +621,74 @@ def check_remote_copy(moto: Moto, prefix: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# A query whose key is in many remote files
+
+QUERY_FILES = 8
+
+
+def ranged_get_seconds(endpoint: str, key: str, rounds: int) -> float:
+    """The median time of one 16 KiB ranged GET through the same link: the
+    unit a remote query's reads are made of."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", config=Config(s3={"addressing_style": "path"})
+    )
+    client.get_object(Bucket=BUCKET, Key=key, Range="bytes=0-16383")["Body"].read()  # connection
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        client.get_object(Bucket=BUCKET, Key=key, Range="bytes=0-16383")["Body"].read()
+        times.append(time.perf_counter() - started)
+    client.close()
+    return median(times)
+
+
+def test_remote_query(benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path) -> None:
+    """``IndexStore.query`` of a key that is in QUERY_FILES uploaded files,
+    from a fresh store on an empty directory (every file remote; the catalog
+    and footers loaded by a first query). Each file costs two verified
+    ranged GETs; the store reads the files at once, so the floor is two
+    GETs, where file by file it would be two per file."""
+    spec, proxy = link
+    prefix = f"query-{uuid.uuid4().hex[:8]}"
+    url = f"s3://{BUCKET}/{prefix}/"
+    config = StoreConfig(
+        slots=4096,
+        capacity=2000,
+        endpoint_url=proxy.endpoint_url,
+        region="us-east-1",
+        shutdown_timeout_s=120.0,
+    )
+    writer = IndexStore(tmp / f"{prefix}-writer", url, config)
+    writer.start()
+    n = QUERY_FILES * config.capacity
+    for i in range(n):
+        key = "hot" if i % 100 == 0 else f"k{i}"
+        writer.put("orders", key, queue_id=i % 8, offset=i, size=100, timestamp_ms=1_000_000 + i)
+    assert writer.shutdown().clean
+    reader = IndexStore(tmp / f"{prefix}-reader", url, config)
+    reader.start()
+
+    def query() -> None:
+        got = reader.query("orders", "hot", 0, 10**15, 10_000)
+        assert [e.offset for e in got] == list(range(n - 100, -1, -100))
+
+    query()  # the catalog and every file's footer
+    assert reader.status().remote_files == QUERY_FILES
+    benchmark.group = f"query {spec}"
+    benchmark.pedantic(query, rounds=ROUNDS * 3, iterations=1)
+    reader.shutdown()
+    [first, *_] = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/index/")["Contents"]
+    get_s = ranged_get_seconds(proxy.endpoint_url, first["Key"], ROUNDS * 3)
+    clean_prefix(moto, prefix)
+    secs = benchmark.stats.stats.median
+    benchmark.extra_info.update({"files": QUERY_FILES, "ranged_get_s": get_s}, **_link_info(spec))
+    RESULTS[("query", str(spec), "")] = {"seconds": secs, "files": QUERY_FILES, "ranged_get_s": get_s}
+
+
+# --------------------------------------------------------------------------
 # Memory while uploading a 600 MB file
 
 
@@ -780,6 +848,20 @@ def _table() -> list[str]:
                         "",
                     )
                 )
+        query = RESULTS.get(("query", spec, ""))
+        if query:
+            floor = 2 * query["ranged_get_s"]
+            rows.append(
+                (
+                    f"query, key in {query['files']} remote files ms [{spec}]",
+                    f"{query['seconds'] * 1000:.1f}",
+                    f"{floor * 1000:.1f} = 2 ranged GETs of {query['ranged_get_s'] * 1000:.1f} "
+                    f"(file by file: {query['files'] * floor * 1000:.0f})",
+                    f"{query['seconds'] / floor:.2f}",
+                    "",
+                    "",
+                )
+            )
         anchor = RESULTS.get((f"rss {RSS_MB} MB", spec, "boto3"))
         for upload in map(str, UPLOADS):
             ours = RESULTS.get((f"rss {RSS_MB} MB", spec, upload))

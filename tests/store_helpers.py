@@ -106,8 +106,9 @@ def crash_in_process(store: Any) -> None:
     store._wake.set()
     for thread in store._threads:
         thread.join(10)
-    if store._uploads is not None:
-        store._uploads.shutdown(wait=True, cancel_futures=True)
+    for pool in (store._uploads, store._reads):
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     for f in list(store._unsealed.values()):
         f.close()
     store._unsealed.clear()

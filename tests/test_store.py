@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tieredindex import (
     open_remote,
 )
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
+from tieredindex.remote import Remote
 
 from store_helpers import FOREVER, SwitchableRemote, small_config
 
@@ -67,6 +69,42 @@ def test_put_query_across_rolled_files_and_reopen(tmp_path: Path, remote_url: st
     more = fill(again, 30, t0=5_000)
     assert [tuple(e) for e in again.query("orders", "k1", 5_000, FOREVER)] == expected(more, "k1")
     assert again.shutdown().clean
+
+
+class ReadsInFlight(SwitchableRemote):
+    """Counts ranged reads in flight at once; each is held a moment so that
+    reads started together overlap."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__(inner)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_at_once = 0
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        with self._lock:
+            self.in_flight += 1
+            self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            time.sleep(0.02)
+            return super().get_range(key, start, end)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_a_querys_remote_files_are_read_at_once(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "a", remote_url, small_config())
+    store.start()
+    model = fill(store, 480)  # ten files
+    assert store.shutdown().clean
+    remote = ReadsInFlight(open_remote(remote_url))
+    fresh = IndexStore(tmp_path / "b", remote, small_config())
+    fresh.start()
+    assert_answers(fresh, model)  # the same answers, order and de-duplication as a sequential read
+    assert fresh.status().remote_files == 10
+    assert remote.most_at_once > 1
+    fresh.shutdown()
 
 
 def test_shutdown_uploads_last_partial_file_and_new_store_answers(tmp_path: Path, remote_url: str) -> None:

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -162,6 +162,7 @@ class IndexStore:
         self._last_maintenance = 0.0
         self._threads: list[threading.Thread] = []
         self._uploads: ThreadPoolExecutor | None = None
+        self._reads: ThreadPoolExecutor | None = None  # a query's remote files, read at once
         self._shutdown_lock = threading.Lock()
         self._shutdown_report: ShutdownReport | None = None
 
@@ -217,6 +218,9 @@ class IndexStore:
         self._started = True
         self._uploads = ThreadPoolExecutor(
             self.config.upload_concurrency, thread_name_prefix="tieredindex-upload"
+        )
+        self._reads = ThreadPoolExecutor(
+            self.config.upload_concurrency, thread_name_prefix="tieredindex-read"
         )
         for name, target in (("flusher", self._flusher_loop), ("worker", self._worker_loop)):
             thread = threading.Thread(target=target, name=f"tieredindex-{name}", daemon=True)
@@ -517,10 +521,19 @@ class IndexStore:
         if max_count < 1:
             raise ValueError(f"max_count must be at least 1, got {max_count}")
         self._ensure_catalog(strict)
+        views = self._views(begin_ms, end_ms)
+        started = self._read_remote_views(views, raw, begin_ms, end_ms, max_count)
         batches: list[list[Entry]] = []
-        for file_id, view in self._views(begin_ms, end_ms):
+        for file_id, view in views:
             try:
-                batches.append(self._query_view(file_id, view, raw, begin_ms, end_ms, max_count))
+                batch: list[Entry] | None = None
+                reading = started.get(file_id)
+                if reading is not None:
+                    with contextlib.suppress(CancelledError):  # by shutdown, before it ran
+                        batch = reading.result()
+                if batch is None:
+                    batch = self._query_view(file_id, view, raw, begin_ms, end_ms, max_count)
+                batches.append(batch)
             except CorruptFileError as exc:
                 self._on_corrupt(file_id, view, exc)
                 if strict:
@@ -544,6 +557,27 @@ class IndexStore:
                 if len(out) == max_count:
                     break
         return out
+
+    def _read_remote_views(
+        self, views: list[tuple[str, _View]], key: bytes, begin_ms: int, end_ms: int, max_count: int
+    ) -> dict[str, Future[list[Entry]]]:
+        """Starts the queries of a query's remote files all at once (up to
+        ``upload_concurrency`` in flight): each costs two ranged GETs, which
+        would otherwise add up, round trip after round trip, file by file.
+        The caller takes the results in the views' order, so the answer and
+        its errors are those of a sequential read."""
+        remote = [(file_id, view) for file_id, view in views if isinstance(view, RemoteIndexFile)]
+        if len(remote) < 2 or self._reads is None:
+            return {}
+        started: dict[str, Future[list[Entry]]] = {}
+        for file_id, view in remote:
+            try:
+                started[file_id] = self._reads.submit(
+                    self._query_view, file_id, view, key, begin_ms, end_ms, max_count
+                )
+            except RuntimeError:  # shutdown closed the pool meanwhile: the rest are read in line
+                break
+        return started
 
     def _query_view(
         self, file_id: str, view: _View, key: bytes, begin_ms: int, end_ms: int, max_count: int
@@ -1062,8 +1096,9 @@ class IndexStore:
             self._wake.set()
             for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
-            if self._uploads is not None:
-                self._uploads.shutdown(wait=False, cancel_futures=True)
+            for pool in (self._uploads, self._reads):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
             with self._state_lock:
                 unsealed = list(self._unsealed.values())
             for f in unsealed:

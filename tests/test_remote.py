@@ -378,6 +378,9 @@ def test_s3_client_settings(s3_remote: S3Remote, moto_server: Any) -> None:
     assert cfg.request_checksum_calculation == "when_required"
     assert cfg.response_checksum_validation == "when_required"
     assert cfg.s3 == {"addressing_style": "path"}
+    # A store's uploads and a query's reads, each upload_concurrency at once, never wait for a connection.
+    with S3Remote(moto_server.bucket, endpoint_url=moto_server.endpoint_url, upload_concurrency=8) as wide:
+        assert wide.client.meta.config.max_pool_connections == 18  # type: ignore[attr-defined]
     assert s3_remote.client.meta.endpoint_url == moto_server.endpoint_url
     assert s3_remote.url == f"s3://{moto_server.bucket}/{s3_remote.prefix}"
     assert s3_remote.prefix.endswith("/")

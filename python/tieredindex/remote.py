@@ -915,7 +915,8 @@ class S3Remote(Remote):
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
                 s3=s3_settings,
-                max_pool_connections=max(10, self._concurrency + 2),
+                # A store's uploads and a query's reads each run `upload_concurrency` at once.
+                max_pool_connections=max(10, 2 * self._concurrency + 2),
             )
             client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config

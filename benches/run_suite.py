@@ -1054,6 +1054,23 @@ class Report:
             out.append(r)
         return out
 
+    def upload_headlines(self, figure: str, r: dict[str, Any]) -> None:
+        """Headline rows for one upload: ours beside boto3 at its defaults and
+        beside boto3 asked for a full-object checksum."""
+        for key, anchor in (
+            ("boto_mbps", "boto3 upload_file"),
+            ("boto_full_mbps", "boto3 upload_file with a full-object checksum"),
+        ):
+            if r[key]:
+                self.headlines.append(
+                    (
+                        figure,
+                        f"{r['ours_mbps']:.0f} MB/s",
+                        f"{anchor} {r[key]:.0f} MB/s",
+                        fmt_x(ratio(r["ours_mbps"], r[key])),
+                    )
+                )
+
     def section_remote(self) -> None:
         self.w("## 4. Remote profile: upload and shutdown through a shaped link", "")
         self.w(
@@ -1164,19 +1181,7 @@ class Report:
             self.w(self.how("remote-grid"), "")
             if example:
                 # The link issue 3 names as its example: 50 ms round trip, 100 MB/s.
-                for key, anchor in (
-                    ("boto_mbps", "boto3 upload_file"),
-                    ("boto_full_mbps", "boto3 upload_file with a full-object checksum"),
-                ):
-                    if example[key]:
-                        self.headlines.append(
-                            (
-                                f"upload {size:.0f} MiB, 50 ms / 100 MB/s link",
-                                f"{example['ours_mbps']:.0f} MB/s",
-                                f"{anchor} {example[key]:.0f} MB/s",
-                                fmt_x(ratio(example["ours_mbps"], example[key])),
-                            )
-                        )
+                self.upload_headlines(f"upload {size:.0f} MiB, 50 ms / 100 MB/s link", example)
             if example and example.get("floor_s"):
                 with_server = example["floor_s"] + (example.get("server_own_s") or 0)
                 self.headlines.append(
@@ -1341,19 +1346,7 @@ class Report:
                 "",
             )
             self.w(self.how("remote-multipart"), "")
-            for key, anchor in (
-                ("boto_mbps", "boto3 upload_file"),
-                ("boto_full_mbps", "boto3 upload_file with a full-object checksum"),
-            ):
-                if r[key]:
-                    self.headlines.append(
-                        (
-                            f"upload {size:.0f} MiB (multipart), {r['link']} link",
-                            f"{r['ours_mbps']:.0f} MB/s",
-                            f"{anchor} {r[key]:.0f} MB/s",
-                            fmt_x(ratio(r["ours_mbps"], r[key])),
-                        )
-                    )
+            self.upload_headlines(f"upload {size:.0f} MiB (multipart), {r['link']} link", r)
         sweep = self.remote_links(self.sweep)
         if sweep:
             size = sweep[0]["bytes"] / MiB

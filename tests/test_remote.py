@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -441,6 +442,24 @@ def test_s3_single_put_sends_checksum_and_if_none_match(
     assert kw["IfNoneMatch"] == "*"
     assert kw["ChecksumCRC32C"] == "4waSgw=="  # base64(be32(0xE3069283))
     assert kw["Metadata"]["tix-size"] == "9"
+
+
+def test_s3_single_put_reports_the_local_file_over_the_servers_answer(
+    s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = blob(3000)
+    src = tmp_path / "f.tix"
+    src.write_bytes(data)
+
+    def server_rejects(real: Callable[..., Any], **kw: Any) -> Any:
+        with contextlib.suppress(CorruptFileError):  # the body fails its CRC as it is sent
+            while kw["Body"].read(1024):
+                pass
+        raise client_error("BadDigest", 400, "PutObject")
+
+    wrap_client(monkeypatch, s3_remote, "put_object", server_rejects)
+    with pytest.raises(CorruptFileError, match=r"f\.tix.*expected crc32c"):
+        s3_remote.put_if_absent("f.tix", src, size=len(data), crc32c=crc32c(data) ^ 1)
 
 
 def test_s3_single_put_streams_the_file_in_bounded_memory(moto_server: Any, tmp_path: Path) -> None:

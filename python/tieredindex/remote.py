@@ -1002,14 +1002,13 @@ class S3Remote(Remote):
                 ChecksumCRC32C=crc32c_b64(payload.crc),
                 Metadata=meta,
             )
-        except ClientError as exc:
-            code, status = _error_code(exc)
-            if status == 412 or code == "PreconditionFailed":
-                return _compare(self.head(key), payload.size, payload.crc)
-            raise
-        except Exception:
-            if body.failure is not None:  # the local file, not the remote
+        except Exception as exc:
+            if body.failure is not None:  # the local file failed, whatever the remote said
                 raise body.failure from None
+            if isinstance(exc, ClientError):
+                code, status = _error_code(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    return _compare(self.head(key), payload.size, payload.crc)
             raise
         return PutResult(created=True, identical=True)
 

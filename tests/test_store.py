@@ -214,6 +214,65 @@ def test_remote_down_during_shutdown_keeps_deadline_then_recovers(tmp_path: Path
     fresh.shutdown()
 
 
+def resident_pages(path: Path) -> tuple[int, int]:
+    """(pages of the file in the page cache, pages of the file), by mincore(2)."""
+    import ctypes
+    import mmap
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pages = -(-size // mmap.PAGESIZE)
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        try:
+            vec = ctypes.create_string_buffer(pages)
+            assert libc.mincore(addr, size, vec) == 0, ctypes.get_errno()
+            return sum(b & 1 for b in vec.raw), pages
+        finally:
+            libc.munmap(addr, size)
+
+
+def test_a_sealed_files_original_leaves_the_page_cache(tmp_path: Path, remote_url: str) -> None:
+    """Once sealed, the unsealed original only waits on disk for the upload:
+    its pages are dropped at once, not when it is deleted after the upload
+    (here: never, the remote is down)."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(tmp_path / "d", remote, small_config(slots=1024, capacity=20_000))
+    store.start()
+    fill(store, 20_001)  # rolls once: the first file is sealed, its upload fails
+    deadline = time.monotonic() + 10
+    while (
+        store.status().files_by_state.get("SEALED", 0) + store.status().files_by_state.get("UPLOADING", 0)
+        == 0
+    ):
+        assert time.monotonic() < deadline, store.status()
+        time.sleep(0.01)
+    (first,) = [r.file_id for r in store.journal.files([FileState.SEALED, FileState.UPLOADING])]
+    original = store._active_path(first)
+    assert original.exists()
+    while (resident := resident_pages(original))[0]:
+        assert time.monotonic() < deadline, f"{resident[0]} of {resident[1]} pages still cached"
+        time.sleep(0.01)
+    assert resident[1] > 100  # a real file, not an empty one
+    remote.down.clear()
+    assert store.shutdown(timeout_s=20).clean
+    assert not original.exists()
+
+
 def test_start_during_outage_then_catch_up(tmp_path: Path, remote_url: str) -> None:
     remote = SwitchableRemote(open_remote(remote_url))
     remote.down.set()

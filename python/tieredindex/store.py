@@ -85,6 +85,21 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _drop_page_cache(path: Path) -> None:
+    """Asks the kernel to drop the file's cached pages (a hint; clean pages
+    only). Missing files and platforms without posix_fadvise are fine."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -148,6 +163,7 @@ class IndexStore:
         self._access: dict[str, float] = {}
         self._bad: dict[str, str] = {}
         self._in_flight: set[str] = set()
+        self._sealed_originals: list[Path] = []  # page cache still to drop (worker only)
         self._retry_after: dict[str, float] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -754,7 +770,13 @@ class IndexStore:
             self._wake.clear()
             # Each step on its own: sealing is local and must go on while the
             # remote is down; uploads wait for reconciliation.
-            for step in (self._reconcile, self._seal_rolled, self._schedule_uploads, self._maintain):
+            for step in (
+                self._reconcile,
+                self._seal_rolled,
+                self._schedule_uploads,
+                self._release_sealed_originals,
+                self._maintain,
+            ):
                 try:
                     step()
                 except Exception as exc:
@@ -854,6 +876,7 @@ class IndexStore:
             self._unsealed.pop(rec.file_id, None)
             self._ranges.pop(rec.file_id, None)
         f.close()  # the unsealed file stays on disk until the upload is verified
+        self._sealed_originals.append(self._active_path(rec.file_id))
         _LOG.info("file %s sealed: %d entries, %d bytes", rec.file_id, sealed.count, sealed.size)
 
     def _schedule_uploads(self) -> None:
@@ -867,6 +890,19 @@ class IndexStore:
                 self._in_flight.add(rec.file_id)
             future: Future[None] = self._uploads.submit(self._upload_one, rec.file_id)
             future.add_done_callback(partial(self._upload_done, rec.file_id))
+
+    def _release_sealed_originals(self) -> None:
+        """Drops the page cache of unsealed files that have been sealed.
+
+        No read goes to them any more (the sealed copy answers) and their
+        pages are clean (the seal synced them), so until the upload is
+        verified and they are deleted they only crowd the broker's page
+        cache. Runs after the uploads are scheduled, so the drop (a few ms
+        for an 80 MB file) happens beside the upload rather than in the
+        delete at its end, where a shutdown's last journal write waits.
+        """
+        while self._sealed_originals:
+            _drop_page_cache(self._sealed_originals.pop())
 
     def _upload_done(self, file_id: str, _future: Future[None]) -> None:
         with self._state_lock:

@@ -28,6 +28,12 @@ responses). Kinds, see :data:`FAULT_KINDS`:
   no body), then the connection closes.
 * ``"spike"``: the request is held ``spike_s`` before it is forwarded.
 
+``tls=(cert_file, key_file)`` makes the proxy an https endpoint: it ends
+TLS itself, as an object store's front end does, and speaks plain HTTP to
+the server behind it (so faults still see the framing). Clients then pay
+for TLS, and skip what botocore skips over https (hashing the body for
+the signature); the handshake itself, like a TCP connect, is not delayed.
+
 Each request draws once from ``random.Random(seed)``, in arrival order, so a
 single-threaded client sees the same faults on every run. ``match`` (a regex
 on ``"METHOD /path?query"``) limits faults to some requests. ``outage(s)``
@@ -49,6 +55,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -179,8 +186,14 @@ class NetProxy:
         stall_s: float = 30.0,
         spike_s: float = 1.0,
         port: int = 0,
+        tls: tuple[str, str] | None = None,
     ) -> None:
-        """``upstream``: ``"http://host:port"`` or ``"host:port"``."""
+        """``upstream``: ``"http://host:port"`` or ``"host:port"``; ``tls``:
+        (certificate, key) PEM files to serve https with."""
+        self._tls: ssl.SSLContext | None = None
+        if tls is not None:
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(*tls)
         hostport = upstream.split("://", 1)[-1].rstrip("/")
         host, _, up_port = hostport.rpartition(":")
         self.upstream = (host, int(up_port))
@@ -279,7 +292,7 @@ class NetProxy:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     # ----------------------------------------------------------- lifecycle
 
@@ -345,7 +358,7 @@ class NetProxy:
 
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.port, limit=1 << 20, reuse_address=True
+            self._handle, "127.0.0.1", self.port, limit=1 << 20, reuse_address=True, ssl=self._tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -618,6 +631,7 @@ class ProxyProcess:
 
     def __init__(self, upstream: str, **kwargs: Any) -> None:
         self._args = json.dumps([upstream, kwargs])
+        self._scheme = "https" if kwargs.get("tls") else "http"
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
         self.port = 0
@@ -669,7 +683,7 @@ class ProxyProcess:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -9,17 +9,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, SSLError
 
 from tieredindex._native import crc32c
 from tieredindex.remote import S3Remote
 from tieredindex.retry import RetryPolicy, classify, run_with_retry
 
 from netproxy import FAULT_KINDS, NetProxy
+from tlscert import write_localhost_cert
 
 MiB = 1024 * 1024
 FAST_RETRY = RetryPolicy(attempts=6, base_delay_s=0.01, max_delay_s=0.05, deadline_s=30.0)
@@ -245,3 +247,41 @@ def test_proxy_process(moto_server: Any, prefix: str) -> None:
         assert counters["requests"] == 2 and counters["faults"]["503"] == 1
         with pytest.raises(ValueError, match="unknown fault kind"):
             p.inject_next("nope")
+
+
+def test_tls_front_end_serves_https_shapes_and_injects_faults(
+    moto_server: Any, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``tls``, the proxy ends TLS (as an object store's front end does)
+    and still sees each request: clients speak https, faults still land, and
+    our S3 client skips hashing the body, as botocore does over https."""
+    cert, key = write_localhost_cert(tmp_path)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))  # how a store's boto3 client trusts it
+    bucket = moto_server.bucket
+    with NetProxy(moto_server.endpoint_url, tls=(str(cert), str(key))) as proxy:
+        assert proxy.endpoint_url.startswith("https://127.0.0.1:")
+        client = raw_client(proxy.endpoint_url)
+        body = bytes(range(256)) * 4096  # 1 MiB
+        client.put_object(Bucket=bucket, Key=prefix + "a", Body=body)
+        assert client.get_object(Bucket=bucket, Key=prefix + "a")["Body"].read() == body
+        assert proxy.counters()["requests"] == 2
+
+        proxy.inject_next("503")
+        with pytest.raises(ClientError, match="SlowDown"):
+            client.get_object(Bucket=bucket, Key=prefix + "a")
+
+        remote = s3_remote(proxy, bucket, prefix)
+        signed: list[str] = []
+        remote.client.meta.events.register(  # type: ignore[attr-defined]
+            "before-send.s3.PutObject",
+            lambda request, **_: signed.append(request.headers["X-Amz-Content-SHA256"].decode()),
+        )
+        assert remote.put_if_absent("b", body, size=len(body), crc32c=crc32c(body)).created
+        assert signed == ["UNSIGNED-PAYLOAD"]
+        assert remote.get("b") == body
+        remote.close()
+
+        # TLS for real: a client that does not trust the certificate is refused.
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+        with pytest.raises(SSLError):
+            raw_client(proxy.endpoint_url).head_bucket(Bucket=bucket)

@@ -104,6 +104,11 @@ def plan(quick: bool) -> list[Step]:
         Step("remote-grid", "Remote: links", _pytest("test_remote_bench.py", "-k", "not rss"),
              {"TIX_BENCH_LINKS": "0:inf,10:inf,50:inf,0:200,10:200,50:200,50:100,0:50,10:50,50:50",
               "TIX_BENCH_SIZES_MIB": "64", "TIX_BENCH_ROUNDS": "3"}, "remote-grid.json"),
+        # Issue 3's example link once more over plain http, beside the https grid.
+        Step("remote-http", "Remote: the example link over plain http",
+             _pytest("test_remote_bench.py", "-k", "not rss and not query"),
+             {"TIX_BENCH_SCHEME": "http", "TIX_BENCH_LINKS": "50:100", "TIX_BENCH_SIZES_MIB": "64",
+              "TIX_BENCH_ROUNDS": "3"}, "remote-http.json"),
         # A file above the multipart threshold on issue 3's example link.
         Step("remote-multipart", "Remote: a multipart-sized upload",
              _pytest("test_remote_bench.py", "-k", "test_upload and not rss"),
@@ -352,6 +357,7 @@ class Report:
         self.grid = Bench(results / "remote-grid.json")
         self.sweep = Bench(results / "remote-sweep.json")
         self.multipart = Bench(results / "remote-multipart.json")
+        self.http = Bench(results / "remote-http.json")
         self.rss = Bench(results / "remote-rss.json")
         crit = results / "criterion.json"
         self.crit: dict[str, Any] = json.loads(crit.read_text()) if crit.exists() else {}
@@ -1045,6 +1051,7 @@ class Report:
                     transfer_s=transfer,
                     sealed_bytes=sealed,
                     breakdown=s["extra_info"].get("breakdown_s", {}),
+                    scheme=s["extra_info"].get("scheme", "http"),
                     server_own_s=s["extra_info"].get("server_own_s"),
                     floor_s=seal["stats"]["median"] + transfer + 2 * i["rtt_ms"] / 1000,
                 )
@@ -1071,11 +1078,74 @@ class Report:
                     )
                 )
 
+    def example_over_schemes(self, https: dict[str, Any], http: dict[str, Any]) -> None:
+        """Issue 3's example link over https (the grid) and plain http, with
+        the SIGTERM figure ended at each step of the shutdown."""
+        self.w(
+            "**The example link (50 ms / 100 MB/s) over https and over plain http.** The `remote-http` step "
+            "measures it once more with the proxy speaking plain HTTP, where botocore hashes every upload "
+            "with SHA-256 for the signature (boto3's as ours) and nobody pays for TLS. The SIGTERM figure "
+            "ends when `shutdown()` returns; the two columns before it end it earlier, when the verifying "
+            "HEAD returned (the remote copy is verified) and when the manifest record was written (the copy "
+            "is visible to readers), each over the same floor:",
+            "",
+        )
+        rows = []
+        for r in (https, http):
+            b = r.get("breakdown", {})
+            rows.append(
+                (
+                    r["scheme"],
+                    f"{r['ours_mbps']:.0f}",
+                    f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
+                    fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
+                    fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
+                    fmt_s(r.get("floor_s")),
+                    fmt_x(ratio(b.get("head"), r.get("floor_s"))),
+                    fmt_x(ratio(b.get("manifest"), r.get("floor_s"))),
+                    f"{fmt_s(r.get('sigterm_s'))} = {fmt_x(ratio(r.get('sigterm_s'), r.get('floor_s')))}",
+                    fmt_s(b.get("sealed")),
+                )
+            )
+        self.w(
+            table(
+                [
+                    "scheme",
+                    "ours MB/s",
+                    "boto3 MB/s",
+                    "ours / boto3",
+                    "ours / boto3 full-object",
+                    "SIGTERM floor",
+                    "to HEAD verified / floor",
+                    "to manifest written / floor",
+                    "to shutdown() returned / floor",
+                    "seal done (child)",
+                ],
+                rows,
+            ),
+            "",
+        )
+        self.w(self.how("remote-grid", "remote-http"), "")
+        if http.get("floor_s"):
+            self.headlines.append(
+                (
+                    "SIGTERM → verified remote copy (~64 MiB), same link over plain http",
+                    fmt_s(http["sigterm_s"]),
+                    f"floor {fmt_s(http['floor_s'])}",
+                    fmt_x(ratio(http["sigterm_s"], http["floor_s"])),
+                )
+            )
+
     def section_remote(self) -> None:
         self.w("## 4. Remote profile: upload and shutdown through a shaped link", "")
         self.w(
             "A moto S3 server on 127.0.0.1 behind `tests/netproxy.py` (its own process): `RTT` is added as a "
             "delay line (half each way), bandwidth is a token bucket per direction shared by all connections. "
+            "The proxy is an https endpoint: it ends TLS, as an S3 front end does, and speaks plain HTTP to "
+            "moto, so every client pays for TLS and does what botocore does over https (no SHA-256 of the "
+            "body for the signature when a checksum is sent). Connection set-up (TCP and TLS handshakes) is "
+            "not delayed: moto's server closes every connection after one response, and the free set-up "
+            "stands in for the kept-alive connections clients reuse on real S3. "
             "*Upload*: `S3Remote.put_if_absent` of a file of random bytes (`If-None-Match: *`, the whole "
             "object's CRC-32C; below the store's multipart threshold of 100 MB, AWS's own advice, one "
             "PutObject streamed from the file, above it a multipart upload with CRC-32C per part) plus the "
@@ -1182,6 +1252,11 @@ class Report:
             if example:
                 # The link issue 3 names as its example: 50 ms round trip, 100 MB/s.
                 self.upload_headlines(f"upload {size:.0f} MiB, 50 ms / 100 MB/s link", example)
+            http = next(
+                (r for r in self.remote_links(self.http) if r["rtt_ms"] == 50 and r["mbps"] == 100), None
+            )
+            if example and http:
+                self.example_over_schemes(example, http)
             if example and example.get("floor_s"):
                 with_server = example["floor_s"] + (example.get("server_own_s") or 0)
                 self.headlines.append(

@@ -7,7 +7,10 @@ moto holds up to ~1 GB in memory):
 
 Everything goes through ``tests/netproxy.py`` (in its own process, so it does
 not share a GIL with the code measured) in front of a moto server on
-127.0.0.1. A table (figure, ours, anchor, ratio, target, met?) is printed at
+127.0.0.1. By default the proxy is an https endpoint that ends TLS and speaks
+plain HTTP to moto, as an S3 front end does: clients pay for TLS and get
+what botocore does over https (no SHA-256 of each upload for the signature);
+``TIX_BENCH_SCHEME=http`` measures plain HTTP instead. A table (figure, ours, anchor, ratio, target, met?) is printed at
 the end; nothing asserts a timing.
 
 Figures:
@@ -39,7 +42,8 @@ Sweeps (issue 4), by environment variable:
 - ``TIX_BENCH_UPLOADS``: ``PART_MIB:CONCURRENCY`` pairs for our uploads,
   default the ``StoreConfig`` defaults; e.g. ``8:4,16:8``.
 - ``TIX_BENCH_SIZES_MIB`` (default ``64,256``), ``TIX_BENCH_ROUNDS``
-  (default 3), ``TIX_BENCH_RSS_MB`` (default 600).
+  (default 3), ``TIX_BENCH_RSS_MB`` (default 600), ``TIX_BENCH_SCHEME``
+  (``https``, the default, or ``http``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from tieredindex.remote import S3Remote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from netproxy import ProxyProcess  # noqa: E402
+from tlscert import write_localhost_cert  # noqa: E402
 
 MiB = 1024 * 1024
 MB = 1_000_000
@@ -138,7 +143,7 @@ def _uploads() -> list[Upload]:
 
 def _link_info(spec: Link) -> dict[str, Any]:
     """The link, spelled out for ``benches/run_suite.py`` (mbps None: unlimited)."""
-    return {"link": str(spec), "rtt_ms": spec.rtt_ms, "mbps": spec.mbps}
+    return {"link": str(spec), "rtt_ms": spec.rtt_ms, "mbps": spec.mbps, "scheme": SCHEME}
 
 
 def _upload_info(name: str, upload: Upload | None) -> dict[str, Any]:
@@ -154,6 +159,9 @@ UPLOADS = _uploads()
 SIZES_MIB = [int(s) for s in _env_list("TIX_BENCH_SIZES_MIB", "64,256")]
 ROUNDS = int(os.environ.get("TIX_BENCH_ROUNDS", "3"))
 RSS_MB = int(os.environ.get("TIX_BENCH_RSS_MB", "600"))
+SCHEME = os.environ.get("TIX_BENCH_SCHEME", "https")
+if SCHEME not in ("http", "https"):
+    raise ValueError(f"TIX_BENCH_SCHEME must be http or https, got {SCHEME!r}")
 
 # (figure, link, upload config) -> measurements; the table is built from it.
 RESULTS: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -241,10 +249,36 @@ def tmp() -> Iterator[Path]:
         yield Path(d)
 
 
+@pytest.fixture(scope="module")
+def tls(tmp: Path) -> Iterator[tuple[str, str] | None]:
+    """https: a certificate for the proxy, trusted by every boto3 client made
+    here and in the children (``AWS_CA_BUNDLE``)."""
+    if SCHEME == "http":
+        yield None
+        return
+    directory = tmp / "tls"
+    directory.mkdir()
+    cert, key = write_localhost_cert(directory)
+    saved = os.environ.get("AWS_CA_BUNDLE")
+    os.environ["AWS_CA_BUNDLE"] = str(cert)
+    try:
+        yield str(cert), str(key)
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_CA_BUNDLE", None)
+        else:
+            os.environ["AWS_CA_BUNDLE"] = saved
+
+
 @pytest.fixture(scope="module", params=LINKS, ids=str)
-def link(request: pytest.FixtureRequest, moto: Moto) -> Iterator[tuple[Link, ProxyProcess]]:
+def link(
+    request: pytest.FixtureRequest, moto: Moto, tls: tuple[str, str] | None
+) -> Iterator[tuple[Link, ProxyProcess]]:
     spec: Link = request.param
-    with ProxyProcess(moto.endpoint_url, latency_s=spec.latency_s, bandwidth=spec.bandwidth) as proxy:
+    with ProxyProcess(
+        moto.endpoint_url, latency_s=spec.latency_s, bandwidth=spec.bandwidth, tls=tls
+    ) as proxy:
+        assert proxy.endpoint_url.startswith(f"{SCHEME}://")
         yield spec, proxy
 
 
@@ -896,7 +930,7 @@ def _print_table(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if not RESULTS:
         return
-    lines = ["", "Remote path: figures beside their anchors (same run)", *_table(), ""]
+    lines = ["", f"Remote path over {SCHEME}: figures beside their anchors (same run)", *_table(), ""]
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print("\n".join(lines), flush=True)

@@ -9,9 +9,10 @@ Everything goes through ``tests/netproxy.py`` (in its own process, so it does
 not share a GIL with the code measured) in front of a moto server on
 127.0.0.1. By default the proxy is an https endpoint that ends TLS and speaks
 plain HTTP to moto, as an S3 front end does: clients pay for TLS and get
-what botocore does over https (no SHA-256 of each upload for the signature);
-``TIX_BENCH_SCHEME=http`` measures plain HTTP instead. A table (figure, ours, anchor, ratio, target, met?) is printed at
-the end; nothing asserts a timing.
+what botocore does over https (no SHA-256 of each upload for the
+signature); ``TIX_BENCH_SCHEME=http`` measures plain HTTP instead. A table
+(figure, ours, anchor, ratio, target, met?) is printed at the end; nothing
+asserts a timing.
 
 Figures:
 - ``upload <N> MiB``: ``S3Remote.put_if_absent`` of a file (``If-None-Match:

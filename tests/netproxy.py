@@ -720,6 +720,9 @@ def main() -> None:
     parser.add_argument("--bandwidth-mbps", type=float, default=None, help="MB/s (10^6) per direction")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND=RATE")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tls", nargs=2, metavar=("CERT", "KEY"), help="serve https with these PEM files (tests/tlscert.py)"
+    )
     args = parser.parse_args()
     faults = {k: float(v) for k, _, v in (f.partition("=") for f in args.fault)}
     bandwidth = args.bandwidth_mbps * 1e6 if args.bandwidth_mbps else None
@@ -730,6 +733,7 @@ def main() -> None:
         faults=faults,
         seed=args.seed,
         port=args.port,
+        tls=tuple(args.tls) if args.tls else None,
     )
     with proxy:
         print(f"proxy on {proxy.endpoint_url} -> {args.upstream}", flush=True)

@@ -260,15 +260,9 @@ def tls(tmp: Path) -> Iterator[tuple[str, str] | None]:
     directory = tmp / "tls"
     directory.mkdir()
     cert, key = write_localhost_cert(directory)
-    saved = os.environ.get("AWS_CA_BUNDLE")
-    os.environ["AWS_CA_BUNDLE"] = str(cert)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_CA_BUNDLE", str(cert))
         yield str(cert), str(key)
-    finally:
-        if saved is None:
-            os.environ.pop("AWS_CA_BUNDLE", None)
-        else:
-            os.environ["AWS_CA_BUNDLE"] = saved
 
 
 @pytest.fixture(scope="module", params=LINKS, ids=str)

@@ -109,6 +109,12 @@ def plan(quick: bool) -> list[Step]:
              _pytest("test_remote_bench.py", "-k", "not rss and not query"),
              {"TIX_BENCH_SCHEME": "http", "TIX_BENCH_LINKS": "50:100", "TIX_BENCH_SIZES_MIB": "64",
               "TIX_BENCH_ROUNDS": "3"}, "remote-http.json"),
+        # Issue 3's SIGTERM figure on its example link, round by round: its
+        # spread across runs, at each step where the clock could stop.
+        Step("remote-sigterm", "Remote: SIGTERM on the example link, round by round",
+             _pytest("test_remote_bench.py", "-k", "seal_anchor or sigterm"),
+             {"TIX_BENCH_LINKS": "50:100", "TIX_BENCH_SIZES_MIB": "64", "TIX_BENCH_ROUNDS": "9"},
+             "remote-sigterm.json"),
         # A file above the multipart threshold on issue 3's example link.
         Step("remote-multipart", "Remote: a multipart-sized upload",
              _pytest("test_remote_bench.py", "-k", "test_upload and not rss"),
@@ -358,6 +364,7 @@ class Report:
         self.sweep = Bench(results / "remote-sweep.json")
         self.multipart = Bench(results / "remote-multipart.json")
         self.http = Bench(results / "remote-http.json")
+        self.sigterm = Bench(results / "remote-sigterm.json")
         self.rss = Bench(results / "remote-rss.json")
         crit = results / "criterion.json"
         self.crit: dict[str, Any] = json.loads(crit.read_text()) if crit.exists() else {}
@@ -1136,6 +1143,70 @@ class Report:
                 )
             )
 
+    def sigterm_rounds(self) -> None:
+        """The `remote-sigterm` step: every round of the SIGTERM figure on
+        issue 3's example link, stopped at each step of the shutdown, and how
+        many rounds fall within the target at each."""
+        seal = next(iter(self.sigterm.where("test_seal_anchor[")), None)
+        sig = next(iter(self.sigterm.where("test_sigterm_to_verified_remote[")), None)
+        if not seal or not sig or not sig["extra_info"].get("rounds_s"):
+            self.w("SIGTERM round by round: not measured (the `remote-sigterm` step failed).", "")
+            return
+        info = sig["extra_info"]
+        transfer = seal["extra_info"]["sealed_bytes"] / (info["mbps"] * MB) if info["mbps"] else 0.0
+        floor = seal["stats"]["median"] + transfer + 2 * info["rtt_ms"] / 1000
+        ends = (
+            ("head", "HEAD verified"),
+            ("manifest", "manifest written"),
+            ("shut down", "shutdown() returned"),
+        )
+        rounds = info["rounds_s"]
+        rows = []
+        for n, b in enumerate(rounds, start=1):
+            row: list[str] = [str(n), fmt_s(b.get("sealed"))]
+            for key, _ in ends:
+                row.append(f"{fmt_s(b.get(key))} = {fmt_x(ratio(b.get(key), floor))}")
+            row.append(fmt_s(b.get("exited")))
+            rows.append(row)
+        summary = ["within 1.30x", ""]
+        for key, _ in ends:
+            ratios = sorted(r for b in rounds if (r := ratio(b.get(key), floor)) is not None)
+            within = sum(r <= 1.3 for r in ratios)
+            summary.append(
+                f"**{within} of {len(ratios)}** (median {fmt_x(ratios[len(ratios) // 2])}, "
+                f"{fmt_x(ratios[0])} to {fmt_x(ratios[-1])})"
+            )
+        summary.append("")
+        rows.append(summary)
+        self.w(
+            f"**SIGTERM round by round** (the `remote-sigterm` step, link {info['link']}): {len(rounds)} broker "
+            f"children, one after another, each sealing ~64 MiB and shutting down on SIGTERM. The floor, "
+            f"{fmt_s(floor)} = the seal measured in the same step ({fmt_s(seal['stats']['median'])}) + "
+            f"{fmt_s(transfer)} + 2 round trips, is issue 3's: its two round trips are the PutObject and the "
+            "verifying HEAD. Each column stops the clock at a later step: the HEAD that verifies the copy "
+            "(size and CRC-32C), the manifest record that makes it visible to readers (a third round "
+            "trip, not in the floor), and `shutdown()` returning (journal written, local original "
+            "deleted):",
+            "",
+            table(
+                ["round", "seal done", *(f"{name} / floor" for _, name in ends), "child's exit"],
+                rows,
+            ),
+            "",
+            self.how("remote-sigterm"),
+            "",
+        )
+        for key, name in ends:
+            ratios = sorted(r for b in rounds if (r := ratio(b.get(key), floor)) is not None)
+            self.headlines.append(
+                (
+                    f"SIGTERM → {name} (~64 MiB), 50 ms / 100 MB/s, {len(ratios)} rounds",
+                    f"{sum(r <= 1.3 for r in ratios)} of {len(ratios)} within 1.30x",
+                    f"floor {fmt_s(floor)}",
+                    f"median {fmt_x(ratios[len(ratios) // 2])} ({fmt_x(ratios[0])} to {fmt_x(ratios[-1])})",
+                )
+            )
+
     def section_remote(self) -> None:
         self.w("## 4. Remote profile: upload and shutdown through a shaped link", "")
         self.w(
@@ -1342,6 +1413,7 @@ class Report:
                 ax2.legend(fontsize=7)
 
             self.plot("remote_links.png", draw, "upload throughput and shutdown time by link", (13, 5))
+        self.sigterm_rounds()
         queries = sorted(
             (x for x in self.grid.where("test_remote_query[")),
             key=lambda x: (x["extra_info"]["rtt_ms"], -(x["extra_info"]["mbps"] or 1e9)),

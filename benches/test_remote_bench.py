@@ -632,6 +632,7 @@ def test_sigterm_to_verified_remote(
     benchmark.extra_info.update(
         {
             "breakdown_s": mid,
+            "rounds_s": breakdowns,  # every round, for the spread across runs
             "server_own_s": server_s,
             "sealed_bytes": record_size,
             "verified_s": verified,

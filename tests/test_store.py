@@ -273,6 +273,35 @@ def test_a_sealed_files_original_leaves_the_page_cache(tmp_path: Path, remote_ur
     assert not original.exists()
 
 
+def test_a_sealed_copy_that_rots_before_its_upload_is_sealed_again(tmp_path: Path, remote_url: str) -> None:
+    """The upload re-hashes the local sealed copy; a copy that no longer
+    matches its record is sealed again from the intact original and then
+    uploaded, instead of failing every attempt as a remote error."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(tmp_path / "d", remote, small_config())
+    store.start()
+    model = fill(store, 10)
+    store.seal()
+    deadline = time.monotonic() + 10
+    while not (sealed := list((tmp_path / "d" / "sealed").glob("*"))):
+        assert time.monotonic() < deadline, store.status()
+        time.sleep(0.01)
+    with open(sealed[0], "r+b") as f:  # one flipped bit in the body
+        f.seek(100)
+        byte = f.read(1)[0]
+        f.seek(100)
+        f.write(bytes([byte ^ 0x10]))
+    remote.down.clear()
+    report = store.shutdown(timeout_s=20)
+    assert report.clean, report
+    assert len(report.uploaded) == 1
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    assert_answers(fresh, model)  # from the remote alone
+    fresh.shutdown(timeout_s=10)
+
+
 def test_start_during_outage_then_catch_up(tmp_path: Path, remote_url: str) -> None:
     remote = SwitchableRemote(open_remote(remote_url))
     remote.down.set()

@@ -35,7 +35,7 @@ import tenacity
 from botocore import exceptions as boto_exc
 from urllib3 import exceptions as urllib3_exc
 
-from tieredindex._native import RemoteError, TieredIndexError
+from tieredindex._native import CorruptFileError, RemoteError, TieredIndexError
 
 __all__ = [
     "Classification",
@@ -392,8 +392,11 @@ def run_with_retry(
     custom ``sleep`` is followed by a check of ``stop_event``.
 
     Raises :class:`RemoteError` (chained to the last error) when the error is
-    fatal or retrying stops. ``BaseException``\\ s that are not ``Exception``
-    (``KeyboardInterrupt``...) propagate unchanged.
+    fatal or retrying stops. Two kinds propagate unchanged: a
+    :class:`CorruptFileError` (the local data no longer matches its record:
+    not a remote failure, and the caller, who knows where an intact copy
+    is, must see it as such), and ``BaseException``\\ s that are not
+    ``Exception`` (``KeyboardInterrupt``...).
     """
     logger = log if log is not None else _LOG
     start = clock()
@@ -495,6 +498,8 @@ def run_with_retry(
         result = retrying(tracked)
     except _Interrupted:
         raise fail(state.stop_reason, last_error) from last_error
+    except CorruptFileError:
+        raise
     except Exception as exc:
         if state.last_kind == "fatal" or not state.stop_reason:
             raise fail("non-retryable error", exc) from exc

@@ -898,3 +898,26 @@ def test_open_remote_rejects_bad_urls(url: str) -> None:
         assert "s3://<redacted>@bucket/p" in str(info.value)
     else:
         assert repr(url) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("file:///tmp/tix\tremote", "control character '\\t'"),
+        ("file:///tmp/tix-remote\n", "control character '\\n'"),
+        ("file:///tmp/tix\r-remote", "control character '\\r'"),
+        ("file:///tmp/tix\x7fremote", "control character '\\x7f'"),
+        ("s3://buc\nket/p", "control character '\\n'"),
+        ("s3://bucket/p\t", "control character '\\t'"),
+        ("file:///tmp/tix%ffremote", "not valid UTF-8"),
+        ("file:///tmp/tix%C3", "not valid UTF-8"),
+        ("file:///tmp/tix%00remote", "NUL"),
+    ],
+)
+def test_open_remote_never_turns_a_bad_url_into_another_location(url: str, problem: str) -> None:
+    """urlsplit drops tabs and line breaks, and a lenient unquote turns bad
+    escapes into U+FFFD: either would open some other directory or prefix."""
+    with pytest.raises(ValueError) as info:
+        open_remote(url)
+    assert repr(url) in str(info.value)
+    assert problem in str(info.value)

@@ -1293,6 +1293,11 @@ def open_remote(
     def bad(why: str) -> ValueError:
         return ValueError(f"invalid remote url {shown!r}: {why}")
 
+    # urlsplit silently drops tabs and line breaks (WHATWG rules), which
+    # would turn a damaged URL into another location: refuse them first.
+    control = next((c for c in url if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if control is not None:
+        raise bad(f"control character {control!r} is not allowed")
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:
@@ -1303,8 +1308,14 @@ def open_remote(
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise bad("use file:///absolute/path (no host)")
-        path = urllib.parse.unquote(parts.path)
-        if not path.startswith("/") or "\x00" in path:
+        try:
+            # strict: an escape that is not UTF-8 would become U+FFFD, another path
+            path = urllib.parse.unquote(parts.path, errors="strict")
+        except UnicodeDecodeError:
+            raise bad("its percent-escapes are not valid UTF-8") from None
+        if "\x00" in path:
+            raise bad("NUL is not allowed in the path")
+        if not path.startswith("/"):
             raise bad("the path must be absolute")
         return LocalRemote(path)
     if scheme == "s3":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from tieredindex._native import CorruptFileError, RemoteError, crc32c
 from tieredindex.remote import (
+    KeyEscapesError,
     LocalRemote,
     ObjectNotFoundError,
     Remote,
@@ -790,6 +792,50 @@ def test_local_keys_cannot_escape(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [root]
 
 
+def test_local_symlinks_never_lead_out_of_the_root(tmp_path: Path) -> None:
+    """Keys are walked from the root without following links: a linked
+    directory or file below the root is refused (naming the key), never
+    written, read, deleted or listed through."""
+    root, outside = tmp_path / "remote", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"outside-data")
+    (outside / f".x.tix.{'0' * 32}.tixtmp").write_bytes(b"not ours")
+    r = LocalRemote(root)
+    put(r, "files/a.tix", b"inside")
+    (root / "index").symlink_to(outside)  # a linked directory
+    (root / "leak").symlink_to(outside / "secret.txt")  # a linked file
+    (root / "files" / "alias.tix").symlink_to(root / "files" / "a.tix")  # even one inside the root
+
+    with pytest.raises(KeyEscapesError, match=re.escape("'index/written.tix'")):
+        put(r, "index/written.tix", b"hello")
+    with pytest.raises(KeyEscapesError, match=re.escape("'index/new/deeper.tix'")):
+        put(r, "index/new/deeper.tix", b"hello")
+    with pytest.raises(KeyEscapesError, match="'leak'"):
+        put(r, "leak", b"hello")
+    for key in ("leak", "index/secret.txt", "files/alias.tix"):
+        with pytest.raises(KeyEscapesError, match=re.escape(repr(key))):
+            r.get(key)
+        with pytest.raises(KeyEscapesError, match=re.escape(repr(key))):
+            r.get_range(key, 0, 4)
+        with pytest.raises(KeyEscapesError, match=re.escape(repr(key))):
+            r.head(key)
+        with pytest.raises(KeyEscapesError, match=re.escape(repr(key))):
+            r.delete(key)
+    with pytest.raises(KeyEscapesError, match="'index/'"):
+        r.list("index/")
+    assert [o.key for o in r.list()] == ["files/a.tix"]
+    assert r.list_multipart_uploads() == []
+    assert sorted(p.name for p in outside.iterdir()) == [f".x.tix.{'0' * 32}.tixtmp", "secret.txt"]
+    assert (outside / "secret.txt").read_bytes() == b"outside-data"
+    assert (root / "leak").is_symlink() and (root / "files" / "alias.tix").is_symlink()
+    assert r.get("files/a.tix") == b"inside"
+    # a missing key under a linked directory is refused too, not "absent"
+    with pytest.raises(KeyEscapesError):
+        r.head("index/nothing.tix")
+    with pytest.raises(RemoteError, match="symbolic link"):
+        run_with_retry(lambda: r.get("leak"), policy=RetryPolicy(), budget=None, describe="get leak")
+
+
 def test_local_concurrent_puts_have_one_winner(tmp_path: Path) -> None:
     r = LocalRemote(tmp_path / "remote")
     payloads = [blob(50_000, seed=i) for i in range(8)]
@@ -826,12 +872,12 @@ def test_local_transient_os_error_is_retried(tmp_path: Path, monkeypatch: pytest
     real_link = remote_mod._link_noreplace
     calls = 0
 
-    def flaky_link(src: str, dst: str) -> None:
+    def flaky_link(src: str, dst: str, *args: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise OSError(errno.EIO, "I/O error", dst)
-        real_link(src, dst)
+        real_link(src, dst, *args)
 
     monkeypatch.setattr(remote_mod, "_link_noreplace", flaky_link)
     res = run_with_retry(

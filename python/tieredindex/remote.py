@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MULTIPART_THRESHOLD",
     "DEFAULT_PART_SIZE",
+    "KeyEscapesError",
     "LocalRemote",
     "MultipartUpload",
     "ObjectInfo",
@@ -496,43 +497,65 @@ def _check_range(start: int, end: int) -> None:
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<token>[0-9a-f]{32})\.(?:tixtmp|tixmeta-tmp)$")
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# A FIFO planted under the root must not hang a read: with O_NONBLOCK its
+# open returns at once, and fstat shows it is no regular file.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_READ_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class KeyEscapesError(OSError):
+    """A ``file://`` key whose path goes through a symbolic link.
+
+    :class:`LocalRemote` never follows a link below its root: one could lead
+    out of the remote directory (or make one key an alias of another).
+    ``key`` is the key (or list prefix) asked for, ``link`` the linked part of
+    its path. Not retried: ``errno`` is ``ELOOP``.
+    """
+
+    def __init__(self, key: str, link: str, root: str) -> None:
+        super().__init__(
+            errno.ELOOP,
+            f"key {key!r} goes through the symbolic link {link!r} in the remote directory {root}; "
+            "links there are never followed",
+        )
+        self.key = key
+        self.link = link
 
 
-def _rename_noreplace(src: str, dst: str) -> None:
-    """``renameat2(RENAME_NOREPLACE)``; raises ``OSError`` (EEXIST if taken)."""
+def _rename_noreplace(src: str, dst: str, dir_fd: int = _AT_FDCWD) -> None:
+    """``renameat2(RENAME_NOREPLACE)`` of names in ``dir_fd``; raises
+    ``OSError`` (EEXIST if taken)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     func = getattr(libc, "renameat2", None)
     if func is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
-    rc = func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+    rc = func(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), _RENAME_NOREPLACE)
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), dst)
 
 
-def _link_noreplace(src: str, dst: str) -> None:
-    """Give ``src`` the name ``dst`` only if ``dst`` does not exist.
+def _link_noreplace(src: str, dst: str, dir_fd: int = _AT_FDCWD) -> None:
+    """Give ``src`` the name ``dst`` (both in ``dir_fd``) only if ``dst`` does
+    not exist.
 
-    ``os.link`` (exclusive, atomic); where hard links are unsupported,
+    ``linkat`` (exclusive, atomic); where hard links are unsupported,
     ``renameat2(RENAME_NOREPLACE)``. ``FileExistsError`` if ``dst`` exists.
     """
+    fd = None if dir_fd == _AT_FDCWD else dir_fd
     try:
-        os.link(src, dst)
+        os.link(src, dst, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
             raise
         try:
-            _rename_noreplace(src, dst)
+            _rename_noreplace(src, dst, dir_fd)
         except OSError as exc2:
             if exc2.errno == errno.EEXIST:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
@@ -541,6 +564,20 @@ def _link_noreplace(src: str, dst: str) -> None:
 
 def _mtime(st: os.stat_result) -> dt.datetime:
     return dt.datetime.fromtimestamp(st.st_mtime, tz=dt.UTC)
+
+
+def _crc32c_of_fd(fd: int) -> int:
+    crc, pos = 0, 0
+    while chunk := os.pread(fd, _READ_CHUNK, pos):
+        crc = crc32c(chunk, crc)
+        pos += len(chunk)
+    return crc
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class LocalRemote(Remote):
@@ -564,6 +601,13 @@ class LocalRemote(Remote):
     and fsynced, then hard-linked to its final name (``renameat2``
     ``RENAME_NOREPLACE`` where links are unsupported), which fails if the name
     exists; then the directory is fsynced.
+
+    Nothing below the root is reached through a symbolic link: every path is
+    walked from the root one directory at a time (``O_NOFOLLOW``, each
+    operation relative to its directory's descriptor), so a link raises
+    :class:`KeyEscapesError` naming the key, whether it points out of the
+    root or not; :meth:`list` neither reports links nor descends into them.
+    The root itself may be a link.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -583,32 +627,87 @@ class LocalRemote(Remote):
     def url(self) -> str:
         return "file://" + urllib.parse.quote(self._root)
 
-    # -- paths
+    # -- paths, walked without following links
 
-    def _path(self, key: str) -> str:
-        validate_key(key)
-        path = os.path.join(self._root, *key.split("/"))
-        # Belt and braces: validation already rules out escaping the root.
-        if os.path.commonpath([self._root, path]) != self._root:
-            raise _bad_key("key", key, "escapes the remote directory")
-        return path
+    def _refuse_link(self, parent: int, name: str, key: str, link: str) -> None:
+        """Raise :class:`KeyEscapesError` if ``name`` in ``parent`` is a link."""
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise KeyEscapesError(key, link, self._root)
 
-    @staticmethod
-    def _sidecar(path: str) -> str:
-        head, name = os.path.split(path)
-        return os.path.join(head, f".{name}.tixmeta")
+    def _open_dir(self, key: str, dirs: list[str], *, create: bool) -> int | None:
+        """A descriptor of ``ROOT/dirs...``, each directory opened relative to
+        the one before with ``O_NOFOLLOW`` (a link raises
+        :class:`KeyEscapesError`). Missing ones are created (each new entry
+        fsynced) with ``create``, else ``None`` (also for a non-directory)."""
+        try:
+            fd = os.open(self._root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            if create:
+                raise
+            return None
+        try:
+            for i, seg in enumerate(dirs):
+                if create:
+                    try:
+                        os.mkdir(seg, dir_fd=fd)
+                        os.fsync(fd)
+                    except FileExistsError:
+                        pass
+                try:
+                    sub = os.open(seg, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                        self._refuse_link(fd, seg, key, "/".join(dirs[: i + 1]))
+                    if create or exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        raise
+                    os.close(fd)
+                    return None
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
-    def _makedirs(self, directory: str) -> None:
-        """Create ``directory`` (inside the root), fsyncing each new entry."""
-        missing: list[str] = []
-        d = directory
-        while d != self._root and not os.path.isdir(d):
-            missing.append(d)
-            d = os.path.dirname(d)
-        for d in reversed(missing):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(d)
-            _fsync_dir(os.path.dirname(d))
+    @contextlib.contextmanager
+    def _parent(self, key: str, *, create: bool = False) -> Iterator[tuple[int | None, str]]:
+        """``(descriptor of the key's directory or None, last segment)``."""
+        segments = validate_key(key).split("/")
+        fd = self._open_dir(key, segments[:-1], create=create)
+        try:
+            yield fd, segments[-1]
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _lstat(self, parent: int, name: str, key: str) -> os.stat_result | None:
+        """The entry's own stat (``None`` if absent); a link raises."""
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise KeyEscapesError(key, key, self._root)
+        return st
+
+    def _open_file(self, parent: int, name: str, key: str) -> int | None:
+        """A read descriptor of the regular file ``name``, or ``None``."""
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise KeyEscapesError(key, key, self._root) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
 
     # -- writes
 
@@ -623,56 +722,55 @@ class LocalRemote(Remote):
         cancel: threading.Event | None = None,
     ) -> PutResult:
         self._check_open()
-        path = self._path(key)
+        validate_key(key)
         with _Payload(source, size, crc32c) as payload:
             meta = _user_metadata(metadata, payload.size, payload.crc)
-            if os.path.lexists(path):
-                return _compare(self.head(key), payload.size, payload.crc)
-            directory, name = os.path.split(path)
-            self._makedirs(directory)
-            token = uuid.uuid4().hex
-            tmp = os.path.join(directory, f".{name}.{token}.tixtmp")
-            try:
-                ino, mtime_ns = self._write_temp(tmp, payload, cancel)
-                fault_point("upload.part")
+            with self._parent(key, create=True) as (parent, name):
+                assert parent is not None
+                if self._lstat(parent, name, key) is not None:
+                    return _compare(self._head_at(parent, name, key), payload.size, payload.crc)
+                token = uuid.uuid4().hex
+                tmp = f".{name}.{token}.tixtmp"
                 try:
-                    _link_noreplace(tmp, path)
-                except FileExistsError:
-                    return _compare(self.head(key), payload.size, payload.crc)
-                fault_point("upload.complete")
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                sidecar = {
-                    "v": 1,
-                    "size": payload.size,
-                    "crc32c": f"{payload.crc:08x}",
-                    "ino": ino,
-                    "mtime_ns": mtime_ns,
-                    "metadata": meta,
-                }
-                self._write_sidecar(path, token, sidecar)
-                _fsync_dir(directory)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            st = os.stat(path)
-            info = ObjectInfo(key, st.st_size, payload.crc, _mtime(st), dict(meta))
-            return PutResult(created=True, identical=True, existing=info)
+                    ino, mtime_ns = self._write_temp(parent, tmp, payload, cancel)
+                    fault_point("upload.part")
+                    try:
+                        _link_noreplace(tmp, name, parent)
+                    except FileExistsError:
+                        return _compare(self._head_at(parent, name, key), payload.size, payload.crc)
+                    fault_point("upload.complete")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=parent)
+                    sidecar = {
+                        "v": 1,
+                        "size": payload.size,
+                        "crc32c": f"{payload.crc:08x}",
+                        "ino": ino,
+                        "mtime_ns": mtime_ns,
+                        "metadata": meta,
+                    }
+                    self._write_sidecar(parent, name, token, sidecar)
+                    os.fsync(parent)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=parent)
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                info = ObjectInfo(key, st.st_size, payload.crc, _mtime(st), dict(meta))
+                return PutResult(created=True, identical=True, existing=info)
 
     @staticmethod
-    def _write_temp(tmp: str, payload: _Payload, cancel: threading.Event | None) -> tuple[int, int]:
+    def _write_temp(
+        parent: int, tmp: str, payload: _Payload, cancel: threading.Event | None
+    ) -> tuple[int, int]:
         """Write and fsync the temp file; return its inode and mtime_ns."""
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(tmp, _NEW_FILE_FLAGS, 0o644, dir_fd=parent)
         try:
             crc = 0
             for chunk in payload.chunks():
                 if cancel is not None and cancel.is_set():
                     raise UploadCancelledError(f"upload of {payload.name} cancelled")
                 crc = crc32c(chunk, crc)
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                _write_all(fd, chunk)
             payload.check_crc(crc)
             os.fsync(fd)
             st = os.fstat(fd)
@@ -680,42 +778,49 @@ class LocalRemote(Remote):
         finally:
             os.close(fd)
 
-    def _write_sidecar(self, path: str, token: str, content: dict[str, Any]) -> None:
-        directory, name = os.path.split(path)
-        tmp = os.path.join(directory, f".{name}.{token}.tixmeta-tmp")
+    @staticmethod
+    def _write_sidecar(parent: int, name: str, token: str, content: dict[str, Any]) -> None:
+        tmp = f".{name}.{token}.tixmeta-tmp"
         blob = json.dumps(content, sort_keys=True).encode("utf-8")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(tmp, _NEW_FILE_FLAGS, 0o644, dir_fd=parent)
             try:
-                os.write(fd, blob)
+                _write_all(fd, blob)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self._sidecar(path))
+            os.replace(tmp, f".{name}.tixmeta", src_dir_fd=parent, dst_dir_fd=parent)
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=parent)
 
     def delete(self, key: str) -> None:
         self._check_open()
-        path = self._path(key)
-        if os.path.isdir(path) and not os.path.islink(path):
-            return
-        removed = False
-        for p in (self._sidecar(path), path):  # sidecar first: see class doc
-            try:
-                os.unlink(p)
-                removed = True
-            except FileNotFoundError:
-                pass
-        if removed:
-            _fsync_dir(os.path.dirname(path))
+        with self._parent(key) as (parent, name):
+            if parent is None:
+                return
+            st = self._lstat(parent, name, key)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                return
+            removed = False
+            for entry in (f".{name}.tixmeta", name):  # sidecar first: see class doc
+                try:
+                    os.unlink(entry, dir_fd=parent)
+                    removed = True
+                except FileNotFoundError:
+                    pass
+            if removed:
+                os.fsync(parent)
 
     # -- reads
 
-    def _read_sidecar(self, path: str, st: os.stat_result) -> tuple[int, dict[str, str]] | None:
+    @staticmethod
+    def _read_sidecar(parent: int, name: str, st: os.stat_result) -> tuple[int, dict[str, str]] | None:
         try:
-            with open(self._sidecar(path), "rb") as f:
+            fd = os.open(f".{name}.tixmeta", _READ_FLAGS, dir_fd=parent)
+            with open(fd, "rb", closefd=True) as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
                 content = json.loads(f.read())
             if (content.get("ino"), content.get("size"), content.get("mtime_ns")) != (
                 st.st_ino,
@@ -731,33 +836,32 @@ class LocalRemote(Remote):
         except (OSError, ValueError, AttributeError):
             return None
 
-    def head(self, key: str) -> ObjectInfo | None:
-        self._check_open()
-        path = self._path(key)
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
+    def _head_at(self, parent: int, name: str, key: str) -> ObjectInfo | None:
+        st = self._lstat(parent, name, key)
+        if st is None or not stat.S_ISREG(st.st_mode):
             return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        side = self._read_sidecar(path, st)
+        side = self._read_sidecar(parent, name, st)
         if side is not None:
             crc, metadata = side
         else:
-            try:
-                crc, metadata = crc32c_of_file(path), {}
-            except FileNotFoundError:
+            fd = self._open_file(parent, name, key)
+            if fd is None:
                 return None
+            try:
+                crc, metadata = _crc32c_of_fd(fd), {}
+            finally:
+                os.close(fd)
         return ObjectInfo(key, st.st_size, crc, _mtime(st), metadata)
 
+    def head(self, key: str) -> ObjectInfo | None:
+        self._check_open()
+        with self._parent(key) as (parent, name):
+            return None if parent is None else self._head_at(parent, name, key)
+
     def _open_object(self, key: str) -> int:
-        path = self._path(key)
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise ObjectNotFoundError(key, self.url) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
+        with self._parent(key) as (parent, name):
+            fd = None if parent is None else self._open_file(parent, name, key)
+        if fd is None:
             raise ObjectNotFoundError(key, self.url)
         return fd
 
@@ -784,27 +888,40 @@ class LocalRemote(Remote):
         finally:
             os.close(fd)
 
+    def _walk(self, what: str, dirs: list[str]) -> Iterator[tuple[str, list[str], int]]:
+        """``(relative directory, file names, its descriptor)`` for every
+        directory below ``ROOT/dirs...``, skipping dot-directories and never
+        descending into a link (``os.fwalk``); nothing if it is missing."""
+        top = self._open_dir(what, dirs, create=False)
+        if top is None:
+            return
+        base = "/".join(dirs)
+        try:
+            for dirpath, dirnames, filenames, dirfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                rel = dirpath[2:].replace(os.sep, "/") if dirpath != "." else ""
+                yield "/".join(p for p in (base, rel) if p), filenames, dirfd
+        finally:
+            os.close(top)
+
     def list(self, prefix: str = "") -> ObjectList:
         self._check_open()
         _validate_prefix(prefix)
         # Walk only the deepest directory the prefix names.
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        top = os.path.join(self._root, *base.split("/")) if base else self._root
         found: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel_dir = os.path.relpath(dirpath, self._root)
+        for rel_dir, filenames, dirfd in self._walk(prefix, base.split("/") if base else []):
             for name in filenames:
                 if name.startswith("."):
                     continue
-                key = name if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{name}"
+                key = f"{rel_dir}/{name}" if rel_dir else name
                 if not key.startswith(prefix):
                     continue
                 try:
-                    st = os.stat(os.path.join(dirpath, name))
+                    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if stat.S_ISREG(st.st_mode):
+                if stat.S_ISREG(st.st_mode):  # never a link, whatever it points at
                     found.append(ObjectInfo(key, st.st_size, None, _mtime(st)))
         found.sort(key=lambda info: info.key.encode("utf-8", "surrogateescape"))
         return found
@@ -814,33 +931,35 @@ class LocalRemote(Remote):
     def list_multipart_uploads(self) -> UploadList:
         self._check_open()
         out: list[MultipartUpload] = []
-        for dirpath, dirnames, filenames in os.walk(self._root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel_dir = os.path.relpath(dirpath, self._root)
+        for rel_dir, filenames, dirfd in self._walk("", []):
             for name in filenames:
                 m = _TMP_RE.match(name)
                 if m is None:
                     continue
-                key = m["name"] if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{m['name']}"
+                key = f"{rel_dir}/{m['name']}" if rel_dir else m["name"]
                 try:
-                    st = os.stat(os.path.join(dirpath, name))
+                    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                out.append(MultipartUpload(key, name, _mtime(st)))
+                if stat.S_ISREG(st.st_mode):
+                    out.append(MultipartUpload(key, name, _mtime(st)))
         out.sort(key=lambda u: (u.key, u.upload_id))
         return out
 
     def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         self._check_open()
-        path = self._path(key)
+        last = validate_key(key).rsplit("/", 1)[-1]
         m = _TMP_RE.match(upload_id) if isinstance(upload_id, str) else None
-        if m is None or m["name"] != os.path.basename(path):
+        if m is None or m["name"] != last:
             raise ValueError(f"upload_id {upload_id!r} is not an upload of key {key!r}")
-        try:
-            os.unlink(os.path.join(os.path.dirname(path), upload_id))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        _fsync_dir(os.path.dirname(path))
+        with self._parent(key) as (parent, _name):
+            if parent is None:
+                return
+            try:
+                os.unlink(upload_id, dir_fd=parent)
+            except FileNotFoundError:
+                return
+            os.fsync(parent)
 
 
 # --------------------------------------------------------------------------

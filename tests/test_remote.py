@@ -226,9 +226,70 @@ def test_bad_keys_rejected(remote: Remote, key: str) -> None:
         remote.head(key)
     with pytest.raises(ValueError):
         remote.get(key)
-    with pytest.raises(ValueError):
-        remote.delete(key)
     assert remote.list() == []
+
+
+@pytest.mark.parametrize("key", ["", "..", "../x", "a/../../x", ".", "./a", "a/./b", "a/.."])
+def test_delete_and_abort_never_leave_the_prefix(remote: Remote, key: str) -> None:
+    """delete and abort_multipart_upload take any key a listing reported,
+    but one with a dot segment could leave the prefix: refused, by name."""
+    with pytest.raises(ValueError, match="key") as info:
+        remote.delete(key)
+    assert repr(key) in str(info.value)
+    with pytest.raises(ValueError, match="key"):
+        remote.abort_multipart_upload(key, f".x.{'0' * 32}.tixtmp")
+
+
+@pytest.mark.parametrize("key", ["/abs", "a//b", "a/", "a\x00b", ".hidden", "a/.b", "a/.b.tixmeta"])
+def test_local_delete_refuses_keys_no_file_listing_gives(tmp_path: Path, key: str) -> None:
+    """On file:// ``a//b`` would be ``a/b`` and dot-files are the back end's
+    own: no listing reports such keys, and delete refuses them."""
+    r = LocalRemote(tmp_path / "remote")
+    put(r, "a/b", b"kept")
+    with pytest.raises(ValueError, match="key"):
+        r.delete(key)
+    assert r.get("a/b") == b"kept"
+    assert r.head("a/b") is not None and r.head("a/b").metadata  # type: ignore[union-attr]  # sidecar kept
+
+
+def test_stray_objects_and_uploads_go_by_their_listed_names(remote: Remote, remote_url: str) -> None:
+    """Another tool may leave objects and uploads under the prefix whose
+    names are no valid keys; the names a listing reports delete and abort
+    them (reconciliation and verify's repair depend on it)."""
+    if isinstance(remote, S3Remote):
+        client, bucket, prefix = remote.client, remote.bucket, remote.prefix
+        names = ["junk//x", "/lead", "back\\slash", "dot/.file", "ctl\tname"]
+        for name in names:
+            client.put_object(Bucket=bucket, Key=prefix + name, Body=b"stray")
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=prefix + "p9/junk//x")["UploadId"]
+        expected_upload = ("p9/junk//x", upload_id)
+    else:
+        assert isinstance(remote, LocalRemote)
+        root = os.fsencode(remote.root)
+        os.mkdir(os.path.join(root, b"back\\slash"))
+        raw_names = [b"stray\nname", b"bad\xffname", b"back\\slash/in\\side", b"tab\tname"]
+        for raw in raw_names:
+            with open(os.path.join(root, raw), "wb") as f:
+                f.write(b"stray")
+        names = [os.fsdecode(raw) for raw in raw_names]
+        upload_id = f".we\\ird\udcff.{'0' * 32}.tixtmp"
+        with open(os.path.join(root, b"back\\slash", os.fsencode(upload_id)), "wb") as f:
+            f.write(b"partial")
+        expected_upload = ("back\\slash/we\\ird\udcff", upload_id)
+    put(remote, "ours.tix", b"ours")
+
+    listed = [o.key for o in remote.list()]
+    assert sorted(listed) == sorted([*names, "ours.tix"])
+    [upload] = remote.list_multipart_uploads()
+    assert (upload.key, upload.upload_id) == expected_upload
+    for key in listed:
+        if key != "ours.tix":
+            remote.delete(key)
+    remote.abort_multipart_upload(upload.key, upload.upload_id)
+    remote.abort_multipart_upload(upload.key, upload.upload_id)  # already gone: no error
+    assert [o.key for o in remote.list()] == ["ours.tix"]
+    assert remote.list_multipart_uploads() == []
+    assert remote.get("ours.tix") == b"ours"
 
 
 def test_validate_key_types() -> None:

@@ -14,6 +14,13 @@ Keys are validated the same way on every back end: non-empty ``/``-separated
 segments, none ``"."``/``".."`` or starting with ``"."`` (reserved for the
 ``file://`` back end's temporary and sidecar files), no leading ``/``, no
 control characters, at most 200 UTF-8 bytes per segment and 900 in all.
+
+Listings report what is really stored, valid key or not: a stray object or
+upload another tool left under the prefix (``a//b`` is an ordinary S3 key; a
+file name may hold a newline, a backslash or bytes that are not UTF-8) is
+listed by its raw name, and :meth:`Remote.delete` and
+:meth:`Remote.abort_multipart_upload` take such a *listed* key as it is,
+checking only that it stays under the prefix (see :func:`_listed_key`).
 """
 
 from __future__ import annotations
@@ -189,6 +196,34 @@ def validate_key(key: object, what: str = "key") -> str:
     if len(encoded) > 900:
         raise _bad_key(what, key, "longer than 900 bytes")
     _check_segments(what, key, key)
+    return key
+
+
+def _listed_key(key: object, *, empty_segments: bool) -> str:
+    """Return ``key`` if it can name an object under the prefix, else raise.
+
+    For keys as :meth:`Remote.list` and :meth:`Remote.list_multipart_uploads`
+    report them, which need not pass :func:`validate_key`: only confinement
+    is checked. Never empty or with a ``"."``/``".."`` segment (a path
+    resolver, or an HTTP layer that resolves dot segments, would leave the
+    prefix); with ``empty_segments=False`` (directories, where ``a//b`` would
+    be ``a/b`` and ``/a`` absolute) no empty or dot-prefixed segment and no
+    NUL either.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}")
+    if not key:
+        raise _bad_key("key", key, "empty")
+    segments = key.split("/")
+    if any(seg in (".", "..") for seg in segments):
+        raise _bad_key("key", key, "'.' and '..' segments would leave the prefix")
+    if not empty_segments:
+        if "\x00" in key:
+            raise _bad_key("key", key, "NUL is not allowed")
+        if not all(segments):
+            raise _bad_key("key", key, "an empty segment cannot name a file")
+        if any(seg.startswith(".") for seg in segments):
+            raise _bad_key("key", key, "segments may not start with '.'")
     return key
 
 
@@ -453,7 +488,9 @@ class Remote(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None:
-        """Remove the object; no error if it does not exist."""
+        """Remove the object; no error if it does not exist. ``key`` may be
+        any key :meth:`list` reported, valid or not; it is only checked to
+        stay under this remote's prefix (root)."""
 
     @abstractmethod
     def list_multipart_uploads(self) -> UploadList:
@@ -461,7 +498,9 @@ class Remote(ABC):
 
     @abstractmethod
     def abort_multipart_upload(self, key: str, upload_id: str) -> None:
-        """Abort one unfinished upload; no error if it is already gone."""
+        """Abort one unfinished upload; no error if it is already gone.
+        ``key`` is taken as :meth:`list_multipart_uploads` reported it (only
+        checked to stay under the prefix, as for :meth:`delete`)."""
 
     def close(self) -> None:
         self._closed = True
@@ -674,9 +713,13 @@ class LocalRemote(Remote):
         return fd
 
     @contextlib.contextmanager
-    def _parent(self, key: str, *, create: bool = False) -> Iterator[tuple[int | None, str]]:
-        """``(descriptor of the key's directory or None, last segment)``."""
-        segments = validate_key(key).split("/")
+    def _parent(
+        self, key: str, *, create: bool = False, listed: bool = False
+    ) -> Iterator[tuple[int | None, str]]:
+        """``(descriptor of the key's directory or None, last segment)``.
+        ``listed``: a key as a listing reported it (see :func:`_listed_key`)."""
+        checked = _listed_key(key, empty_segments=False) if listed else validate_key(key)
+        segments = checked.split("/")
         fd = self._open_dir(key, segments[:-1], create=create)
         try:
             yield fd, segments[-1]
@@ -796,7 +839,7 @@ class LocalRemote(Remote):
 
     def delete(self, key: str) -> None:
         self._check_open()
-        with self._parent(key) as (parent, name):
+        with self._parent(key, listed=True) as (parent, name):
             if parent is None:
                 return
             st = self._lstat(parent, name, key)
@@ -948,11 +991,11 @@ class LocalRemote(Remote):
 
     def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         self._check_open()
-        last = validate_key(key).rsplit("/", 1)[-1]
+        last = _listed_key(key, empty_segments=False).rsplit("/", 1)[-1]
         m = _TMP_RE.match(upload_id) if isinstance(upload_id, str) else None
         if m is None or m["name"] != last:
             raise ValueError(f"upload_id {upload_id!r} is not an upload of key {key!r}")
-        with self._parent(key) as (parent, _name):
+        with self._parent(key, listed=True) as (parent, _name):
             if parent is None:
                 return
             try:
@@ -1078,6 +1121,16 @@ class S3Remote(Remote):
 
     def _full(self, key: str) -> str:
         return self._prefix + validate_key(key)
+
+    def _full_listed(self, key: str) -> str:
+        """The full name of a key as a listing reported it (``a//b`` is an
+        ordinary S3 key): only checked to stay under the prefix."""
+        _listed_key(key, empty_segments=True)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _bad_key("key", key, "not valid UTF-8") from None
+        return self._prefix + key
 
     # -- writes
 
@@ -1268,7 +1321,7 @@ class S3Remote(Remote):
         from botocore.exceptions import ClientError
 
         try:
-            self._client.delete_object(Bucket=self._bucket, Key=self._full(key))
+            self._client.delete_object(Bucket=self._bucket, Key=self._full_listed(key))
         except ClientError as exc:
             if _error_code(exc)[0] != "NoSuchKey":
                 raise
@@ -1376,7 +1429,7 @@ class S3Remote(Remote):
         self._check_open()
         if not isinstance(upload_id, str) or not upload_id:
             raise ValueError(f"invalid upload_id {upload_id!r}")
-        self._abort(self._full(key), upload_id)
+        self._abort(self._full_listed(key), upload_id)
 
 
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")

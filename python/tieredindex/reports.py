@@ -52,7 +52,8 @@ class StoreStatus:
 class Problem:
     kind: str
     """``missing``, ``size-mismatch``, ``checksum-mismatch``, ``corrupt``,
-    ``bad-manifest``, ``orphan``, ``open-multipart-upload``."""
+    ``bad-manifest``, ``orphan``, ``open-multipart-upload``, ``unchecked``
+    (the object could not be checked: ``detail`` says why)."""
     key: str
     detail: str
     action: str = ""

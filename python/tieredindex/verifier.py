@@ -6,6 +6,11 @@ existence, its size and recorded CRC32C (HEAD), and with ``deep`` its bytes
 (downloaded in chunks and re-hashed). Objects under the prefix that no
 record names are orphans once older than the grace period; unfinished
 multipart uploads not in flight here are reported too.
+
+Objects are handled one at a time: an operation on one that fails for good
+(an unreadable record, a failed repair, a stray name the remote refuses) is
+reported on that object and the rest are still checked. Only the two
+listings the whole check stands on fail it.
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tieredindex._native import crc32c
+from tieredindex._native import TieredIndexError, crc32c
 from tieredindex.layout import MANIFEST_PREFIX, OWNER_KEY, ManifestRecord, file_id_of_key
 from tieredindex.remote import Remote
 from tieredindex.reports import Problem, VerifyReport
+from tieredindex.retry import describe_error
 
 _LOG = logging.getLogger("tieredindex")
 T = TypeVar("T")
 Call = Callable[[Callable[[], Any], str], Any]
 DEEP_CHUNK = 16 * 1024 * 1024
+
+
+def _failure(exc: Exception) -> str:
+    # `call` raises RemoteError whose message already names the operation.
+    return str(exc) if isinstance(exc, TieredIndexError) else describe_error(exc)
 
 
 def _deep_crc(remote: Remote, call: Call, key: str, size: int) -> tuple[int, int]:
@@ -57,7 +68,13 @@ def verify_remote(
     manifest_keys = [o.key for o in objects if o.key.startswith(MANIFEST_PREFIX)]
     records: dict[str, ManifestRecord] = {}
     for mkey in manifest_keys:
-        raw: bytes = call(partial(remote.get, mkey), f"get {mkey}")
+        try:
+            raw: bytes = call(partial(remote.get, mkey), f"get {mkey}")
+        except Exception as exc:
+            problems.append(
+                Problem("bad-manifest", mkey, f"could not read it: {_failure(exc)}", "left as is")
+            )
+            continue
         try:
             record = ManifestRecord.from_bytes(raw, mkey)
         except ValueError as exc:
@@ -73,33 +90,48 @@ def verify_remote(
         path = local_copy(record.file_id)
         if path is None:
             return Problem(kind, record.key, why, "no verified local copy: cannot repair")
-        call(lambda: remote.delete(record.key), f"delete {record.key}")
-        call(
-            lambda: remote.put_if_absent(record.key, path, size=record.size, crc32c=record.crc32c),
-            f"re-upload {record.key}",
-        )
-        info = call(lambda: remote.head(record.key), f"verify {record.key}")
+        try:
+            call(lambda: remote.delete(record.key), f"delete {record.key}")
+            call(
+                lambda: remote.put_if_absent(record.key, path, size=record.size, crc32c=record.crc32c),
+                f"re-upload {record.key}",
+            )
+            info = call(lambda: remote.head(record.key), f"verify {record.key}")
+        except Exception as exc:
+            _LOG.warning("repair: re-upload of %s from %s failed: %s", record.key, path, _failure(exc))
+            return Problem(kind, record.key, why, f"re-upload from {path} failed: {_failure(exc)}")
         fixed = info is not None and info.size == record.size and info.crc32c == record.crc32c
         _LOG.warning("repair: re-uploaded %s from %s (%s)", record.key, path, "ok" if fixed else "still bad")
         return Problem(kind, record.key, why, f"re-uploaded from {path}", fixed)
 
-    checked_bytes = 0
-    for n, record in enumerate(records.values(), 1):
+    def check(record: ManifestRecord) -> tuple[Problem | None, int]:
+        """The record's problem (repaired if asked), and bytes re-hashed."""
         info = call(partial(remote.head, record.key), f"head {record.key}")
         if info is None:
-            problems.append(reupload(record, "listed in the manifest, missing from the remote", "missing"))
-        elif info.size != record.size:
+            return reupload(record, "listed in the manifest, missing from the remote", "missing"), 0
+        if info.size != record.size:
             why = f"object is {info.size} bytes, manifest records {record.size}"
-            problems.append(reupload(record, why, "size-mismatch"))
-        elif info.crc32c is not None and info.crc32c != record.crc32c:
+            return reupload(record, why, "size-mismatch"), 0
+        if info.crc32c is not None and info.crc32c != record.crc32c:
             why = f"object metadata has crc32c {info.crc32c:#010x}, manifest records {record.crc32c:#010x}"
-            problems.append(reupload(record, why, "checksum-mismatch"))
-        elif deep:
-            crc, read = _deep_crc(remote, call, record.key, record.size)
-            checked_bytes += read
-            if read != record.size or crc != record.crc32c:
-                why = f"bytes hash to {crc:#010x} over {read} bytes, manifest records {record.crc32c:#010x}"
-                problems.append(reupload(record, why, "checksum-mismatch"))
+            return reupload(record, why, "checksum-mismatch"), 0
+        if not deep:
+            return None, 0
+        crc, read = _deep_crc(remote, call, record.key, record.size)
+        if read != record.size or crc != record.crc32c:
+            why = f"bytes hash to {crc:#010x} over {read} bytes, manifest records {record.crc32c:#010x}"
+            return reupload(record, why, "checksum-mismatch"), read
+        return None, read
+
+    checked_bytes = 0
+    for n, record in enumerate(records.values(), 1):
+        try:
+            problem, read = check(record)
+        except Exception as exc:
+            problem, read = Problem("unchecked", record.key, f"could not check it: {_failure(exc)}"), 0
+        checked_bytes += read
+        if problem is not None:
+            problems.append(problem)
         if progress is not None:
             progress(n, len(records))
 
@@ -112,23 +144,33 @@ def verify_remote(
         if age_s < grace_s:
             continue
         what = "data object with no manifest record" if file_id_of_key(obj.key) else "unknown object"
-        if repair:
+        detail = f"{what}, {age_s:.0f} s old"
+        if not repair:
+            problems.append(Problem("orphan", obj.key, detail))
+            continue
+        try:
             call(partial(remote.delete, obj.key), f"delete orphan {obj.key}")
-            problems.append(Problem("orphan", obj.key, f"{what}, {age_s:.0f} s old", "deleted", True))
+        except Exception as exc:
+            problems.append(Problem("orphan", obj.key, detail, f"could not delete it: {_failure(exc)}"))
         else:
-            problems.append(Problem("orphan", obj.key, f"{what}, {age_s:.0f} s old"))
+            problems.append(Problem("orphan", obj.key, detail, "deleted", True))
 
     for upload in call(remote.list_multipart_uploads, "list multipart uploads"):
         if upload.key in in_flight:
             continue
-        if repair:
+        if not repair:
+            problems.append(Problem("open-multipart-upload", upload.key, upload.upload_id))
+            continue
+        try:
             call(
                 partial(remote.abort_multipart_upload, upload.key, upload.upload_id),
                 f"abort upload of {upload.key}",
             )
-            problems.append(Problem("open-multipart-upload", upload.key, upload.upload_id, "aborted", True))
+        except Exception as exc:
+            why = f"could not abort it: {_failure(exc)}"
+            problems.append(Problem("open-multipart-upload", upload.key, upload.upload_id, why))
         else:
-            problems.append(Problem("open-multipart-upload", upload.key, upload.upload_id))
+            problems.append(Problem("open-multipart-upload", upload.key, upload.upload_id, "aborted", True))
 
     return VerifyReport(
         ok=all(p.fixed for p in problems),

@@ -1,0 +1,139 @@
+"""verify(): what it reports and repairs on a remote other tools share.
+
+Run on both back ends through :func:`tieredindex.remotecheck.verify_url`,
+the same check ``IndexStore.verify`` and ``tieredindex verify`` run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from tieredindex._native import crc32c
+from tieredindex.remote import LocalRemote, Remote, S3Remote
+from tieredindex.remotecheck import verify_url
+from tieredindex.retry import RetryPolicy
+
+FAST = RetryPolicy(attempts=2, base_delay_s=0.0, max_delay_s=0.0, deadline_s=10.0)
+NO_GRACE = -3600.0  # a server clock a little ahead must not make an object "young"
+
+
+def plant(remote: Remote, names: list[str], body: bytes = b"stray") -> list[str]:
+    """Stores objects by their raw names, as another tool would (bypassing
+    key validation); returns the keys a listing reports for them."""
+    if isinstance(remote, S3Remote):
+        for name in names:
+            remote.client.put_object(Bucket=remote.bucket, Key=remote.prefix + name, Body=body)
+        return names
+    assert isinstance(remote, LocalRemote)
+    root = os.fsencode(remote.root)
+    keys = []
+    for name in names:
+        raw = os.fsencode(name)
+        os.makedirs(os.path.dirname(os.path.join(root, raw)), exist_ok=True)
+        with open(os.path.join(root, raw), "wb") as f:
+            f.write(body)
+        keys.append(os.fsdecode(raw))
+    return keys
+
+
+def odd_names(remote: Remote) -> list[str]:
+    """Legal stored names that are no valid keys on this back end."""
+    if isinstance(remote, S3Remote):
+        return ["a//b", "/lead", "back\\slash", "dir/.dot", "ctl\tname", "index/junk//x.tix"]
+    return ["stray\nname", os.fsdecode(b"bad\xffname"), "back\\slash", "index/ctl\tx.tix"]
+
+
+def test_repair_removes_stray_objects_whatever_their_names(remote: Remote) -> None:
+    stray = plant(remote, odd_names(remote))
+    ours = b"ours"
+    remote.put_if_absent("OWNER.json", ours, size=len(ours), crc32c=crc32c(ours))
+    assert sorted(o.key for o in remote.list()) == sorted([*stray, "OWNER.json"])
+
+    report = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
+    assert sorted((p.kind, p.key, p.fixed) for p in report.problems) == sorted(
+        ("orphan", k, False) for k in stray
+    )
+    assert not report.ok
+
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+    assert sorted((p.kind, p.key, p.action, p.fixed) for p in report.problems) == sorted(
+        ("orphan", k, "deleted", True) for k in stray
+    )
+    assert report.ok
+    assert [o.key for o in remote.list()] == ["OWNER.json"]
+    assert verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST).problems == []
+
+
+def test_one_failing_object_is_reported_and_the_rest_are_handled(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operation that fails for good on one object is reported on that
+    object; verify goes on with the others instead of raising."""
+    plant(remote, ["a-stray", "b-stray", "c-stray"])
+    plant(remote, ["manifest/0000000000001-0000000a.json", "manifest/0000000000002-0000000b.json"], b"{}")
+    real_delete, real_get = remote.delete, remote.get
+
+    def delete(key: str) -> None:
+        if key == "b-stray":
+            raise PermissionError(errno.EACCES, "denied by policy", key)
+        real_delete(key)
+
+    def get(key: str) -> bytes:
+        if key == "manifest/0000000000001-0000000a.json":
+            raise PermissionError(errno.EACCES, "denied by policy", key)
+        return real_get(key)
+
+    monkeypatch.setattr(remote, "delete", delete)
+    monkeypatch.setattr(remote, "get", get)
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+
+    by_key = {p.key: p for p in report.problems}
+    assert not report.ok
+    assert (by_key["a-stray"].action, by_key["a-stray"].fixed) == ("deleted", True)
+    assert (by_key["c-stray"].action, by_key["c-stray"].fixed) == ("deleted", True)
+    failed = by_key["b-stray"]
+    assert failed.kind == "orphan" and not failed.fixed
+    assert "could not delete it" in failed.action and "denied by policy" in failed.action
+    unreadable = by_key["manifest/0000000000001-0000000a.json"]
+    assert unreadable.kind == "bad-manifest" and "could not read it" in unreadable.detail
+    assert "denied by policy" in unreadable.detail
+    assert by_key["manifest/0000000000002-0000000b.json"].kind == "bad-manifest"  # still checked
+    assert sorted(o.key for o in remote.list()) == [
+        "b-stray",
+        "manifest/0000000000001-0000000a.json",
+        "manifest/0000000000002-0000000b.json",
+    ]
+
+
+def test_a_failing_abort_is_reported_and_the_rest_are_aborted(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if isinstance(remote, S3Remote):
+        for key in ("index/u1.tix", "index/u2.tix"):
+            remote.client.create_multipart_upload(Bucket=remote.bucket, Key=remote.prefix + key)
+    else:
+        assert isinstance(remote, LocalRemote)
+        os.makedirs(os.path.join(remote.root, "index"))
+        for n in (1, 2):
+            with open(os.path.join(remote.root, "index", f".u{n}.tix.{'0' * 32}.tixtmp"), "wb") as f:
+                f.write(b"partial")
+    real_abort = remote.abort_multipart_upload
+
+    def abort(key: str, upload_id: str) -> None:
+        if key == "index/u1.tix":
+            raise PermissionError(errno.EACCES, "denied by policy", key)
+        real_abort(key, upload_id)
+
+    monkeypatch.setattr(remote, "abort_multipart_upload", abort)
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+    assert sorted((p.kind, p.key, p.fixed) for p in report.problems) == [
+        ("open-multipart-upload", "index/u1.tix", False),
+        ("open-multipart-upload", "index/u2.tix", True),
+    ]
+    assert "could not abort it" in report.problems[0].action + report.problems[1].action
+    [left] = remote.list_multipart_uploads()
+    assert left.key == "index/u1.tix"
+    real_abort(left.key, left.upload_id)

@@ -137,3 +137,36 @@ def test_a_failing_abort_is_reported_and_the_rest_are_aborted(
     [left] = remote.list_multipart_uploads()
     assert left.key == "index/u1.tix"
     real_abort(left.key, left.upload_id)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "unreadable"])
+def test_repair_keeps_the_data_of_a_damaged_manifest_record(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """The object a damaged manifest record names is no orphan: deleting it
+    would make the rebuild the report promises impossible."""
+    kept, orphan = "0000000000001-0000000a", "0000000000002-0000000b"
+    plant(remote, [f"index/{kept}.tix", f"index/{orphan}.tix"], b"sealed bytes")
+    plant(remote, [f"manifest/{kept}.json"], b'{"count": 11, "truncated')
+    if damage == "unreadable":
+        real_get = remote.get
+
+        def get(key: str) -> bytes:
+            if key == f"manifest/{kept}.json":
+                raise PermissionError(errno.EACCES, "denied by policy", key)
+            return real_get(key)
+
+        monkeypatch.setattr(remote, "get", get)
+
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+
+    by_key = {p.key: p for p in report.problems}
+    assert set(by_key) == {f"manifest/{kept}.json", f"index/{kept}.tix", f"index/{orphan}.tix"}
+    assert by_key[f"manifest/{kept}.json"].kind == "bad-manifest"
+    data = by_key[f"index/{kept}.tix"]
+    assert (data.kind, data.fixed) == ("unchecked", False)
+    assert f"manifest/{kept}.json" in data.detail and "left as is" in data.action
+    assert (by_key[f"index/{orphan}.tix"].action, by_key[f"index/{orphan}.tix"].fixed) == ("deleted", True)
+    assert not report.ok
+    assert sorted(o.key for o in remote.list()) == [f"index/{kept}.tix", f"manifest/{kept}.json"]
+    assert remote.get(f"index/{kept}.tix") == b"sealed bytes"

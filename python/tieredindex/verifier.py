@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tieredindex._native import TieredIndexError, crc32c
-from tieredindex.layout import MANIFEST_PREFIX, OWNER_KEY, ManifestRecord, file_id_of_key
+from tieredindex.layout import MANIFEST_PREFIX, OWNER_KEY, ManifestRecord, data_key, file_id_of_key
 from tieredindex.remote import Remote
 from tieredindex.reports import Problem, VerifyReport
 from tieredindex.retry import describe_error
@@ -67,20 +67,26 @@ def verify_remote(
     objects = call(lambda: remote.list(""), "list objects")
     manifest_keys = [o.key for o in objects if o.key.startswith(MANIFEST_PREFIX)]
     records: dict[str, ManifestRecord] = {}
+    # data key -> the manifest key naming it that could not be read or parsed:
+    # that object is no orphan (its record is what is damaged), so it is kept.
+    unrecorded: dict[str, str] = {}
+
+    def bad_manifest(mkey: str, why: str) -> None:
+        problems.append(Problem("bad-manifest", mkey, why, "left as is: rebuild needs the writer's journal"))
+        file_id = file_id_of_key(mkey)
+        if file_id is not None:
+            unrecorded[data_key(file_id)] = mkey
+
     for mkey in manifest_keys:
         try:
             raw: bytes = call(partial(remote.get, mkey), f"get {mkey}")
         except Exception as exc:
-            problems.append(
-                Problem("bad-manifest", mkey, f"could not read it: {_failure(exc)}", "left as is")
-            )
+            bad_manifest(mkey, f"could not read it: {_failure(exc)}")
             continue
         try:
             record = ManifestRecord.from_bytes(raw, mkey)
         except ValueError as exc:
-            problems.append(
-                Problem("bad-manifest", mkey, str(exc), "left as is: rebuild needs the writer's journal")
-            )
+            bad_manifest(mkey, str(exc))
             continue
         records[record.key] = record
 
@@ -139,6 +145,10 @@ def verify_remote(
     listed = set(records) | set(manifest_keys) | {OWNER_KEY}
     for obj in objects:
         if obj.key in listed or obj.key in in_flight:
+            continue
+        if obj.key in unrecorded:
+            why = f"its manifest record {unrecorded[obj.key]} is damaged, so it cannot be checked"
+            problems.append(Problem("unchecked", obj.key, why, "left as is: not an orphan"))
             continue
         age_s = (now - obj.last_modified).total_seconds()
         if age_s < grace_s:

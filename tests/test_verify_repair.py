@@ -12,6 +12,7 @@ import os
 import pytest
 
 from tieredindex._native import crc32c
+from tieredindex.layout import ManifestRecord, data_key, manifest_key
 from tieredindex.remote import LocalRemote, Remote, S3Remote
 from tieredindex.remotecheck import verify_url
 from tieredindex.retry import RetryPolicy
@@ -170,3 +171,56 @@ def test_repair_keeps_the_data_of_a_damaged_manifest_record(
     assert not report.ok
     assert sorted(o.key for o in remote.list()) == [f"index/{kept}.tix", f"manifest/{kept}.json"]
     assert remote.get(f"index/{kept}.tix") == b"sealed bytes"
+
+
+def _record_object(remote: Remote, file_id: str, body: bytes) -> ManifestRecord:
+    """A data object and its manifest record, as the store uploads them."""
+    record = ManifestRecord(
+        file_id=file_id,
+        key=data_key(file_id),
+        size=len(body),
+        crc32c=crc32c(body),
+        count=1,
+        begin_ms=0,
+        min_ms=1000,
+        max_ms=1000,
+    )
+    remote.put_if_absent(record.key, body, size=len(body), crc32c=crc32c(body))
+    raw = record.to_bytes()
+    remote.put_if_absent(manifest_key(file_id), raw, size=len(raw), crc32c=crc32c(raw))
+    return record
+
+
+def _rewrite_without_checksum(remote: Remote, key: str, body: bytes) -> None:
+    """Replace an object's bytes leaving no recorded CRC32C behind (S3: a
+    plain PutObject; file://: the file rewritten, its sidecar gone)."""
+    if isinstance(remote, S3Remote):
+        remote.client.put_object(Bucket=remote.bucket, Key=remote.prefix + key, Body=body)
+    else:
+        assert isinstance(remote, LocalRemote)
+        path = os.path.join(remote.root, *key.split("/"))
+        os.unlink(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tixmeta"))
+        os.unlink(path)
+        with open(path, "wb") as f:
+            f.write(body)
+
+
+def test_shallow_verify_rehashes_an_object_with_no_recorded_checksum(remote: Remote) -> None:
+    """verify(deep=False) compares the recorded CRC32C; where the remote
+    has none, only the bytes can tell, so they are re-hashed."""
+    body = bytes(range(256)) * 40
+    bad = _record_object(remote, "0000000000001-0000000a", body)
+    good = _record_object(remote, "0000000000002-0000000b", body[::-1])
+    _rewrite_without_checksum(remote, bad.key, bytes(len(body)))  # same size, other bytes
+    _rewrite_without_checksum(remote, good.key, body[::-1])  # same bytes, no metadata either
+    info = remote.head(bad.key)
+    assert info is not None and info.size == bad.size
+
+    report = verify_url(remote, deep=False, repair=False, grace_s=NO_GRACE, policy=FAST)
+
+    assert [(p.kind, p.key) for p in report.problems] == [("checksum-mismatch", bad.key)]
+    assert f"{crc32c(bytes(len(body))):#010x}" in report.problems[0].detail
+    assert not report.ok
+    assert report.checked_files == 2
+    if isinstance(remote, S3Remote):  # file:// hashes in head(), so both are known there
+        assert report.checked_bytes == 2 * len(body)

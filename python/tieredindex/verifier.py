@@ -3,7 +3,9 @@ multipart uploads; repairs only when asked.
 
 Checks, per manifest record: the record's own checksum, the object's
 existence, its size and recorded CRC32C (HEAD), and with ``deep`` its bytes
-(downloaded in chunks and re-hashed). Objects under the prefix that no
+(downloaded in chunks and re-hashed). An object whose CRC32C the remote does
+not know (no ``tix-crc32c`` metadata: not uploaded by us, or rewritten) has
+its bytes re-hashed even without ``deep``: a size alone proves nothing. Objects under the prefix that no
 record names are orphans once older than the grace period; unfinished
 multipart uploads not in flight here are reported too.
 
@@ -121,11 +123,13 @@ def verify_remote(
         if info.crc32c is not None and info.crc32c != record.crc32c:
             why = f"object metadata has crc32c {info.crc32c:#010x}, manifest records {record.crc32c:#010x}"
             return reupload(record, why, "checksum-mismatch"), 0
-        if not deep:
+        if not deep and info.crc32c is not None:
             return None, 0
         crc, read = _deep_crc(remote, call, record.key, record.size)
         if read != record.size or crc != record.crc32c:
             why = f"bytes hash to {crc:#010x} over {read} bytes, manifest records {record.crc32c:#010x}"
+            if info.crc32c is None:
+                why += " (the object has no recorded crc32c)"
             return reupload(record, why, "checksum-mismatch"), read
         return None, read
 

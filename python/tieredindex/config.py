@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 
 from tieredindex.remote import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE
 from tieredindex.retry import RetryPolicy
@@ -78,13 +79,28 @@ class StoreConfig:
             "read_timeout_s",
             "orphan_grace_s",
             "reconcile_interval_s",
+            "retention_s",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise TypeError(f"StoreConfig.{name} must be a finite number, got {value!r}")
-            if value <= 0 and name != "orphan_grace_s":
-                raise ValueError(f"StoreConfig.{name} must be > 0, got {value}")
-        if self.retention_s is not None and not (self.retention_s > 0):
-            raise ValueError(f"StoreConfig.retention_s must be > 0 or None, got {self.retention_s}")
+            if value is None and name == "retention_s":
+                continue
+            check_seconds(f"StoreConfig.{name}", value, allow_zero=name == "orphan_grace_s")
+        if self.store_id is not None and (not isinstance(self.store_id, str) or not self.store_id.strip()):
+            raise TypeError(f"StoreConfig.store_id must be a non-empty str or None, got {self.store_id!r}")
         if not isinstance(self.retry, RetryPolicy):
             raise TypeError("StoreConfig.retry must be a RetryPolicy")
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A duration in seconds: a real number (not a bool), finite, > 0 (or
+    >= 0) and at most what a thread can wait for (``threading.TIMEOUT_MAX``,
+    about 292 years), so every wait built from it is well defined."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    if value > threading.TIMEOUT_MAX:
+        raise ValueError(f"{name} must be at most {threading.TIMEOUT_MAX:.0f} s, got {value}")
+    return float(value)

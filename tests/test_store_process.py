@@ -78,6 +78,40 @@ def test_sigterm_shuts_down_cleanly_with_everything_remote(tmp_path: Path, remot
     assert_remote_has(tmp_path, remote_url, acknowledged("\n".join(lines)))
 
 
+@pytest.mark.parametrize(
+    ("point", "then"),
+    [
+        # Inside put(), mid-roll (the write lock is reentrant: no hang, but
+        # shutdown() must not run inside a half-done roll either).
+        ("roll.after_journal:term:3", "wait"),
+        # Inside a journal transaction of put()'s roll, holding the journal lock.
+        ("journal.before_commit:term:1", "wait"),
+        # Inside the program's own shutdown(), holding its lock.
+        ("shutdown.before_record:term", "shutdown"),
+    ],
+    ids=["in-put", "in-journal", "in-shutdown"],
+)
+def test_sigterm_landing_where_the_main_thread_holds_a_store_lock(
+    tmp_path: Path, remote_url: str, point: str, then: str
+) -> None:
+    """The signal handler runs on the main thread wherever it is; if it
+    called shutdown() there, a lock that thread already holds would hang
+    the process for ever. A fault point sends the SIGTERM at exactly such
+    a place: the child still exits 0 at once with every acknowledged put
+    remote."""
+    child = run_child(tmp_path / "d", remote_url, 200, faults=point, then=then, capacity=8)
+    try:
+        out, err = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        pytest.fail(f"the child hung after SIGTERM at {point}: {err[-2000:]}")
+    assert child.returncode == 0, err[-3000:]
+    acked = acknowledged(out)
+    assert acked, err[-2000:]
+    assert_remote_has(tmp_path, remote_url, acked)
+
+
 @pytest.mark.crash
 @pytest.mark.parametrize("point", sorted(POINTS))
 def test_sigkill_at_fault_point_loses_nothing(tmp_path: Path, remote_url: str, point: str) -> None:

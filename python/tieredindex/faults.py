@@ -3,8 +3,10 @@
 ``TIEREDINDEX_FAULTS`` in the environment arms points, comma-separated:
 ``name`` or ``name:action`` or ``name:action:nth``. Actions: ``kill``
 (SIGKILL this process, the default), ``raise`` (raise :class:`InjectedFault`),
-``exit`` (``os._exit(99)``). ``nth`` (default 1) fires on the nth time the
-point is reached. Unarmed points cost one dict lookup.
+``exit`` (``os._exit(99)``), ``term`` (SIGTERM to this process, then go on:
+its Python handler runs right there, at the next bytecode of the main
+thread when the point is on it). ``nth`` (default 1) fires on the nth time
+the point is reached. Unarmed points cost one dict lookup.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def _parse(spec: str) -> dict[str, tuple[str, int]]:
         action, _, nth = rest.partition(":")
         if name not in POINTS:
             raise ValueError(f"{ENV_VAR}: unknown fault point {name!r}; known: {sorted(POINTS)}")
+        if action not in ("", "kill", "raise", "exit", "term"):
+            raise ValueError(
+                f"{ENV_VAR}: unknown action {action!r} at {name!r}; known: kill, raise, exit, term"
+            )
         armed[name] = (action or "kill", int(nth or 1))
     return armed
 
@@ -81,4 +87,7 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "exit":
         os._exit(99)
+    elif action == "term":
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise InjectedFault(f"fault injected at {name}")

@@ -15,6 +15,7 @@ shutdown can always cut them short.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import fcntl
@@ -76,6 +77,19 @@ from tieredindex.states import PENDING_STATES, FileState
 
 _LOG = logging.getLogger("tieredindex")
 T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class _SignalExit:
+    """A signal-started shutdown (install_signal_handlers): requested by the
+    handler, done when shutdown() returned, and the exit code it earned."""
+
+    exit: bool
+    requested: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    signum: int | None = None
+    code: int | None = None
+
 
 MAX_TIME = 2**63 - 1
 CATALOG_REFRESH_S = 30.0
@@ -181,6 +195,8 @@ class IndexStore:
         self._reads: ThreadPoolExecutor | None = None  # a query's remote files, read at once
         self._shutdown_lock = threading.Lock()
         self._shutdown_report: ShutdownReport | None = None
+        self._final_status: StoreStatus | None = None
+        self._signal_exit: _SignalExit | None = None
 
     # ------------------------------------------------------------------ paths
 
@@ -455,6 +471,15 @@ class IndexStore:
         """Indexes one message under each key. Returns once every key is in
         the mapped file: it survives a crash of this process from then on."""
         encoded = [index_key(topic, keys)] if isinstance(keys, str) else [index_key(topic, k) for k in keys]
+        try:
+            self._put_locked(encoded, queue_id, offset, size, timestamp_ms)
+        except StoreClosedError:
+            self._exit_if_signalled()
+            raise
+
+    def _put_locked(
+        self, encoded: list[bytes], queue_id: int, offset: int, size: int, timestamp_ms: int
+    ) -> None:
         with self._write_lock:
             self._require_open(writing=True)
             for key in encoded:
@@ -511,10 +536,14 @@ class IndexStore:
 
     def seal(self) -> None:
         """Rolls the current file now if it holds anything."""
-        with self._write_lock:
-            self._require_open(writing=True)
-            if self._current is not None and self._unsealed[self._current].count > 0:
-                self._roll_locked()
+        try:
+            with self._write_lock:
+                self._require_open(writing=True)
+                if self._current is not None and self._unsealed[self._current].count > 0:
+                    self._roll_locked()
+        except StoreClosedError:
+            self._exit_if_signalled()
+            raise
 
     # --------------------------------------------------------------- queries
 
@@ -1170,24 +1199,71 @@ class IndexStore:
         """SIGTERM and SIGINT start a graceful shutdown; then the process
         exits 0 if it was clean, 1 if not (``exit=False``: shutdown only).
         A second signal exits at once (the journal is consistent after
-        every transaction). Call from the main thread."""
+        every transaction). Call from the main thread.
+
+        The handler only wakes a thread that runs ``shutdown()``: a handler
+        runs on the main thread between two bytecodes, perhaps inside
+        ``put()`` or ``shutdown()`` holding a lock that ``shutdown()``
+        needs, where calling it would deadlock. The exit is then raised in
+        the main thread (``SystemExit``, as ``sys.exit`` there), so
+        ``finally`` blocks and ``atexit`` run; a ``put()`` on the main thread
+        meanwhile waits for the shutdown and exits with it, as if the signal
+        had interrupted it; and an interpreter exiting meanwhile waits for
+        the shutdown to end (it has its deadline)."""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("install_signal_handlers() must be called from the main thread")
-        state = {"signalled": False}
+        exiting = _SignalExit(exit=exit)
+        self._signal_exit = exiting
+        main = threading.main_thread().ident
+        assert main is not None
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            if state["signalled"]:
+            if exiting.code is not None:  # the shutdown is done: exit from the main thread
+                sys.stdout.flush()
+                sys.exit(exiting.code)
+            if exiting.requested.is_set():
                 _LOG.warning("second signal %d: exiting at once", signum)
                 os._exit(1)
-            state["signalled"] = True
-            _LOG.info("signal %d: shutting down", signum)
-            report = self.shutdown()
-            if exit:
-                sys.stdout.flush()
-                sys.exit(0 if report.clean else 1)
+            exiting.signum = signum
+            exiting.requested.set()
 
+        def run_shutdown() -> None:
+            exiting.requested.wait()
+            _LOG.info("signal %s: shutting down", exiting.signum)
+            try:
+                clean = self.shutdown().clean
+            except Exception:
+                _LOG.exception("shutdown after signal %s failed", exiting.signum)
+                clean = False
+            if exit:
+                exiting.code = 0 if clean else 1
+            exiting.done.set()
+            if exit:
+                with contextlib.suppress(OSError):
+                    signal.pthread_kill(main, exiting.signum or signal.SIGTERM)
+
+        def wait_at_exit() -> None:
+            if exiting.requested.is_set():
+                exiting.done.wait()
+
+        threading.Thread(target=run_shutdown, name="tix-signal", daemon=True).start()
+        atexit.register(wait_at_exit)
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+    def _exit_if_signalled(self) -> None:
+        """A write refused because a signal started the shutdown: on the main
+        thread, with ``exit``, wait for the shutdown and exit with it."""
+        exiting = self._signal_exit
+        if (
+            exiting is not None
+            and exiting.exit
+            and exiting.requested.is_set()
+            and threading.current_thread() is threading.main_thread()
+        ):
+            exiting.done.wait()
+            sys.stdout.flush()
+            sys.exit(exiting.code if exiting.code is not None else 1)
 
     def __repr__(self) -> str:
         return f"IndexStore({str(self.directory)!r}, {self.remote.url!r})"

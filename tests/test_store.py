@@ -433,3 +433,23 @@ def test_retention_deletes_manifest_then_object(tmp_path: Path, remote_url: str)
     assert store.query("t", "old", 0, FOREVER) == []
     assert store.query("t", "new", 0, FOREVER) == [(0, 2, 1, now)]
     assert store.shutdown().clean
+
+
+def test_retention_runs_after_a_restart_with_nothing_to_upload(tmp_path: Path, remote_url: str) -> None:
+    """A writer restarted with every file already uploaded still applies
+    retention (it claims its prefix for the deletes)."""
+    now = int(time.time() * 1000)
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)  # two hours old
+    assert store.shutdown(timeout_s=20).clean
+    remote = open_remote(remote_url)
+    assert len(remote.list(DATA_PREFIX)) == 1
+    again = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0))
+    again.start()
+    deadline = time.monotonic() + 20
+    while remote.list(MANIFEST_PREFIX) or remote.list(DATA_PREFIX):
+        assert time.monotonic() < deadline, (remote.list(MANIFEST_PREFIX), remote.list(DATA_PREFIX))
+        time.sleep(0.05)
+    assert again.query("t", "old", 0, FOREVER) == []
+    assert again.shutdown(timeout_s=20).clean

@@ -824,10 +824,16 @@ class IndexStore:
         if self.journal.files(PENDING_STATES):
             self._ensure_claimed()
             for upload in self._call(self.remote.list_multipart_uploads, "list multipart uploads"):
-                self._call(
-                    partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
-                    f"abort multipart upload of {upload.key}",
-                )
+                try:
+                    self._call(
+                        partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
+                        f"abort multipart upload of {upload.key}",
+                    )
+                except RemoteError as exc:
+                    # One upload that cannot be aborted must not hold every
+                    # upload back: it is reported, and verify() lists it.
+                    self._record_error(exc)
+                    continue
                 self._aborted_mpus += 1
                 _LOG.info("aborted orphaned multipart upload of %s", upload.key)
         self._reconciled = True
@@ -1025,7 +1031,7 @@ class IndexStore:
             return
         self._last_maintenance = now
         self._evict_cache()
-        if self.config.retention_s is not None and self._claimed:
+        if self.config.retention_s is not None:
             self._apply_retention(self.config.retention_s)
 
     def _evict_cache(self) -> None:
@@ -1049,6 +1055,11 @@ class IndexStore:
         horizon = _now_ms() - int(retention_s * 1000)
         with self._state_lock:
             expired = [(fid, r.record) for fid, r in self._remote_files.items() if r.record.max_ms < horizon]
+        if expired:
+            # Deleting is a writer's act: claim the prefix first (a store
+            # with nothing to upload since its start has not claimed it yet);
+            # a reader of another writer's prefix is refused here.
+            self._ensure_claimed()
         for file_id, record in expired:
             # Manifest record first: a crash between leaves an orphan object,
             # never a record naming a missing object.

@@ -435,6 +435,104 @@ def test_retention_deletes_manifest_then_object(tmp_path: Path, remote_url: str)
     assert store.shutdown().clean
 
 
+def test_shutdown_with_the_journal_unwritable_returns_a_report_and_start_finishes(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """The local disk fails under the shutdown's own journal writes: it
+    still returns an unclean report naming the failure and releases the
+    directory; the next start() uploads everything."""
+    import sqlite3
+
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    model = fill(store, 30)  # the current file, not full: the shutdown rolls it
+
+    def disk_error(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(store.journal, "transition", disk_error)
+        disk.setattr(store.journal, "set_meta", disk_error)
+        report = store.shutdown(timeout_s=1)
+    assert not report.clean
+    assert (
+        report.error is not None and "roll the last file" in report.error and "disk I/O error" in report.error
+    )
+    assert report.pending  # the last file, still local
+    assert store.status().closed
+    with pytest.raises(StoreClosedError):
+        store.put("orders", "k", queue_id=0, offset=0, size=0, timestamp_ms=0)
+    again = IndexStore(tmp_path / "d", remote_url, small_config())  # the lock was released
+    again.start()
+    assert again.shutdown(timeout_s=20).clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    assert_answers(fresh, model)
+    fresh.shutdown(timeout_s=10)
+
+
+def test_a_file_that_cannot_be_created_leaves_nothing_pending(tmp_path: Path, remote_url: str) -> None:
+    """A full disk at the creation of a new file fails that put, and its
+    journal record ends EMPTY: a later shutdown neither waits for it nor
+    reports it pending."""
+    import errno
+
+    import tieredindex.store as store_module
+
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(store_module.IndexFile, "create", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            store.put("orders", "k", queue_id=0, offset=0, size=0, timestamp_ms=1_000)
+    (failed,) = store.journal.files()
+    assert failed.state is FileState.EMPTY
+    assert not list((tmp_path / "d" / "active").glob("*"))
+    model = fill(store, 10)
+    report = store.shutdown(timeout_s=20)
+    assert report.clean and report.pending == [] and len(report.uploaded) == 1, report
+    assert report.elapsed_s < 10
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    assert_answers(fresh, model)
+    fresh.shutdown(timeout_s=10)
+
+
+def test_status_after_shutdown_is_the_final_one(tmp_path: Path, remote_url: str) -> None:
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    fill(store, 10)
+    assert store.shutdown(timeout_s=20).clean
+    status = store.status()
+    assert status.closed and status.pending_files == [] and status.files_by_state == {"UPLOADED": 1}
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "error"),
+    [
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (1e300, ValueError),
+        (-1, ValueError),
+        ("2", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_shutdown_timeout_is_checked_before_anything_stops(
+    tmp_path: Path, remote_url: str, timeout_s: object, error: type[Exception]
+) -> None:
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    with pytest.raises(error, match="timeout_s"):
+        store.shutdown(timeout_s=timeout_s)  # type: ignore[arg-type]
+    store.put("orders", "k", queue_id=0, offset=0, size=0, timestamp_ms=1_000)  # still open
+    assert store.shutdown(timeout_s=20).clean
+
+
 def test_retention_runs_after_a_restart_with_nothing_to_upload(tmp_path: Path, remote_url: str) -> None:
     """A writer restarted with every file already uploaded still applies
     retention (it claims its prefix for the deletes)."""

@@ -13,6 +13,7 @@ WAL mode keeps readers (status, queries) from blocking the writer; with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import threading
@@ -147,7 +148,12 @@ class Journal:
                 fault_point("journal.before_commit")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A failed COMMIT (disk full, I/O error) may already have
+                # rolled back: a bare ROLLBACK would then raise "no
+                # transaction is active" and hide the real error.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
             fault_point("journal.after_commit")
             return self._get_locked(file_id)

@@ -45,7 +45,7 @@ from tieredindex._native import (
     crc32c,
     salvage,
 )
-from tieredindex.config import StoreConfig
+from tieredindex.config import StoreConfig, check_seconds
 from tieredindex.faults import fault_point
 from tieredindex.fetcher import RemoteIndexFile
 from tieredindex.journal import FileRecord, Journal
@@ -500,12 +500,22 @@ class IndexStore:
             # Record first: a crash before the file exists leaves a record
             # that recovery marks EMPTY (no put can have reached it).
             self.journal.add(file_id, FileState.ACTIVE, begin_ms=now)
-            f = IndexFile.create(
-                self._active_path(file_id),
-                slots=self.config.slots,
-                capacity=self.config.capacity,
-                begin_ms=now,
-            )
+            try:
+                f = IndexFile.create(
+                    self._active_path(file_id),
+                    slots=self.config.slots,
+                    capacity=self.config.capacity,
+                    begin_ms=now,
+                )
+            except BaseException:
+                # Disk full or unwritable: no put reached the file, so its
+                # record ends EMPTY now (as recovery would end it), rather
+                # than staying ACTIVE and pending for the rest of this run.
+                with contextlib.suppress(Exception):
+                    self.journal.transition(file_id, FileState.ROLLED)
+                    self.journal.transition(file_id, FileState.EMPTY)
+                    self._active_path(file_id).unlink(missing_ok=True)
+                raise
             with self._state_lock:
                 self._unsealed[file_id] = f
             self._current = file_id
@@ -515,8 +525,11 @@ class IndexStore:
         """The current file stops taking puts; the worker seals it."""
         if self._current is None:
             return
-        file_id, self._current = self._current, None
+        file_id = self._current
+        # Recorded first: if the journal cannot be written, the file stays
+        # current (and sealable by a later roll) instead of being dropped.
         self.journal.transition(file_id, FileState.ROLLED)
+        self._current = None
         fault_point("roll.after_journal")
         self._wake.set()
 
@@ -1081,6 +1094,10 @@ class IndexStore:
         return self._metrics.snapshot()
 
     def status(self) -> StoreStatus:
+        """Files by state, what is pending, errors. After ``shutdown()``: the
+        status as the shutdown left it."""
+        if self._final_status is not None:
+            return self._final_status
         records = self.journal.files()
         by_state: dict[str, int] = {}
         for r in records:
@@ -1142,32 +1159,59 @@ class IndexStore:
 
     def shutdown(self, timeout_s: float | None = None) -> ShutdownReport:
         """Stops intake, seals the last file (unless empty), uploads every
-        pending file and records the outcome, all within ``timeout_s``."""
+        pending file and records the outcome, all within ``timeout_s``.
+
+        Always returns a report, and releases the directory lock: a step
+        that fails (the local disk unwritable, the journal unreadable) is
+        named in ``error`` and makes the report unclean; the next
+        ``start()`` finishes the job."""
+        if timeout_s is not None:
+            check_seconds("timeout_s", timeout_s, allow_zero=True)
         with self._shutdown_lock:
             if self._shutdown_report is not None:
                 return self._shutdown_report
             if not self._started:
                 raise TieredIndexError("the store is not started: call start() first")
             timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
-            if timeout < 0:
-                raise ValueError(f"timeout_s must not be negative, got {timeout}")
             started = time.monotonic()
             deadline = started + timeout
             self._deadline = deadline
-            error: str | None = None
-            uploaded_before = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+            failures: list[str] = []
+
+            def attempt(what: str, step: Callable[[], T], default: T) -> T:
+                try:
+                    return step()
+                except Exception as exc:
+                    failures.append(f"{what}: {type(exc).__name__}: {exc}")
+                    _LOG.error("shutdown: %s failed: %s: %s", what, type(exc).__name__, exc)
+                    return default
+
+            def uploaded_ids() -> set[str]:
+                return {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+
+            uploaded_before: set[str] = attempt("read the journal", uploaded_ids, set())
             with self._write_lock:  # waits for puts in flight
                 self._closed = True
-                if self._current is not None:
+                current = self._current
+                if current is not None:
                     # Flushed first: the worker may seal and close it as soon
                     # as it is rolled.
-                    self._unsealed[self._current].flush()
-                    self._roll_locked()  # sealed by the worker; an empty one becomes EMPTY
+                    attempt("flush the last file", self._unsealed[current].flush, None)
+                    # Sealed by the worker; an empty one becomes EMPTY.
+                    attempt("roll the last file", self._roll_locked, None)
             self._wake.set()
+
+            def can_progress() -> bool:
+                # Files that uploads can still move on (not CONFLICT: final);
+                # a journal read that fails counts as "yes" until the deadline.
+                try:
+                    return bool(self.journal.files(PENDING_STATES))
+                except Exception:
+                    return True
+
             with self._progress:
-                while time.monotonic() < deadline and self._pending_ids():
+                while time.monotonic() < deadline and can_progress():
                     self._progress.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            pending = self._pending_ids()
             self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
             self._wake.set()
             for thread in self._threads:
@@ -1180,24 +1224,35 @@ class IndexStore:
             for f in unsealed:
                 with contextlib.suppress(Exception):
                     f.close()  # msync: pending entries survive power loss too
-            uploaded = sorted({r.file_id for r in self.journal.files([FileState.UPLOADED])} - uploaded_before)
-            pending = self._pending_ids()
+            uploaded = sorted(attempt("read the journal", uploaded_ids, uploaded_before) - uploaded_before)
+            pending: list[str] | None = attempt("read the journal", self._pending_ids, None)
+            if pending is None:
+                failures.append("the files still pending are unknown (the journal could not be read)")
+            error = "; ".join(dict.fromkeys(failures)) or None
             if pending and self._last_error:
-                error = self._last_error
+                error = f"{error}; {self._last_error}" if error else self._last_error
             fault_point("shutdown.before_record")
             report = ShutdownReport(
-                clean=not pending,
+                clean=pending == [] and not failures,
                 uploaded=uploaded,
-                pending=pending,
+                pending=pending or [],
                 elapsed_s=time.monotonic() - started,
                 error=error,
             )
-            self.journal.set_meta(
-                "last_shutdown", f"clean={report.clean} pending={','.join(pending)} at={time.time():.3f}"
+            attempt(
+                "record the shutdown",
+                lambda: self.journal.set_meta(
+                    "last_shutdown",
+                    f"clean={report.clean} pending={','.join(report.pending)} at={time.time():.3f}",
+                ),
+                None,
             )
+            self._final_status = attempt("read the journal", self.status, None)
             self._shutdown_report = report
-            self.journal.close()
-            self.remote.close()
+            with contextlib.suppress(Exception):
+                self.journal.close()
+            with contextlib.suppress(Exception):
+                self.remote.close()
             self._release_lock()
             _LOG.info("store %s shut down: %s", self.directory, report)
             return report

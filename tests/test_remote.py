@@ -23,6 +23,7 @@ from tieredindex.remote import (
     Remote,
     S3Remote,
     UploadCancelledError,
+    crc32c_b64,
     open_remote,
     validate_key,
 )
@@ -1028,3 +1029,67 @@ def test_open_remote_never_turns_a_bad_url_into_another_location(url: str, probl
         open_remote(url)
     assert repr(url) in str(info.value)
     assert problem in str(info.value)
+
+
+def test_s3_head_trusts_the_stores_own_checksum_over_the_metadata(
+    s3_remote: S3Remote, moto_server: Any
+) -> None:
+    """An object whose tix-crc32c metadata vouches for other bytes than it
+    holds (a foreign writer, or bytes damaged after the checksum was
+    taken) is not taken for ours: S3's own full-object CRC-32C of what it
+    stores wins, so a put-if-absent of the bytes the metadata names is a
+    conflict, never an identical object."""
+    ours, theirs = blob(6 * MiB, seed=1), blob(6 * MiB, seed=2)
+    key = s3_remote.prefix + "index/x.tix"
+    client = moto_server.client
+    upload_id = client.create_multipart_upload(
+        Bucket=moto_server.bucket,
+        Key=key,
+        ChecksumAlgorithm="CRC32C",
+        ChecksumType="FULL_OBJECT",
+        Metadata={"tix-size": str(len(ours)), "tix-crc32c": f"{crc32c(ours):08x}"},  # the lie
+    )["UploadId"]
+    parts = []
+    for number, (start, end) in enumerate(((0, 5 * MiB), (5 * MiB, len(theirs))), start=1):
+        checksum = crc32c_b64(crc32c(theirs[start:end]))
+        etag = client.upload_part(
+            Bucket=moto_server.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=theirs[start:end],
+            ChecksumCRC32C=checksum,
+        )["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag, "ChecksumCRC32C": checksum})
+    client.complete_multipart_upload(
+        Bucket=moto_server.bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+        ChecksumCRC32C=crc32c_b64(crc32c(theirs)),
+        ChecksumType="FULL_OBJECT",
+        MpuObjectSize=len(theirs),
+    )
+    info = s3_remote.head("index/x.tix")
+    assert info is not None and info.size == len(ours)
+    assert info.crc32c == crc32c(theirs) != crc32c(ours)
+    result = put(s3_remote, "index/x.tix", ours)
+    assert not result.created and not result.identical
+    assert s3_remote.get("index/x.tix") == theirs  # untouched
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        ({"ChecksumCRC32C": "4waSgw==", "ChecksumType": "FULL_OBJECT"}, 0xE3069283),
+        ({"ChecksumCRC32C": "4waSgw=="}, 0xE3069283),  # single PutObject: no type reported
+        ({"ChecksumCRC32C": "4waSgw==-3", "ChecksumType": "COMPOSITE"}, None),  # part checksums
+        ({"ChecksumCRC32C": "not base64!"}, None),
+        ({"ChecksumCRC32C": "AAAAAAA="}, None),  # five bytes
+        ({}, None),
+    ],
+)
+def test_only_a_whole_object_crc_from_the_store_is_taken(head: dict[str, str], expected: int | None) -> None:
+    from tieredindex.remote import _full_object_crc
+
+    assert _full_object_crc(head) == expected

@@ -97,9 +97,14 @@ Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 class ObjectInfo:
     """One remote object.
 
-    ``size`` is the stored object's actual length. ``crc32c`` is the checksum
-    recorded at upload (``tix-crc32c``), ``None`` when unknown: always from
-    :meth:`Remote.list`, which does not read metadata, and for foreign objects.
+    ``size`` is the stored object's actual length. ``crc32c`` is the
+    object's CRC-32C as the store itself computed it over the stored bytes,
+    when it reports one for the whole object (S3 ``HeadObject`` with
+    ``ChecksumMode=ENABLED``: real S3 for every object uploaded with one,
+    moto for FULL_OBJECT multipart uploads only); otherwise the checksum
+    recorded at upload (``tix-crc32c``, which only the uploader vouches
+    for); ``None`` when unknown: always from :meth:`Remote.list`, which
+    does not read metadata, and for foreign objects.
     ``metadata`` holds all user metadata, ``tix-size``/``tix-crc32c`` included
     (empty from :meth:`Remote.list`).
     """
@@ -267,6 +272,20 @@ def _parse_crc(value: str | None) -> int | None:
     except ValueError:
         return None
     return crc if 0 <= crc <= 0xFFFFFFFF else None
+
+
+def _full_object_crc(head: Mapping[str, Any]) -> int | None:
+    """The CRC-32C S3 reports for a whole object (HeadObject with
+    ``ChecksumMode=ENABLED``), or None: none reported, or a COMPOSITE one
+    (a checksum of part checksums, ``<base64>-<parts>``)."""
+    value = head.get("ChecksumCRC32C")
+    if not isinstance(value, str) or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT" or "-" in value:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+    return int.from_bytes(raw, "big") if len(raw) == 4 else None
 
 
 def crc32c_of_file(path: str | os.PathLike[str]) -> int:
@@ -1333,13 +1352,16 @@ class S3Remote(Remote):
         from botocore.exceptions import ClientError
 
         try:
-            resp = self._client.head_object(Bucket=self._bucket, Key=self._full(key))
+            # ChecksumMode: the store's own CRC-32C of what it holds, when it
+            # has one, is better evidence than the metadata we sent.
+            resp = self._client.head_object(Bucket=self._bucket, Key=self._full(key), ChecksumMode="ENABLED")
         except ClientError as exc:
             code, status = _error_code(exc)
             if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
         metadata = {str(k).lower(): str(v) for k, v in resp.get("Metadata", {}).items()}
+        stored_crc = _full_object_crc(resp)
         if "ContentLength" not in resp or "LastModified" not in resp:
             # http.client takes headers cut off between lines as complete:
             # a truncated response, worth another try.
@@ -1349,7 +1371,7 @@ class S3Remote(Remote):
         return ObjectInfo(
             key,
             int(resp["ContentLength"]),
-            _parse_crc(metadata.get(META_CRC32C)),
+            stored_crc if stored_crc is not None else _parse_crc(metadata.get(META_CRC32C)),
             resp["LastModified"],
             metadata,
             resp.get("ETag"),

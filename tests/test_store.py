@@ -394,6 +394,37 @@ def test_verify_finds_orphans_and_open_uploads(tmp_path: Path, remote_url: str) 
     store.shutdown()
 
 
+def test_verify_leaves_the_object_of_an_upload_that_will_resume(tmp_path: Path, remote_url: str) -> None:
+    """An upload stopped after its object was put and before its manifest
+    record: the object is not an orphan, repair leaves it, and the upload
+    then completes."""
+    from tieredindex import faults
+
+    store = IndexStore(tmp_path / "d", remote_url, small_config(reconcile_interval_s=30.0))
+    store.start()
+    model = fill(store, 10)
+    faults.arm("upload.after_put:raise")
+    try:
+        store.seal()
+        deadline = time.monotonic() + 20
+        while "InjectedFault" not in (store.status().last_error or ""):
+            assert time.monotonic() < deadline, store.status()
+            time.sleep(0.01)
+    finally:
+        faults.arm("")
+    remote = open_remote(remote_url)
+    (obj,) = remote.list(DATA_PREFIX)
+    assert remote.list(MANIFEST_PREFIX) == []
+    report = store.verify(repair=True)
+    assert [p for p in report.problems if p.key == obj.key] == [], report
+    assert remote.head(obj.key) is not None
+    assert store.shutdown(timeout_s=20).clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    assert_answers(fresh, model)
+    fresh.shutdown(timeout_s=10)
+
+
 def test_second_writer_refused_reader_welcome(tmp_path: Path, remote_url: str) -> None:
     with IndexStore(tmp_path / "a", remote_url, small_config()) as first:
         model = fill(first, 60)

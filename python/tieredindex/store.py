@@ -1133,8 +1133,12 @@ class IndexStore:
                 return None
             return path if crc32c_of_file(path) == rec.crc32c else None
 
+        # Not orphans: the objects of uploads under way, and of uploads that
+        # will resume (sealed or uploading in the journal, perhaps put before
+        # a crash long ago): their manifest record is still to come.
+        resuming = {data_key(r.file_id) for r in self.journal.files([FileState.SEALED, FileState.UPLOADING])}
         with self._state_lock:
-            in_flight = {data_key(fid) for fid in self._in_flight}
+            in_flight = {data_key(fid) for fid in self._in_flight} | resuming
         report = verify_remote(
             self.remote,
             call=self._call,
@@ -1199,6 +1203,8 @@ class IndexStore:
                     attempt("flush the last file", self._unsealed[current].flush, None)
                     # Sealed by the worker; an empty one becomes EMPTY.
                     attempt("roll the last file", self._roll_locked, None)
+            with self._state_lock:
+                self._retry_after.clear()  # the last chance: no file waits out its backoff
             self._wake.set()
 
             def can_progress() -> bool:

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -87,6 +88,17 @@ class _FakeConn:
         (be.ConnectionError(error=OSError("refused")), "retry"),
         (be.ConnectionClosedError(endpoint_url="http://x"), "retry"),
         (be.SSLError(endpoint_url="http://x", error=OSError("eof")), "retry"),
+        # A certificate that does not verify is configuration, not weather.
+        (
+            be.SSLError(
+                endpoint_url="https://x",
+                error=ssl.SSLCertVerificationError(
+                    1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
+                ),
+            ),
+            "fatal",
+        ),
+        (u3.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), "fatal"),
         (be.IncompleteReadError(actual_bytes=1, expected_bytes=2), "retry"),
         (be.FlexibleChecksumError(error_msg="mismatch"), "retry"),
         (be.ReadTimeoutError(endpoint_url="http://x"), "timeout"),

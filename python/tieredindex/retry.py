@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -258,6 +259,19 @@ def _client_error_fields(exc: boto_exc.ClientError) -> tuple[str, int | None]:
     return code, status if isinstance(status, int) else None
 
 
+def _certificate_rejected(exc: BaseException) -> bool:
+    """A TLS certificate that failed verification, anywhere in the chain
+    (botocore wraps it in an ``SSLError`` whose text names it)."""
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(at):
+            return True
+        at = at.__cause__ or at.__context__
+    return False
+
+
 def classify(exc: BaseException) -> Classification:
     """Whether retrying the operation that raised ``exc`` can help.
 
@@ -269,12 +283,15 @@ def classify(exc: BaseException) -> Classification:
     * ``"fatal"``: everything else, including ``AccessDenied``,
       ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``NoSuchBucket``,
       ``NoSuchKey``, other 4xx, missing credentials, bad parameters,
-      missing files, the package's own errors and non-``Exception``\\ s.
+      missing files, a TLS certificate that fails verification, the
+      package's own errors and non-``Exception``\\ s.
     """
     if not isinstance(exc, Exception):
         return "fatal"
     if isinstance(exc, TieredIndexError):
         return "fatal"
+    if _certificate_rejected(exc):
+        return "fatal"  # a certificate that does not verify will not on a retry
     if isinstance(exc, boto_exc.ClientError):
         code, status = _client_error_fields(exc)
         if code in _THROTTLING_CODES or code in _TRANSIENT_CODES:

@@ -382,7 +382,13 @@ impl Footer {
 
     fn check_span(&self, start: u64, len: u64, name: &str) -> Result<()> {
         let geo = &self.geometry;
-        let end = start + len;
+        // Checked: `start` comes from the caller (Python), any u64.
+        let Some(end) = start.checked_add(len) else {
+            return Err(Error::invalid(
+                "start",
+                format!("{name}: span {start}+{len} is past the end of the data"),
+            ));
+        };
         let aligned = start.is_multiple_of(u64::from(geo.block_size))
             && (end == geo.data_len || end.is_multiple_of(u64::from(geo.block_size)))
             && end <= geo.data_len;
@@ -462,8 +468,8 @@ fn slice_of<'a>(
     end: u64,
     name: &str,
 ) -> Result<&'a [u8]> {
-    let span_end = span_start + span.len() as u64;
-    if start < span_start || end > span_end {
+    let span_end = span_start.saturating_add(span.len() as u64);
+    if start < span_start || end > span_end || start > end {
         return Err(Error::invalid(
             "span",
             format!("{name}: bytes {start}..{end} are not in the span {span_start}..{span_end}"),
@@ -860,6 +866,21 @@ mod tests {
         let t = std::time::Instant::now();
         s.verify().unwrap();
         eprintln!("verify: {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn range_reads_refuse_spans_past_the_end_without_overflow() {
+        let (raw, _) = sealed_bytes(10);
+        let footer = Footer::parse(&raw, raw.len() as u64, "t").unwrap();
+        let block = u64::from(footer.geometry.block_size);
+        // Block-aligned starts near u64::MAX: start + len wrapped before.
+        let start = u64::MAX / block * block;
+        for len in [1usize, 64] {
+            let err = footer.verify_span(start, &vec![0; len], "t").unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+            let err = footer.slot_run(start, &vec![0; len], 7, "t").unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        }
     }
 
     #[test]

@@ -48,6 +48,34 @@ struct Inner {
     sealed: bool,
 }
 
+/// An [`IndexFile`]'s figures, read together under one lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub slots: u32,
+    pub capacity: u32,
+    pub count: u32,
+    pub used_slots: u32,
+    pub begin_ms: u64,
+    pub end_ms: u64,
+    pub sealed: bool,
+    pub closed: bool,
+}
+
+impl Summary {
+    fn of(inner: &Inner) -> Self {
+        Summary {
+            slots: inner.slots,
+            capacity: inner.capacity,
+            count: inner.count,
+            used_slots: inner.used_slots,
+            begin_ms: inner.begin_ms,
+            end_ms: inner.end_ms(),
+            sealed: inner.sealed,
+            closed: inner.map.is_none(),
+        }
+    }
+}
+
 pub struct IndexFile {
     path: PathBuf,
     inner: RwLock<Inner>,
@@ -475,6 +503,18 @@ impl IndexFile {
 
     pub fn open_report(&self) -> OpenReport {
         self.open_report
+    }
+
+    /// The file's figures at one instant. Blocks while a put, flush or
+    /// seal holds the file; see [`IndexFile::try_summary`].
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.inner.read())
+    }
+
+    /// As [`IndexFile::summary`], or `None` at once if a writer holds the
+    /// file (the Python edge then waits without the GIL).
+    pub fn try_summary(&self) -> Option<Summary> {
+        self.inner.try_read().map(|inner| Summary::of(&inner))
     }
 
     pub fn slots(&self) -> u32 {

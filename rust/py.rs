@@ -20,7 +20,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::checksum::crc32c_append;
 use crate::error::Error;
-use crate::index::{Batch, IndexFile, NewEntry};
+use crate::index::{Batch, IndexFile, NewEntry, Summary};
 use crate::keyhash::fingerprint;
 use crate::sealed::{Footer, SealedIndex};
 use crate::Entry;
@@ -610,36 +610,36 @@ impl PyIndexFile {
         path_string(self.core.path())
     }
     #[getter]
-    fn slots(&self) -> u32 {
-        self.core.slots()
+    fn slots(&self, py: Python<'_>) -> u32 {
+        self.summary(py).slots
     }
     #[getter]
-    fn capacity(&self) -> u32 {
-        self.core.capacity()
+    fn capacity(&self, py: Python<'_>) -> u32 {
+        self.summary(py).capacity
     }
     #[getter]
-    fn count(&self) -> u32 {
-        self.core.count()
+    fn count(&self, py: Python<'_>) -> u32 {
+        self.summary(py).count
     }
     #[getter]
-    fn used_slots(&self) -> u32 {
-        self.core.used_slots()
+    fn used_slots(&self, py: Python<'_>) -> u32 {
+        self.summary(py).used_slots
     }
     #[getter]
-    fn begin_ms(&self) -> u64 {
-        self.core.begin_ms()
+    fn begin_ms(&self, py: Python<'_>) -> u64 {
+        self.summary(py).begin_ms
     }
     #[getter]
-    fn end_ms(&self) -> u64 {
-        self.core.end_ms()
+    fn end_ms(&self, py: Python<'_>) -> u64 {
+        self.summary(py).end_ms
     }
     #[getter]
-    fn sealed(&self) -> bool {
-        self.core.sealed()
+    fn sealed(&self, py: Python<'_>) -> bool {
+        self.summary(py).sealed
     }
     #[getter]
-    fn closed(&self) -> bool {
-        self.core.closed()
+    fn closed(&self, py: Python<'_>) -> bool {
+        self.summary(py).closed
     }
     /// True when open() found the file not closed cleanly and rebuilt it.
     #[getter]
@@ -652,15 +652,27 @@ impl PyIndexFile {
         self.core.open_report().dropped_entries
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let s = self.summary(py);
         format!(
             "IndexFile(path={:?}, count={}, capacity={}, slots={}, sealed={})",
             path_string(self.core.path()),
-            self.core.count(),
-            self.core.capacity(),
-            self.core.slots(),
-            self.core.sealed()
+            s.count,
+            s.capacity,
+            s.slots,
+            s.sealed
         )
+    }
+}
+
+impl PyIndexFile {
+    /// The file's figures without holding the GIL while a put_batch, flush
+    /// or seal in another thread holds the file: reading a property must
+    /// not freeze every Python thread for the length of a seal.
+    fn summary(&self, py: Python<'_>) -> Summary {
+        self.core
+            .try_summary()
+            .unwrap_or_else(|| py.detach(|| self.core.summary()))
     }
 }
 

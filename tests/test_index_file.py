@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,41 @@ def test_sealed_file_refuses_puts_and_reopens_sealed(tmp_path: Path) -> None:
     g = IndexFile.open(tmp_path / "f.tix")
     assert g.sealed and g.count == 1
     assert g.put("k", 0, 2, 1, 1001) is False
+
+
+def test_reading_a_property_during_a_seal_does_not_stop_other_threads(tmp_path: Path) -> None:
+    """The seal holds the file's lock with the GIL released; a property
+    read in the meantime waits for the lock without the GIL, so the other
+    Python threads run on (before, they all stood still until the seal was
+    done). A liveness check, with a tenfold margin, not a speed figure."""
+    n = 2_000_000
+    f = IndexFile.create(tmp_path / "a.tix", slots=500_000, capacity=n, begin_ms=0)
+    offsets = np.arange(n, dtype=np.uint64)
+    zeros = np.zeros(n, np.uint32)
+    assert f.put_batch([b"k%d" % (i % 300_000) for i in range(n)], zeros, offsets, zeros, offsets) == n
+    f.flush()
+    gaps: list[float] = []
+    stop = threading.Event()
+
+    def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            time.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = threading.Thread(target=ticker)
+    ticking.start()
+    time.sleep(0.05)
+    sealing = threading.Thread(target=f.seal, args=(tmp_path / "a.sealed",))
+    started = time.perf_counter()
+    sealing.start()
+    time.sleep(0.002)
+    count = f.count  # waits for the seal's lock
+    sealing.join()
+    seal_s = time.perf_counter() - started
+    stop.set()
+    ticking.join()
+    assert count == n and f.sealed
+    assert max(gaps) < seal_s / 2, (max(gaps), seal_s)

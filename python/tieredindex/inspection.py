@@ -244,8 +244,16 @@ def _inspect_unsealed(p: Path, head: bytes, size: int) -> Inspection:
                 )
             if used != used_now:
                 r.problems.append(f"{p}: header records {used} used slots, the entries use {used_now}")
-            if count and end_ms != max(scan.max_ms, begin_ms):
-                r.problems.append(f"{p}: header end time {end_ms}, the entries' newest is {scan.max_ms}")
+            # As the writer (rust/index.rs): the largest timestamp put, which may
+            # be below begin_ms; begin_ms only while the file is empty.
+            expected_end = scan.max_ms if count else begin_ms
+            if end_ms != expected_end:
+                why = (
+                    f"the entries' newest is {scan.max_ms}"
+                    if count
+                    else f"an empty file's end time is its begin time {begin_ms}"
+                )
+                r.problems.append(f"{p}: header end time {end_ms}, but {why}")
     elif scan.bad_nonzero and not scan.valid_after_gap:
         if holder is not None:
             r.notes.append(f"{scan.bad_nonzero} entries past the valid prefix are being written")

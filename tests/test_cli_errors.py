@@ -1,0 +1,59 @@
+"""Operator mistakes and odd inputs on the `tieredindex` command line: each
+gets its exit status (API.md: 1 problem found or failure, 2 bad usage) and a
+message naming the problem, never a traceback or a hang. Subprocesses, as
+in test_cli.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tieredindex import IndexFile
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tieredindex", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def test_inspect_entries_older_than_begin_are_intact(tmp_path: Path) -> None:
+    """API.md allows timestamps below begin_ms; the writer's end_ms is the
+    largest timestamp put, so it may be below begin_ms."""
+    path = tmp_path / "old.tix"
+    with IndexFile.create(path, slots=8, capacity=10, begin_ms=2_000) as f:
+        f.put("k", 1, 1, 1, 1_000)
+        f.put("j", 1, 2, 1, 1_500)
+    assert IndexFile.open(path).end_ms == 1_500
+    result = run("inspect", str(path), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    info = json.loads(result.stdout)
+    assert info["ok"] is True, info["problems"]
+    assert "end 1500" in info["fields"]["header summary"]
+
+
+def test_inspect_empty_file_end_time_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "empty.tix"
+    IndexFile.create(path, slots=8, capacity=10, begin_ms=2_000).close()
+    assert run("inspect", str(path)).returncode == 0
+    # An empty file whose header claims another end time (with a valid
+    # header checksum, so the summary is trusted) is inconsistent.
+    from tieredindex._native import crc32c
+
+    data = bytearray(path.read_bytes())
+    data[48:56] = (7_777).to_bytes(8, "little")
+    data[56:60] = crc32c(bytes(data[32:56])).to_bytes(4, "little")
+    path.write_bytes(data)
+    result = run("inspect", str(path))
+    assert result.returncode == 1, result.stdout
+    assert "header end time 7777" in result.stdout and "begin time 2000" in result.stdout

@@ -6,6 +6,7 @@ in test_cli.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,13 @@ def test_inspect_empty_file_end_time_is_checked(tmp_path: Path) -> None:
     result = run("inspect", str(path))
     assert result.returncode == 1, result.stdout
     assert "header end time 7777" in result.stdout and "begin time 2000" in result.stdout
+
+
+def test_inspect_truncated_empty_file_is_corrupt_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "e.tix"
+    IndexFile.create(path, slots=64, capacity=100, begin_ms=1_000).close()
+    os.truncate(path, 100)  # cuts the slot table short
+    result = run("inspect", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "CORRUPT" in result.stdout and "truncated" in result.stdout
+    assert result.stderr == ""

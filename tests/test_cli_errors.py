@@ -68,3 +68,12 @@ def test_inspect_truncated_empty_file_is_corrupt_not_a_crash(tmp_path: Path) -> 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "CORRUPT" in result.stdout and "truncated" in result.stdout
     assert result.stderr == ""
+
+
+def test_inspect_refuses_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.tix"
+    os.mkfifo(fifo)
+    result = run("inspect", str(fifo), timeout=20)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "FIFO" in result.stderr and str(fifo) in result.stderr
+    assert result.stdout == ""

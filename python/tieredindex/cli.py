@@ -139,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from tieredindex.inspection import inspect_file
+    from tieredindex.inspection import NotARegularFileError, inspect_file
 
     reports = []
     for name in args.paths:
@@ -150,6 +150,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             reports.append(inspect_file(path))
         except IsADirectoryError:
             raise UsageError(f"{name} is a directory: give an index file (.tix or .sealed)") from None
+        except NotARegularFileError as exc:
+            raise UsageError(f"{exc}: give an index file (.tix or .sealed)") from None
         except PermissionError as exc:
             raise Failure(f"{name}: cannot read it ({exc.strerror})") from None
     if args.json:

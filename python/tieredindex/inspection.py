@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -106,15 +107,41 @@ class Inspection:
         return {**dataclasses.asdict(self), "ok": self.ok}
 
 
+class NotARegularFileError(OSError):
+    """The path is a FIFO, socket, device...: not a file that can be inspected."""
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
 def inspect_file(path: str | os.PathLike[str]) -> Inspection:
     """Inspects the index file at ``path``. ``FileNotFoundError``,
-    ``IsADirectoryError`` or ``PermissionError`` if it cannot be read."""
+    ``IsADirectoryError``, :class:`NotARegularFileError` (a FIFO, a
+    device...) or ``PermissionError`` if it cannot be read."""
     p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(f"{p} is a directory, not an index file")
-    with open(p, "rb") as f:
-        head = f.read(HEADER_LEN)
-    size = p.stat().st_size
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; a regular
+    # file reads the same with it.
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFileError(f"{p} is {_file_kind(st.st_mode)}, not an index file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            head = f.read(HEADER_LEN)
+    finally:
+        os.close(fd)
+    size = st.st_size
     if head[:8] == UNSEALED_MAGIC:
         report = _inspect_unsealed(p, head, size)
     elif head[:8] == SEALED_MAGIC:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tieredindex import IndexFile
 
 
@@ -77,3 +79,36 @@ def test_inspect_refuses_a_fifo(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "FIFO" in result.stderr and str(fifo) in result.stderr
     assert result.stdout == ""
+
+
+# ------------------------------------------------------------------ query
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--end", str(2**63)],
+        ["--begin", str(2**63)],
+        ["--max", str(2**63)],
+        ["--max", "99999999999999999999"],
+    ],
+)
+def test_query_out_of_range_numbers_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    result = run("query", "--remote", remote.as_uri(), "--topic", "t", "--key", "k", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{args[0]} must be at most {2**63 - 1}" in result.stderr
+    assert result.stdout == ""
+
+
+def test_query_accepts_the_largest_numbers(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    top = str(2**63 - 1)
+    result = run(
+        "query", "--remote", remote.as_uri(), "--topic", "t", "--key", "k",
+        "--begin", top, "--end", top, "--max", top, "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

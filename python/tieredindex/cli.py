@@ -32,6 +32,8 @@ from tieredindex.console import (
 from tieredindex.remote import Remote, open_remote
 
 MAX_TIME = 2**63 - 1
+MAX_COUNT = 2**63 - 1
+"""The largest ``max_count`` the native queries accept (an i64)."""
 REMOTE_HINT = (
     "check the URL, the network, the credentials (AWS_ACCESS_KEY_ID, ... in the environment) "
     "and --endpoint-url for an S3-compatible store"
@@ -84,7 +86,7 @@ def _store_dir(value: str, *, must_be_store: bool = True) -> Path:
     return path
 
 
-def _non_negative(name: str) -> Callable[[str], int]:
+def _non_negative(name: str, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -92,14 +94,16 @@ def _non_negative(name: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
         if value < 0:
             raise argparse.ArgumentTypeError(f"{name} must not be negative, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {maximum}, got {value}")
         return value
 
     return parse
 
 
-def _positive(name: str) -> Callable[[str], int]:
+def _positive(name: str, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = _non_negative(name)(text)
+        value = _non_negative(name, maximum)(text)
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
         return value
@@ -437,10 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--dir", help="a stopped store's directory whose local files are searched too")
     query.add_argument("--topic", required=True)
     query.add_argument("--key", required=True)
-    query.add_argument("--begin", type=_non_negative("--begin"), metavar="MS", help="from (ms, default 0)")
-    query.add_argument("--end", type=_non_negative("--end"), metavar="MS", help="to (ms, default: all time)")
+    # Timestamps are 0 to 2**63-1 ms (API.md), and the native queries take
+    # max_count as a signed 64-bit integer: larger values are usage errors.
     query.add_argument(
-        "--max", type=_positive("--max"), default=64, metavar="N", help="at most N results (64)"
+        "--begin", type=_non_negative("--begin", MAX_TIME), metavar="MS", help="from (ms, default 0)"
+    )
+    query.add_argument(
+        "--end", type=_non_negative("--end", MAX_TIME), metavar="MS", help="to (ms, default: all time)"
+    )
+    query.add_argument(
+        "--max", type=_positive("--max", MAX_COUNT), default=64, metavar="N", help="at most N results (64)"
     )
     query.add_argument("--json", action="store_true", help="print a JSON array of entries")
     query.set_defaults(func=cmd_query)

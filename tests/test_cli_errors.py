@@ -112,3 +112,17 @@ def test_query_accepts_the_largest_numbers(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+# ------------------------------------------------------------------- demo
+
+
+@pytest.mark.parametrize("option", ["--capacity", "--slots"])
+def test_demo_geometry_above_u32_is_a_usage_error(tmp_path: Path, option: str) -> None:
+    result = run(
+        "demo", "--messages", "10", "--capacity", "100", option, str(2**32 - 1),
+        "--no-progress", "--dir", str(tmp_path / "demo"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{option} must be below 2**32 - 1" in result.stderr
+    assert not (tmp_path / "demo").exists()  # refused before anything ran

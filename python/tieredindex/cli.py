@@ -119,6 +119,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.capacity > 2**32 - 2:
         raise UsageError("--capacity must be below 2**32 - 1")
+    if args.slots is not None and args.slots > 2**32 - 2:
+        raise UsageError("--slots must be below 2**32 - 1")
     if args.remote is not None:
         _open_remote(args.remote, args.endpoint_url, must_exist=False).close()
     if args.dir:

@@ -126,3 +126,23 @@ def test_demo_geometry_above_u32_is_a_usage_error(tmp_path: Path, option: str) -
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{option} must be below 2**32 - 1" in result.stderr
     assert not (tmp_path / "demo").exists()  # refused before anything ran
+
+
+# ----------------------------------------------------------------- verify
+
+
+@pytest.mark.parametrize("grace", ["-5", "-0.001", "nan", "inf", "-inf", "soon"])
+def test_verify_grace_must_be_finite_and_not_negative(tmp_path: Path, grace: str) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    result = run("verify", "--remote", remote.as_uri(), f"--grace={grace}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--grace must be a" in result.stderr and grace in result.stderr
+    assert result.stdout == ""
+
+
+def test_verify_grace_zero_is_accepted(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    result = run("verify", "--remote", remote.as_uri(), "--grace", "0")
+    assert result.returncode == 0, result.stdout + result.stderr

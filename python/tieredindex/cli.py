@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -96,6 +97,21 @@ def _non_negative(name: str, maximum: int | None = None) -> Callable[[str], int]
             raise argparse.ArgumentTypeError(f"{name} must not be negative, got {value}")
         if maximum is not None and value > maximum:
             raise argparse.ArgumentTypeError(f"{name} must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    """A finite number of seconds, 0 or more (not nan, not inf)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number of seconds >= 0, got {text!r}")
         return value
 
     return parse
@@ -472,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repair", action="store_true", help="fix what can be fixed")
     verify.add_argument(
         "--grace",
-        type=float,
+        type=_seconds("--grace"),
         default=3600.0,
         metavar="SECONDS",
         help="an unlisted object is an orphan once older than this (3600)",

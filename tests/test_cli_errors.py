@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tieredindex import IndexFile
+from tieredindex import IndexFile, IndexStore
+from tieredindex.layout import JOURNAL_NAME, SEALED_DIR
+
+from store_helpers import small_config
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -146,3 +150,49 @@ def test_verify_grace_zero_is_accepted(tmp_path: Path) -> None:
     remote.mkdir()
     result = run("verify", "--remote", remote.as_uri(), "--grace", "0")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- journal
+
+
+def _store_with_a_bogus_state(tmp_path: Path) -> tuple[Path, str, str]:
+    """A cleanly stopped store (three uploaded files) whose journal records
+    its first file in a state no version knows. Returns (dir, remote url,
+    that file's id)."""
+    directory, remote_url = tmp_path / "store", (tmp_path / "remote").as_uri()
+    store = IndexStore(directory, remote_url, small_config())
+    store.start()
+    for i in range(120):
+        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    db = sqlite3.connect(directory / JOURNAL_NAME)
+    [(file_id,)] = db.execute("SELECT file_id FROM files ORDER BY file_id LIMIT 1").fetchall()
+    db.execute("UPDATE files SET state = 'BOGUS' WHERE file_id = ?", (file_id,))
+    db.commit()
+    db.close()
+    return directory, remote_url, file_id
+
+
+def test_unknown_journal_state_is_named_not_a_crash(tmp_path: Path) -> None:
+    directory, remote_url, file_id = _store_with_a_bogus_state(tmp_path)
+    for args in (
+        ["status", "--dir", str(directory)],
+        ["status", "--dir", str(directory), "--json"],
+        ["verify", "--remote", remote_url, "--dir", str(directory)],
+    ):
+        result = run(*args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert f"file {file_id} is in state 'BOGUS'" in result.stderr, args
+        assert str(directory / JOURNAL_NAME) in result.stderr
+        assert result.stdout == "" or args[0] == "verify"
+
+    # inspect checks the file itself; the journal row is a note.
+    own = run("inspect", str(directory / SEALED_DIR / f"{file_id}.sealed"), "--json")
+    assert own.returncode == 0, own.stdout + own.stderr
+    info = json.loads(own.stdout)
+    assert info["ok"] is True and info["fields"]["journal"].startswith("BOGUS")
+    assert any("'BOGUS'" in note for note in info["notes"])
+    other = next(p for p in (directory / SEALED_DIR).glob("*.sealed") if p.stem != file_id)
+    result = run("inspect", str(other), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["fields"]["journal"] == "UPLOADED"

@@ -447,8 +447,18 @@ def _add_journal_record(p: Path, r: Inspection) -> None:
     if not (store / JOURNAL_NAME).is_file():
         return
     try:
-        rec = read_journal(store).get(p.stem)
+        # Rows in an unknown state (of other files, too) do not make this
+        # file's check fail: the file is what is inspected.
+        view = read_journal(store, skip_unknown=True)
     except NotAStoreError:
+        return
+    rec = view.get(p.stem)
+    if p.stem in view.unknown_states:
+        r.fields["journal"] = f"{view.unknown_states[p.stem]} (a state this version does not know)"
+        r.notes.append(
+            f"the store journal in {store} records this file in state {view.unknown_states[p.stem]!r}, "
+            "which this version does not know (a damaged row, or a newer version's journal)"
+        )
         return
     if rec is None:
         r.notes.append(f"the store journal in {store} has no record of this file")

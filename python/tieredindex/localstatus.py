@@ -17,6 +17,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from tieredindex._native import CorruptFileError
 from tieredindex.journal import FileRecord
 from tieredindex.layout import ACTIVE_DIR, JOURNAL_NAME, LOCK_NAME, QUARANTINE_DIR, SEALED_DIR
 from tieredindex.states import PENDING_STATES, FileState
@@ -33,14 +34,23 @@ class JournalView:
     records: list[FileRecord]
     """Oldest file first."""
     meta: dict[str, str]
+    unknown_states: dict[str, str] = dataclasses.field(default_factory=dict)
+    """file id -> state, for rows in a state this version does not know
+    (only with ``read_journal(skip_unknown=True)``; they are not in
+    ``records``)."""
 
     def get(self, file_id: str) -> FileRecord | None:
         return next((r for r in self.records if r.file_id == file_id), None)
 
 
-def read_journal(directory: str | os.PathLike[str]) -> JournalView:
+def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = False) -> JournalView:
     """Every record and meta value of the store in ``directory``.
-    :class:`NotAStoreError` when there is no journal."""
+    :class:`NotAStoreError` when there is no journal. A row whose state is
+    not a :class:`FileState` (a damaged row, or a journal of a newer
+    version) raises :class:`CorruptFileError` naming the journal, the file
+    and the state, as the store's own open of the journal does; with
+    ``skip_unknown`` it is left out of ``records`` and listed in
+    ``unknown_states`` instead."""
     path = Path(directory) / JOURNAL_NAME
     if not Path(directory).is_dir():
         raise NotAStoreError(f"{directory}: no such directory")
@@ -59,11 +69,22 @@ def read_journal(directory: str | os.PathLike[str]) -> JournalView:
     finally:
         db.close()
     records = []
+    unknown: dict[str, str] = {}
     for row in rows:
         values: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
-        values["state"] = FileState(values["state"])
+        try:
+            values["state"] = FileState(values["state"])
+        except ValueError:
+            if skip_unknown:
+                unknown[str(values["file_id"])] = str(values["state"])
+                continue
+            raise CorruptFileError(
+                f"{path}: file {values['file_id']} is in state {values['state']!r}, which this version "
+                f"does not know (known: {', '.join(FileState)}): the row is damaged or was written by "
+                "a newer version; the store will not open this journal either"
+            ) from None
         records.append(FileRecord(**values))
-    return JournalView(records, {str(k): str(v) for k, v in meta.items()})
+    return JournalView(records, {str(k): str(v) for k, v in meta.items()}, unknown)
 
 
 def holder_pid(directory: str | os.PathLike[str]) -> int | None:

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,16 +156,21 @@ def test_verify_grace_zero_is_accepted(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- journal
 
 
-def _store_with_a_bogus_state(tmp_path: Path) -> tuple[Path, str, str]:
-    """A cleanly stopped store (three uploaded files) whose journal records
-    its first file in a state no version knows. Returns (dir, remote url,
-    that file's id)."""
+def _stopped_store(tmp_path: Path) -> tuple[Path, str]:
+    """A cleanly stopped store with three uploaded files: (dir, remote url)."""
     directory, remote_url = tmp_path / "store", (tmp_path / "remote").as_uri()
     store = IndexStore(directory, remote_url, small_config())
     store.start()
     for i in range(120):
         store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
     assert store.shutdown().clean
+    return directory, remote_url
+
+
+def _store_with_a_bogus_state(tmp_path: Path) -> tuple[Path, str, str]:
+    """A stopped store whose journal records its first file in a state no
+    version knows. Returns (dir, remote url, that file's id)."""
+    directory, remote_url = _stopped_store(tmp_path)
     db = sqlite3.connect(directory / JOURNAL_NAME)
     [(file_id,)] = db.execute("SELECT file_id FROM files ORDER BY file_id LIMIT 1").fetchall()
     db.execute("UPDATE files SET state = 'BOGUS' WHERE file_id = ?", (file_id,))
@@ -196,3 +202,41 @@ def test_unknown_journal_state_is_named_not_a_crash(tmp_path: Path) -> None:
     result = run("inspect", str(other), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["fields"]["journal"] == "UPLOADED"
+
+
+# ----------------------------------------------------------------- status
+
+
+def test_status_shows_the_stores_last_error(tmp_path: Path) -> None:
+    """The store records errors that fail no file in particular (an
+    unreachable remote) in journal meta 'last_error' as "<unix time>
+    <message>"; status shows the newer of it and the newest file error."""
+    directory, _ = _stopped_store(tmp_path)
+    now = time.time()
+    db = sqlite3.connect(directory / JOURNAL_NAME)
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_error', ?)",
+        (f"{now - 600:.3f} RemoteError: s3://b/p: unreachable",),
+    )
+    db.commit()
+    st = json.loads(run("status", "--dir", str(directory), "--json").stdout)
+    assert st["last_error"] == "RemoteError: s3://b/p: unreachable"
+    assert st["last_error_file"] is None and 595 < st["last_error_age_s"] < 1200
+    text = run("status", "--dir", str(directory)).stdout
+    line = next(x for x in text.splitlines() if x.startswith("last error"))
+    assert "RemoteError: s3://b/p: unreachable (10." in line and "min ago)" in line, text
+
+    # An older file error does not hide it; a newer one wins.
+    [(file_id,)] = db.execute("SELECT file_id FROM files ORDER BY file_id LIMIT 1").fetchall()
+    db.execute(
+        "UPDATE files SET error = 'CorruptFileError: bad', updated_at = ? WHERE file_id = ?",
+        (now - 3600, file_id),
+    )
+    db.commit()
+    st = json.loads(run("status", "--dir", str(directory), "--json").stdout)
+    assert st["last_error"] == "RemoteError: s3://b/p: unreachable" and st["last_error_file"] is None
+    db.execute("UPDATE files SET updated_at = ? WHERE file_id = ?", (now - 1, file_id))
+    db.commit()
+    db.close()
+    st = json.loads(run("status", "--dir", str(directory), "--json").stdout)
+    assert st["last_error"] == "CorruptFileError: bad" and st["last_error_file"] == file_id

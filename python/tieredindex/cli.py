@@ -322,7 +322,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     live = f"running (pid {st.live_pid})" if st.live_pid else "not running (no live store holds it)"
     error = "-"
     if st.last_error:
-        error = f"{st.last_error} (file {st.last_error_file}, {human_duration(st.last_error_age_s)} ago)"
+        where = [f"file {st.last_error_file}"] if st.last_error_file else []
+        if st.last_error_age_s is not None:
+            where.append(f"{human_duration(max(0.0, st.last_error_age_s))} ago")
+        error = st.last_error + (f" ({', '.join(where)})" if where else "")
     pairs: list[tuple[str, object]] = [
         ("store", f"{st.directory}: {live}"),
         ("files", ", ".join(f"{n} {s}" for s, n in st.files_by_state.items()) or "none"),

@@ -10,6 +10,7 @@ lock to find out could make that store's ``start()`` fail).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sqlite3
 import time
@@ -142,7 +143,10 @@ class LocalStatus:
     size until they are sealed)."""
     oldest_pending_age_s: float | None
     last_error: str | None
+    """The newest error: the store's own (an unreachable remote...) or one
+    recorded on a file."""
     last_error_file: str | None
+    """The file the last error was recorded on; None for a store error."""
     last_error_age_s: float | None
     last_shutdown: str | None
     quarantined: list[str]
@@ -154,6 +158,19 @@ class LocalStatus:
         return dataclasses.asdict(self)
 
 
+def _meta_error(value: str | None) -> tuple[float | None, str] | None:
+    """(unix time or None when unreadable, message) of the journal's
+    ``last_error`` meta value."""
+    if not value:
+        return None
+    stamp, _, message = value.partition(" ")
+    try:
+        at = float(stamp)
+    except ValueError:
+        return None, value
+    return (at, message) if math.isfinite(at) and message else (None, value)
+
+
 def local_status(directory: str | os.PathLike[str]) -> LocalStatus:
     view = read_journal(directory)
     now = time.time()
@@ -161,8 +178,17 @@ def local_status(directory: str | os.PathLike[str]) -> LocalStatus:
     for r in view.records:
         by_state[str(r.state)] = by_state.get(str(r.state), 0) + 1
     pending = [r for r in view.records if r.state in PENDING_STATES or r.state is FileState.CONFLICT]
-    errored = [r for r in view.records if r.error]
-    last = max(errored, key=lambda r: r.updated_at, default=None)
+    # The newest of: the store's last error (journal meta, "<unix time>
+    # <message>", written by the store when its error changes: an
+    # unreachable remote fails no file in particular) and the newest error
+    # recorded on a file.
+    errors: list[tuple[float | None, str, str | None]] = [
+        (r.updated_at, r.error, r.file_id) for r in view.records if r.error
+    ]
+    store_error = _meta_error(view.meta.get("last_error"))
+    if store_error is not None:
+        errors.append((*store_error, None))
+    last = max(errors, key=lambda e: -math.inf if e[0] is None else e[0], default=None)
     root = Path(directory)
     return LocalStatus(
         directory=str(directory),
@@ -171,9 +197,9 @@ def local_status(directory: str | os.PathLike[str]) -> LocalStatus:
         pending_files=[r.file_id for r in pending],
         pending_bytes=sum(r.size or 0 for r in pending),
         oldest_pending_age_s=max((now - r.created_at for r in pending), default=None),
-        last_error=last.error if last else None,
-        last_error_file=last.file_id if last else None,
-        last_error_age_s=now - last.updated_at if last else None,
+        last_error=last[1] if last else None,
+        last_error_file=last[2] if last else None,
+        last_error_age_s=now - last[0] if last and last[0] is not None else None,
         last_shutdown=view.meta.get("last_shutdown"),
         quarantined=[r.file_id for r in view.records if r.state is FileState.QUARANTINED],
         conflicts=[r.file_id for r in view.records if r.state is FileState.CONFLICT],

@@ -17,7 +17,7 @@
 //!     32     4  state: 0 closed cleanly, 1 open for writing, 2 sealed
 //!     36     4  count: entries written
 //!     40     4  used slots: slots holding at least one entry
-//!     44     4  reserved, 0
+//!     44     4  slot table CRC32C when closed or sealed (0 while open)
 //!     48     8  end_ms: largest timestamp put (begin_ms while empty)
 //!     56     4  CRC32C of bytes 32..56 (the dynamic header)
 //!     60     4  reserved, 0
@@ -46,6 +46,15 @@
 //! and is dropped). Mixing the index into each entry's CRC means an entry
 //! copied to the wrong place does not verify. An all-zero entry is never
 //! valid, so the preallocated zeros past the end are never taken as entries.
+//!
+//! Every sync writes the entries and slot table to stable storage first and
+//! the dynamic header that counts them second, so a dynamic header whose
+//! CRC holds is a durable lower bound: its `count` entries were all on disk
+//! before it was. A rebuild whose valid prefix is shorter than that count
+//! found damage, not a torn tail, and raises `CorruptFileError` (the store
+//! then salvages every entry that still verifies) instead of dropping
+//! entries a `flush()` made durable. A clean file's slot table is trusted
+//! only while its CRC (offset 44) holds; otherwise it is rebuilt.
 //!
 //! # Sealed file (what is uploaded)
 //!
@@ -113,6 +122,7 @@ pub const U_OFF_STATIC_CRC: usize = 28;
 pub const U_OFF_STATE: usize = 32;
 pub const U_OFF_COUNT: usize = 36;
 pub const U_OFF_USED_SLOTS: usize = 40;
+pub const U_OFF_SLOTS_CRC: usize = 44;
 pub const U_OFF_END: usize = 48;
 pub const U_OFF_DYNAMIC_CRC: usize = 56;
 

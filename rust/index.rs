@@ -246,12 +246,19 @@ impl Inner {
     /// Writes the dynamic header (state, counts, end time) and its CRC.
     fn write_dynamic_header(&mut self, state: u32) {
         let (count, used, end) = (self.count, self.used_slots, self.end_ms());
+        let slots_len = self.slots as usize * SLOT_LEN;
         let Some(map) = self.map.as_mut() else { return };
+        // Kept only for a file at rest: while open, puts change the table.
+        let slots_crc = if state == STATE_OPEN {
+            0
+        } else {
+            crc32c(&map.bytes()[HEADER_LEN..HEADER_LEN + slots_len])
+        };
         let h = &mut map.bytes_mut()[..HEADER_LEN];
         write_u32(h, U_OFF_STATE, state);
         write_u32(h, U_OFF_COUNT, count);
         write_u32(h, U_OFF_USED_SLOTS, used);
-        write_u32(h, 44, 0);
+        write_u32(h, U_OFF_SLOTS_CRC, slots_crc);
         write_u64(h, U_OFF_END, end);
         let crc = crc32c(&h[U_OFF_STATE..U_OFF_DYNAMIC_CRC]);
         write_u32(h, U_OFF_DYNAMIC_CRC, crc);
@@ -284,26 +291,34 @@ impl Inner {
         true
     }
 
-    /// msync of everything written since the last sync, then of the header.
+    /// msync of everything written since the last sync, then of the header
+    /// that counts it: within one msync the kernel writes pages in no set
+    /// order, so a header synced with its entries could reach the disk
+    /// before them. After this, a header whose CRC holds is a durable lower
+    /// bound (see the crash rules in `format`). Costs a second device flush.
     fn sync(&mut self, path: &Path, state: u32) -> Result<()> {
-        self.write_dynamic_header(state);
         let end = self.entry_range(self.count).start;
-        let map = self.map(path)?;
-        // One msync over header, slot table and entries: the kernel writes
-        // back only dirty pages (entries synced before are clean), and each
-        // msync call ends in its own device flush, so one range beats two.
-        map.sync_range(0, end)?;
+        // The header in the map is still the last synced one here.
+        self.map(path)?.sync_range(0, end)?;
+        self.write_dynamic_header(state);
+        self.map(path)?.sync_range(0, HEADER_LEN)?;
         Ok(())
     }
 
     /// Rebuilds count, used slots, end time and the slot table from the
     /// longest valid prefix of entries. Returns how many non-zero entry
-    /// records past that prefix were dropped.
-    fn rebuild(&mut self, path: &Path) -> Result<u64> {
+    /// records past that prefix were dropped (zeroed), and where the last
+    /// of them ends. `durable` entries
+    /// were made durable by a flush (the dynamic header's count, when its
+    /// CRC holds): a prefix shorter than that is damage, not a torn tail,
+    /// and is an error, with nothing in the file changed.
+    fn rebuild(&mut self, path: &Path, durable: u32) -> Result<(u64, usize)> {
         let (slots, capacity, entries_offset) = (self.slots, self.capacity, self.entries_offset);
         let map = self.map_mut(path)?;
-        let bytes = map.bytes_mut();
-        bytes[HEADER_LEN..HEADER_LEN + slots as usize * SLOT_LEN].fill(0);
+        let bytes = map.bytes();
+        // Built aside and written into the map only once the prefix is
+        // known to be sound: a damaged file is left exactly as found.
+        let mut table = vec![0u8; slots as usize * SLOT_LEN];
         let (mut count, mut used, mut max_ts) = (0u32, 0u32, 0u64);
         while count < capacity {
             let start = entries_offset + count as usize * ENTRY_LEN;
@@ -312,19 +327,19 @@ impl Inner {
             let ahead = start + PREFETCH_AHEAD * ENTRY_LEN;
             if let Some(raw) = bytes.get(ahead..ahead + 8) {
                 let slot = slot_of(read_u64(raw, 0), slots) as usize;
-                crate::mapping::prefetch(bytes, HEADER_LEN + slot * SLOT_LEN);
+                crate::mapping::prefetch(&table, slot * SLOT_LEN);
             }
             let Some(e) = decode_entry(&bytes[start..start + ENTRY_LEN], count) else {
                 break;
             };
-            let slot_off = HEADER_LEN + slot_of(e.fingerprint, slots) as usize * SLOT_LEN;
-            let head = read_u32(bytes, slot_off);
+            let slot_off = slot_of(e.fingerprint, slots) as usize * SLOT_LEN;
+            let head = read_u32(&table, slot_off);
             // An entry must link to the slot's newest earlier entry; anything
             // else was not written by a put of ours.
             if e.prev != head {
                 break;
             }
-            write_u32(bytes, slot_off, count + 1);
+            write_u32(&mut table, slot_off, count + 1);
             if head == 0 {
                 used += 1;
             }
@@ -333,24 +348,43 @@ impl Inner {
             }
             count += 1;
         }
-        // Count what is dropped: non-zero records after the prefix. They end
-        // at the first all-zero record, since puts fill the file in order.
-        let mut dropped = 0u64;
-        let mut i = count;
-        while i < capacity {
-            let start = entries_offset + i as usize * ENTRY_LEN;
-            let raw = &mut bytes[start..start + ENTRY_LEN];
-            if raw.iter().all(|&b| b == 0) {
-                break;
+        if count < durable {
+            return Err(Error::corrupt(
+                path.display().to_string(),
+                format!(
+                    "entry {count} fails its checksum or chain link, but a flush made {durable} \
+                     entries durable: damage, not a torn tail"
+                ),
+            ));
+        }
+        // Drop (zero) every non-zero record past the prefix, not just the
+        // run right after it: power loss can leave a gap (pages never
+        // written) before later records that did reach the disk, and once
+        // puts fill the gap those stale records would chain on after them
+        // at the next rebuild. Only regions that may hold data are read.
+        let prefix_end = entries_offset + count as usize * ENTRY_LEN;
+        let file_end = entries_offset + capacity as usize * ENTRY_LEN;
+        let regions = map.data_regions(prefix_end, file_end);
+        let bytes = map.bytes_mut();
+        bytes[HEADER_LEN..HEADER_LEN + table.len()].copy_from_slice(&table);
+        let (mut dropped, mut zeroed_end) = (0u64, prefix_end);
+        for (from, to) in regions {
+            let first = (from - entries_offset) / ENTRY_LEN;
+            let last = (to - entries_offset).div_ceil(ENTRY_LEN);
+            for i in first..last {
+                let start = entries_offset + i * ENTRY_LEN;
+                let raw = &mut bytes[start..start + ENTRY_LEN];
+                if raw.iter().any(|&b| b != 0) {
+                    raw.fill(0);
+                    dropped += 1;
+                    zeroed_end = start + ENTRY_LEN;
+                }
             }
-            raw.fill(0); // so a later put never sits before stale bytes
-            dropped += 1;
-            i += 1;
         }
         self.count = count;
         self.used_slots = used;
         self.max_timestamp = max_ts;
-        Ok(dropped)
+        Ok((dropped, zeroed_end))
     }
 }
 
@@ -461,11 +495,20 @@ impl IndexFile {
             max_timestamp: read_u64(&header, U_OFF_END),
             sealed: state == STATE_SEALED,
         };
+        let slots_len = slots as usize * SLOT_LEN;
         let summary_trusted = dynamic_ok
             && matches!(state, STATE_CLOSED | STATE_SEALED)
             && inner.count <= capacity
             && inner.used_slots <= slots
-            && inner.used_slots <= inner.count;
+            && inner.used_slots <= inner.count
+            // A slot table that changed at rest would send queries astray.
+            && read_u32(&header, U_OFF_SLOTS_CRC)
+                == crc32c(&inner.map(path)?.bytes()[HEADER_LEN..HEADER_LEN + slots_len]);
+        let durable = if dynamic_ok {
+            read_u32(&header, U_OFF_COUNT).min(capacity)
+        } else {
+            0
+        };
         let mut report = OpenReport::default();
         if summary_trusted {
             // A clean file still gets its last entry checked, so a file
@@ -482,13 +525,18 @@ impl IndexFile {
             }
         } else {
             report.recovered = true;
-            report.dropped_entries = inner.rebuild(path)?;
+            let (dropped, zeroed_end) = inner.rebuild(path, durable)?;
+            report.dropped_entries = dropped;
+            // The rebuilt prefix (in the page cache after a kill -9, maybe
+            // not yet on disk), the rebuilt slot table and the zeroed records
+            // after it reach the disk before a header counts them.
+            inner.map(path)?.sync_range(0, zeroed_end)?;
         }
         if !inner.sealed {
             // Mark the file open for writing, durably, so a crash from here
             // on makes the next open rebuild.
             inner.write_dynamic_header(STATE_OPEN);
-            inner.map(path)?.sync_range(0, inner.entries_offset)?;
+            inner.map(path)?.sync_range(0, HEADER_LEN)?;
         }
         Ok(Self {
             path: path.to_path_buf(),

@@ -206,6 +206,43 @@ impl FileMap {
             .map_err(|e| Error::io(&self.path, e))
     }
 
+    /// The parts of `from..to` that may hold data, in order: what
+    /// `SEEK_DATA`/`SEEK_HOLE` report (preallocated but never written
+    /// extents are holes on ext4 and XFS, unless their pages are cached);
+    /// the whole range where the file system cannot tell.
+    pub fn data_regions(&self, from: usize, to: usize) -> Vec<(usize, usize)> {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        let mut regions = Vec::new();
+        let mut at = from;
+        while at < to {
+            // SAFETY: lseek takes a valid descriptor and plain integers.
+            let data = unsafe { libc::lseek(fd, at as libc::off_t, libc::SEEK_DATA) };
+            if data < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::ENXIO) {
+                    break; // no data at or after `at`
+                }
+                regions.push((at, to)); // not supported: read it all
+                break;
+            }
+            let start = (data as usize).max(at);
+            if start >= to {
+                break;
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, start as libc::off_t, libc::SEEK_HOLE) };
+            let end = if hole < 0 {
+                to
+            } else {
+                (hole as usize).min(to)
+            };
+            regions.push((start, end));
+            at = end.max(start + 1);
+        }
+        regions
+    }
+
     /// fsync of the file (metadata included).
     pub fn sync_file(&self) -> Result<()> {
         self.file.sync_all().map_err(|e| Error::io(&self.path, e))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -538,3 +539,74 @@ def test_audit_import_uploads_through_the_store(tmp_path: Path, capsys: pytest.C
     again = import_into_store([t["lost"]], work, remote.as_uri())
     assert len(again.imported) == 1 and again.imported[0] in imported["imported"]
     assert again.clean and again.uploaded == []
+
+
+def _local_only_tree(root: Path, slots: int, items: int) -> tuple[Path, Path, Path]:
+    """A stopped broker with one local file never uploaded (7 items) and no
+    tiered data; (store, tiered, the file)."""
+    store, tiered = root / "store", root / "tiered"
+    (store / "tiered_index_file").mkdir(parents=True)
+    tiered.mkdir()
+    w = Writer(slots, items, T0)
+    for i in range(7):
+        w.put("TopicA", 7, 0, [f"k{i}"], i, T0 + 1000 * i)
+    path = store / "tiered_index_file" / str(T0)
+    path.write_bytes(bytes(w.buf))
+    return store, tiered, path
+
+
+def test_audit_import_with_max_items_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """5 slots and 30 items: neither RocketMQ's default geometry nor items =
+    4 * slots, so --max-items is needed; the import reopens the file with
+    the same hints as the audit."""
+    store, tiered, path = _local_only_tree(tmp_path, 5, 30)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    args = [
+        *("rocketmq", "audit", "--store-path", str(store), "--tiered-path", str(tiered), "--max-items", "30"),
+        *("--import", "--remote", remote.as_uri(), "--work-dir", str(tmp_path / "work"), "--json"),
+    ]
+    assert main(args) == 1  # not_uploaded (and no metadata) are still reported
+    out = json.loads(capsys.readouterr().out)
+    assert "import_failed" not in {f["kind"] for f in out["findings"]}, out["findings"]
+    assert out["imported"]["clean"] is True and len(out["imported"]["uploaded"]) == 1
+    with IndexStore(tmp_path / "reader", remote.as_uri(), StoreConfig()) as reader:
+        assert [e.offset for e in query_imported(reader, "TopicA", "k3", topic_id=7)] == [3]
+    # The API, too: --max-items alone is enough for an unsealed file, and a
+    # compacted file still opens (its item count is not the broker's).
+    assert RocketMQIndexFile.open(path, max_items=30).item_count == 7
+    again = import_into_store([path], tmp_path / "work", remote.as_uri(), max_items=30)
+    assert again.clean and again.imported == out["imported"]["imported"]
+
+
+def test_audit_import_geometry_error_is_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose geometry cannot be told at import time (here: replaced
+    after the audit by one of another geometry) is a named import_failed
+    problem, not a traceback."""
+    import tieredindex.rocketmq as rocketmq
+
+    store, tiered, path = _local_only_tree(tmp_path, 5, 20)
+    real_audit = rocketmq.audit
+
+    def audit_then_replace(*a: Any, **kw: Any) -> rocketmq.AuditReport:
+        report = real_audit(*a, **kw)
+        _local_only_tree(tmp_path / "other", 5, 30)[2].replace(path)
+        return report
+
+    monkeypatch.setattr(rocketmq, "audit", audit_then_replace)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    args = [
+        *("rocketmq", "audit", "--store-path", str(store), "--tiered-path", str(tiered)),
+        *("--import", "--remote", remote.as_uri(), "--work-dir", str(tmp_path / "work"), "--json"),
+    ]
+    assert main(args) == 1
+    out = json.loads(capsys.readouterr().out)
+    [failed] = [f for f in out["findings"] if f["kind"] == "import_failed"]
+    assert str(path) in failed["message"] and "max_items" in failed["message"]
+    with pytest.raises(ValueError, match="max_slots or max_items"):
+        import_into_store([path], tmp_path / "work2", remote.as_uri())
+    with pytest.raises(CorruptFileError, match=str(T0)):
+        import_into_store([path], tmp_path / "work2", remote.as_uri(), max_items=29)

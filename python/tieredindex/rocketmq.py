@@ -748,7 +748,19 @@ def import_into_store(
 
 
 def _open_any(path: Path, max_slots: int | None, max_items: int | None) -> RocketMQIndexFile:
-    f = RocketMQIndexFile.open(path, max_slots=max_slots)
+    """Opens a file of either layout with the broker's geometry hints, as
+    :func:`audit` does. ``max_items`` means the broker's items per unsealed
+    file, but a compacted file's item count, so it is passed only once the
+    file is known to be unsealed. The layout is detected from the header
+    alone, before any geometry (``detect_layout`` in rust/rocketmq.rs), so a
+    ``ValueError`` from the first open is an unsealed file whose geometry
+    needs ``max_items`` too."""
+    try:
+        f = RocketMQIndexFile.open(path, max_slots=max_slots)
+    except ValueError:
+        if max_items is None:
+            raise
+        return RocketMQIndexFile.open(path, layout="unsealed", max_slots=max_slots, max_items=max_items)
     if f.layout == "unsealed" and max_items is not None:
         f = RocketMQIndexFile.open(path, layout="unsealed", max_slots=max_slots, max_items=max_items)
     return f
@@ -863,7 +875,9 @@ def _cmd_audit(args: Any) -> int:
             report.imported = import_into_store(
                 report.importable, work, remote, max_slots=args.max_slots, max_items=args.max_items
             )
-        except (TieredIndexError, OSError) as exc:
+        except (TieredIndexError, OSError, ValueError) as exc:
+            # ValueError: a file whose geometry cannot be told (give
+            # --max-slots/--max-items); the message names the file.
             report.add("import_failed", work, str(exc))
         else:
             if not report.imported.clean:

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyException, PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError, PyTypeError,
-    PyValueError,
+    PyException, PyFileExistsError, PyFileNotFoundError, PyOSError, PyOverflowError,
+    PyPermissionError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -356,12 +356,45 @@ fn as_int_array<'py>(
     }
     let kind = arr.dtype().kind();
     if kind != b'i' && kind != b'u' {
+        if !obj.is_instance_of::<PyUntypedArray>() {
+            // A list of Python ints that fit no 64-bit type (numpy made
+            // objects or floats of them): name the value, as put() would.
+            out_of_range_int(name, obj)?;
+        }
         return Err(PyTypeError::new_err(format!(
             "{name} must hold integers, not dtype {}",
             arr.dtype()
         )));
     }
     Ok(arr)
+}
+
+/// Raises for the first Python int of `seq` that is out of every column's
+/// range: negative (ValueError) or past 64 bits (OverflowError). Ok when
+/// there is none (the caller then reports the dtype).
+fn out_of_range_int(name: &str, seq: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mut negative: Option<(usize, Bound<'_, PyAny>)> = None;
+    for (i, item) in seq.try_iter()?.enumerate() {
+        let item = item?;
+        if !item.is_instance_of::<pyo3::types::PyInt>() {
+            return Ok(());
+        }
+        if item.extract::<u64>().is_ok() {
+            continue;
+        }
+        if item.extract::<i64>().is_err() {
+            return Err(PyOverflowError::new_err(format!(
+                "{name}[{i}] = {item} does not fit in 64 bits"
+            )));
+        }
+        negative.get_or_insert((i, item));
+    }
+    match negative {
+        Some((i, v)) => Err(PyValueError::new_err(format!(
+            "{name}[{i}] = {v} is negative"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn negative_error(name: &str, i: usize, v: i64) -> PyErr {

@@ -338,3 +338,34 @@ def test_reading_a_property_during_a_seal_does_not_stop_other_threads(tmp_path: 
     ticking.join()
     assert count == n and f.sealed
     assert max(gaps) < seal_s / 2, (max(gaps), seal_s)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "error", "message"),
+    [
+        ("offsets", [2**64], OverflowError, r"offsets\[0\] = 18446744073709551616 does not fit in 64 bits"),
+        ("queue_ids", [1, 2**70], OverflowError, r"queue_ids\[1\] = .* does not fit in 64 bits"),
+        ("sizes", [5, -1, 2**63], ValueError, r"sizes\[1\] = -1 is negative"),
+        ("timestamps_ms", [1.5], TypeError, "must hold integers"),
+    ],
+)
+def test_put_batch_names_a_python_int_out_of_range(
+    tmp_path: Path, column: str, values: list[object], error: type[Exception], message: str
+) -> None:
+    """A list of Python ints that fits no 64-bit type is out of range (as
+    API.md has it: ValueError or OverflowError), naming the value; not a
+    TypeError about the dtype numpy fell back to."""
+    f = make(tmp_path)
+    n = len(values)
+    columns: dict[str, object] = {
+        "queue_ids": [0] * n,
+        "offsets": [0] * n,
+        "sizes": [0] * n,
+        "timestamps_ms": [0] * n,
+    }
+    columns[column] = values
+    with pytest.raises(error, match=message):
+        f.put_batch(
+            ["k"] * n, columns["queue_ids"], columns["offsets"], columns["sizes"], columns["timestamps_ms"]
+        )
+    assert f.count == 0

@@ -240,3 +240,26 @@ def test_status_shows_the_stores_last_error(tmp_path: Path) -> None:
     db.close()
     st = json.loads(run("status", "--dir", str(directory), "--json").stdout)
     assert st["last_error"] == "CorruptFileError: bad" and st["last_error_file"] == file_id
+
+
+def test_inspect_names_damage_below_the_flushed_count_of_a_crashed_file(tmp_path: Path) -> None:
+    """A crashed writer's file whose header (checksum intact) counts 100
+    flushed entries, the last of them since damaged: it looks like a torn
+    tail, but opening it raises CorruptFileError; inspect says so, exit 1."""
+    path = tmp_path / "a.tix"
+    child = (
+        "import os, signal, sys\n"
+        "from tieredindex import IndexFile\n"
+        "f = IndexFile.create(sys.argv[1], slots=16, capacity=200, begin_ms=0)\n"
+        "for i in range(100):\n"
+        "    assert f.put('k%d' % (i % 7), 0, i, 1, i)\n"
+        "f.flush()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", child, str(path)], check=False, timeout=60)
+    raw = bytearray(path.read_bytes())
+    raw[64 * ((64 + 4 * 16 + 63) // 64) + 99 * 40 + 9] ^= 0x01  # entry 99, the last
+    path.write_bytes(bytes(raw))
+    result = run("inspect", str(path))
+    assert result.returncode == 1, result.stdout
+    assert "a flush made 100 entries durable" in result.stdout

@@ -285,6 +285,15 @@ def _inspect_unsealed(p: Path, head: bytes, size: int) -> Inspection:
                     else f"an empty file's end time is its begin time {begin_ms}"
                 )
                 r.problems.append(f"{p}: header end time {end_ms}, but {why}")
+    elif dynamic_ok and state == 1 and holder is None and scan.prefix < count and not scan.valid_after_gap:
+        # The crash rules (rust/format.rs): a dynamic header whose checksum
+        # holds counts entries a flush made durable; a prefix shorter than
+        # that is damage, and reopening the file refuses it.
+        r.problems.append(
+            f"{p}: {where(scan.prefix)} fails its checksum, but a flush made {count} entries durable: "
+            "damage, not a torn tail; opening the file raises CorruptFileError and the store salvages "
+            "the intact entries"
+        )
     elif scan.bad_nonzero and not scan.valid_after_gap:
         if holder is not None:
             r.notes.append(f"{scan.bad_nonzero} entries past the valid prefix are being written")

@@ -244,8 +244,10 @@ impl Inner {
     }
 
     /// Writes the dynamic header (state, counts, end time) and its CRC.
-    fn write_dynamic_header(&mut self, state: u32) {
-        let (count, used, end) = (self.count, self.used_slots, self.end_ms());
+    /// Writes the dynamic header (not synced). `count` is what it claims a
+    /// sync made durable: every caller passes entries already on disk.
+    fn write_dynamic_header(&mut self, state: u32, count: u32) {
+        let (used, end) = (self.used_slots, self.end_ms());
         let slots_len = self.slots as usize * SLOT_LEN;
         let Some(map) = self.map.as_mut() else { return };
         // Kept only for a file at rest: while open, puts change the table.
@@ -300,7 +302,7 @@ impl Inner {
         let end = self.entry_range(self.count).start;
         // The header in the map is still the last synced one here.
         self.map(path)?.sync_range(0, end)?;
-        self.write_dynamic_header(state);
+        self.write_dynamic_header(state, self.count);
         self.map(path)?.sync_range(0, HEADER_LEN)?;
         Ok(())
     }
@@ -436,7 +438,7 @@ impl IndexFile {
             max_timestamp: 0,
             sealed: false,
         };
-        inner.write_dynamic_header(STATE_OPEN);
+        inner.write_dynamic_header(STATE_OPEN, 0);
         let synced = inner
             .map(path)
             .and_then(|m| m.sync_range(0, HEADER_LEN))
@@ -523,19 +525,29 @@ impl IndexFile {
                     ));
                 }
             }
-        } else {
+        }
+        // What the header may claim durable: a clean file's count; after a
+        // rebuild, only what the last flush made durable (the rebuilt prefix
+        // may sit in the page cache alone after a kill -9; the next flush
+        // syncs it and counts it).
+        let mut claimed = inner.count;
+        if !summary_trusted {
             report.recovered = true;
             let (dropped, zeroed_end) = inner.rebuild(path, durable)?;
             report.dropped_entries = dropped;
-            // The rebuilt prefix (in the page cache after a kill -9, maybe
-            // not yet on disk), the rebuilt slot table and the zeroed records
-            // after it reach the disk before a header counts them.
-            inner.map(path)?.sync_range(0, zeroed_end)?;
+            claimed = durable;
+            // Stale records zeroed past the prefix reach the disk now: no
+            // later flush covers them, and after a power loss they could
+            // chain on to the entries put from here on.
+            let prefix_end = inner.entry_range(inner.count).start;
+            inner
+                .map(path)?
+                .sync_range(prefix_end, zeroed_end - prefix_end)?;
         }
         if !inner.sealed {
             // Mark the file open for writing, durably, so a crash from here
             // on makes the next open rebuild.
-            inner.write_dynamic_header(STATE_OPEN);
+            inner.write_dynamic_header(STATE_OPEN, claimed);
             inner.map(path)?.sync_range(0, HEADER_LEN)?;
         }
         Ok(Self {

@@ -45,6 +45,17 @@ def assert_answers(store: IndexStore, model: dict, topic: str = "orders") -> Non
         assert [tuple(e) for e in got] == expected(model, key, 1_050, 1_120, 5)
 
 
+def assert_remote_alone_answers(directory: Path, remote_url: str, model: dict) -> None:
+    """A new store on the empty ``directory`` answers every query from the
+    remote alone."""
+    fresh = IndexStore(directory, remote_url, small_config())
+    fresh.start()
+    try:
+        assert_answers(fresh, model)
+    finally:
+        fresh.shutdown(timeout_s=10)
+
+
 def test_methods_before_start_raise(tmp_path: Path, remote_url: str) -> None:
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     with pytest.raises(TieredIndexError, match="start"):
@@ -208,10 +219,7 @@ def test_remote_down_during_shutdown_keeps_deadline_then_recovers(tmp_path: Path
     recovery = again.start()
     assert set(report.pending) <= set(recovery.resumed) | {r for r in report.pending}
     assert again.shutdown().clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    assert_answers(fresh, model)
-    fresh.shutdown()
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def resident_pages(path: Path) -> tuple[int, int]:
@@ -296,10 +304,7 @@ def test_a_sealed_copy_that_rots_before_its_upload_is_sealed_again(tmp_path: Pat
     report = store.shutdown(timeout_s=20)
     assert report.clean, report
     assert len(report.uploaded) == 1
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    assert_answers(fresh, model)  # from the remote alone
-    fresh.shutdown(timeout_s=10)
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_start_during_outage_then_catch_up(tmp_path: Path, remote_url: str) -> None:
@@ -419,10 +424,7 @@ def test_verify_leaves_the_object_of_an_upload_that_will_resume(tmp_path: Path, 
     assert [p for p in report.problems if p.key == obj.key] == [], report
     assert remote.head(obj.key) is not None
     assert store.shutdown(timeout_s=20).clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    assert_answers(fresh, model)
-    fresh.shutdown(timeout_s=10)
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_second_writer_refused_reader_welcome(tmp_path: Path, remote_url: str) -> None:
@@ -496,10 +498,7 @@ def test_shutdown_with_the_journal_unwritable_returns_a_report_and_start_finishe
     again = IndexStore(tmp_path / "d", remote_url, small_config())  # the lock was released
     again.start()
     assert again.shutdown(timeout_s=20).clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    assert_answers(fresh, model)
-    fresh.shutdown(timeout_s=10)
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_a_file_that_cannot_be_created_leaves_nothing_pending(tmp_path: Path, remote_url: str) -> None:
@@ -527,10 +526,7 @@ def test_a_file_that_cannot_be_created_leaves_nothing_pending(tmp_path: Path, re
     report = store.shutdown(timeout_s=20)
     assert report.clean and report.pending == [] and len(report.uploaded) == 1, report
     assert report.elapsed_s < 10
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    assert_answers(fresh, model)
-    fresh.shutdown(timeout_s=10)
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_status_after_shutdown_is_the_final_one(tmp_path: Path, remote_url: str) -> None:

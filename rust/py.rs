@@ -22,7 +22,7 @@ use crate::checksum::crc32c_append;
 use crate::error::Error;
 use crate::index::{Batch, IndexFile, NewEntry, Summary};
 use crate::keyhash::fingerprint;
-use crate::sealed::{Footer, SealedIndex};
+use crate::sealed::{Footer, SealedIndex, LONG_RUN};
 use crate::Entry;
 
 create_exception!(
@@ -760,7 +760,13 @@ impl PySealedIndex {
         let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
         let end_ms: u64 = int_arg(end_ms, "end_ms", I64_MAX)?;
         let max_count = query_max_count(max_count)?;
-        let entries = guarded(|| self.core.query(fp, begin_ms, end_ms, max_count))?;
+        // A hot key's run is scanned without the GIL; a short one is not
+        // worth the release.
+        let entries = if guarded(|| self.core.run_len(fp))? > LONG_RUN {
+            without_gil(py, || self.core.query(fp, begin_ms, end_ms, max_count))?
+        } else {
+            guarded(|| self.core.query(fp, begin_ms, end_ms, max_count))?
+        };
         entries_to_py(py, &entries)
     }
 

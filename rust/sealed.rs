@@ -192,6 +192,10 @@ fn sort_buckets(
 /// Slots per compaction bucket: 4096 counters (16 KiB) stay in L1.
 const BUCKET_SLOTS_LOG2: u32 = 12;
 
+/// Entries in a slot's run above which a query is worth releasing the GIL
+/// for: a contiguous scan of 4096 entries (128 KiB) takes tens of µs.
+pub const LONG_RUN: u32 = 4096;
+
 /// Lays out header, slot table, entries (grouped per slot, newest first
 /// within a slot) and footer into `out`.
 ///
@@ -681,6 +685,25 @@ impl SealedIndex {
         Ok(())
     }
 
+    /// How many entries a query of `fingerprint` scans: its slot's run
+    /// (the Python edge releases the GIL above [`LONG_RUN`]).
+    pub fn run_len(&self, fingerprint: u64) -> Result<u32> {
+        Ok(self.slot_run_of(fingerprint)?.1)
+    }
+
+    fn slot_run_of(&self, fingerprint: u64) -> Result<(u32, u32)> {
+        self.source.check_len()?;
+        let bytes = self.source.bytes();
+        let (rec, rec_end) = self.footer.geometry.slot_record(fingerprint);
+        self.verify_blocks(rec, rec_end)?;
+        self.footer.slot_run(
+            0,
+            &bytes[..self.footer.geometry.data_len as usize],
+            fingerprint,
+            &self.name,
+        )
+    }
+
     pub fn query(
         &self,
         fingerprint: u64,
@@ -689,16 +712,8 @@ impl SealedIndex {
         max_count: usize,
     ) -> Result<Vec<Entry>> {
         check_query_args(begin_ms, end_ms, max_count)?;
-        self.source.check_len()?;
+        let run = self.slot_run_of(fingerprint)?;
         let bytes = self.source.bytes();
-        let (rec, rec_end) = self.footer.geometry.slot_record(fingerprint);
-        self.verify_blocks(rec, rec_end)?;
-        let run = self.footer.slot_run(
-            0,
-            &bytes[..self.footer.geometry.data_len as usize],
-            fingerprint,
-            &self.name,
-        )?;
         let (start, end) = self.footer.geometry.entries_range(run.0, run.1);
         self.verify_blocks(start, end)?;
         self.footer.match_run(

@@ -4,6 +4,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -369,3 +370,43 @@ def test_put_batch_names_a_python_int_out_of_range(
             ["k"] * n, columns["queue_ids"], columns["offsets"], columns["sizes"], columns["timestamps_ms"]
         )
     assert f.count == 0
+
+
+def test_a_hot_keys_query_does_not_stop_other_threads(tmp_path: Path) -> None:
+    """A key with two million entries: its query walks (unsealed) or scans
+    (sealed) all of them, and does so without the GIL, so other Python
+    threads run on. A liveness check with a wide margin, not a speed figure."""
+    n = 2_000_000
+    f = IndexFile.create(tmp_path / "a.tix", slots=1024, capacity=n, begin_ms=0)
+    offsets = np.arange(n, dtype=np.uint64)
+    zeros = np.zeros(n, np.uint32)
+    assert f.put_batch([b"hot"] * n, zeros, offsets, zeros, offsets) == n
+    f.flush()
+
+    def longest_gap_while(query: Any) -> tuple[float, float]:
+        gaps: list[float] = []
+        stop = threading.Event()
+
+        def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                time.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticking = threading.Thread(target=ticker)
+        ticking.start()
+        time.sleep(0.05)
+        started = time.perf_counter()
+        got = query()
+        took = time.perf_counter() - started
+        stop.set()
+        ticking.join()
+        assert [e.offset for e in got] == [n - 1]
+        return max(gaps), took
+
+    sealed = f.seal(tmp_path / "a.sealed")
+    for query in (lambda: f.query("hot", 0, FOREVER, 1), lambda: sealed.query("hot", 0, FOREVER, 1)):
+        gap, took = longest_gap_while(query)
+        assert gap < took / 2, (gap, took)

@@ -22,7 +22,7 @@ use crate::checksum::crc32c_append;
 use crate::error::Error;
 use crate::index::{Batch, IndexFile, NewEntry, Summary};
 use crate::keyhash::fingerprint;
-use crate::sealed::{Footer, SealedIndex, LONG_RUN};
+use crate::sealed::{Footer, SealedIndex};
 use crate::Entry;
 
 create_exception!(
@@ -762,10 +762,9 @@ impl PySealedIndex {
         let max_count = query_max_count(max_count)?;
         // A hot key's run is scanned without the GIL; a short one is not
         // worth the release.
-        let entries = if guarded(|| self.core.run_len(fp))? > LONG_RUN {
-            without_gil(py, || self.core.query(fp, begin_ms, end_ms, max_count))?
-        } else {
-            guarded(|| self.core.query(fp, begin_ms, end_ms, max_count))?
+        let entries = match guarded(|| self.core.try_query(fp, begin_ms, end_ms, max_count))? {
+            Some(entries) => entries,
+            None => without_gil(py, || self.core.query(fp, begin_ms, end_ms, max_count))?,
         };
         entries_to_py(py, &entries)
     }

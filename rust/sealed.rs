@@ -685,12 +685,6 @@ impl SealedIndex {
         Ok(())
     }
 
-    /// How many entries a query of `fingerprint` scans: its slot's run
-    /// (the Python edge releases the GIL above [`LONG_RUN`]).
-    pub fn run_len(&self, fingerprint: u64) -> Result<u32> {
-        Ok(self.slot_run_of(fingerprint)?.1)
-    }
-
     fn slot_run_of(&self, fingerprint: u64) -> Result<(u32, u32)> {
         self.source.check_len()?;
         let bytes = self.source.bytes();
@@ -711,21 +705,51 @@ impl SealedIndex {
         end_ms: u64,
         max_count: usize,
     ) -> Result<Vec<Entry>> {
+        let found = self.query_runs_up_to(fingerprint, begin_ms, end_ms, max_count, u32::MAX)?;
+        Ok(found.unwrap_or_default()) // never None: no run is longer than u32::MAX
+    }
+
+    /// As [`SealedIndex::query`], or `Ok(None)` at once when the key's slot
+    /// run is longer than [`LONG_RUN`]: the fast path the Python edge runs
+    /// holding the GIL, which it releases for a longer scan.
+    pub fn try_query(
+        &self,
+        fingerprint: u64,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: usize,
+    ) -> Result<Option<Vec<Entry>>> {
+        self.query_runs_up_to(fingerprint, begin_ms, end_ms, max_count, LONG_RUN)
+    }
+
+    fn query_runs_up_to(
+        &self,
+        fingerprint: u64,
+        begin_ms: u64,
+        end_ms: u64,
+        max_count: usize,
+        longest: u32,
+    ) -> Result<Option<Vec<Entry>>> {
         check_query_args(begin_ms, end_ms, max_count)?;
         let run = self.slot_run_of(fingerprint)?;
+        if run.1 > longest {
+            return Ok(None);
+        }
         let bytes = self.source.bytes();
         let (start, end) = self.footer.geometry.entries_range(run.0, run.1);
         self.verify_blocks(start, end)?;
-        self.footer.match_run(
-            0,
-            bytes,
-            run,
-            fingerprint,
-            begin_ms,
-            end_ms,
-            max_count,
-            &self.name,
-        )
+        self.footer
+            .match_run(
+                0,
+                bytes,
+                run,
+                fingerprint,
+                begin_ms,
+                end_ms,
+                max_count,
+                &self.name,
+            )
+            .map(Some)
     }
 
     /// Checks every checksum and the structure (runs tile the entries, every

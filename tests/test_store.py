@@ -336,6 +336,7 @@ def test_foreign_object_at_our_key_is_reported_and_untouched(tmp_path: Path, rem
     remote.put_if_absent(f"{DATA_PREFIX}{file_id}.tix", foreign, size=len(foreign), crc32c=crc32c(foreign))
     report = store.shutdown(timeout_s=10)
     assert not report.clean and report.pending == [file_id]
+    assert report.elapsed_s < 5  # CONFLICT is final: nothing to wait the deadline out for
     assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == foreign
     again = IndexStore(tmp_path / "d", remote_url, small_config())
     again.start()

@@ -20,6 +20,7 @@ from tieredindex.remote import (
     KeyEscapesError,
     LocalRemote,
     ObjectNotFoundError,
+    ObjectVanishedError,
     Remote,
     S3Remote,
     UploadCancelledError,
@@ -1093,3 +1094,52 @@ def test_only_a_whole_object_crc_from_the_store_is_taken(head: dict[str, str], e
     from tieredindex.remote import _full_object_crc
 
     assert _full_object_crc(head) == expected
+
+
+def _vanishing(remote: Remote, method: str, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object at ``key`` is deleted just before the first call of
+    ``method`` (the HEAD after a put found the key taken) looks at it."""
+    real = getattr(remote, method)
+    calls: list[int] = []
+
+    def vanish(*args: Any, **kwargs: Any) -> Any:
+        if not calls:
+            calls.append(1)
+            remote.delete(key)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(remote, method, vanish)
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_a_key_gone_between_the_412_and_its_head_is_retried_not_a_conflict(
+    backend: str, tmp_path: Path, moto_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted in between, the object is neither ours nor different: the put
+    raises ObjectVanishedError, which the retry policy retries, and the
+    retry stores the object (before, it was reported as a conflict, a final
+    state that no retry undoes)."""
+    import uuid
+
+    remote: Remote
+    if backend == "file":
+        remote = LocalRemote(tmp_path / "remote")
+        method = "_head_at"
+    else:
+        remote = S3Remote(
+            moto_server.bucket, f"v-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server.endpoint_url
+        )
+        method = "head"
+    put(remote, "index/x.tix", b"theirs")
+    _vanishing(remote, method, "index/x.tix", monkeypatch)
+    with pytest.raises(ObjectVanishedError, match=r"index/x\.tix") as caught:
+        put(remote, "index/x.tix", b"ours")
+    assert classify(caught.value) == "retry"
+    result = run_with_retry(
+        lambda: put(remote, "index/x.tix", b"ours"),
+        policy=RetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.01, deadline_s=5),
+        budget=None,
+        describe="put",
+    )
+    assert result.created and remote.get("index/x.tix") == b"ours"
+    remote.close()

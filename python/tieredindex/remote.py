@@ -61,6 +61,7 @@ __all__ = [
     "MultipartUpload",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectVanishedError",
     "PutResult",
     "Remote",
     "S3Remote",
@@ -126,6 +127,9 @@ class PutResult:
       same size and CRC-32C (e.g. an earlier, interrupted upload of ours).
     * ``created=False, identical=False``: a *conflict*: a different object is
       stored under the key. It was not overwritten.
+
+    A key found taken whose object is gone by the time it is compared
+    raises :class:`ObjectVanishedError` (retried) instead.
 
     ``existing`` is the stored object's :class:`ObjectInfo` when known.
     """
@@ -439,8 +443,25 @@ class _CheckedStream:
         return self._offset - len(self._buffer)
 
 
-def _compare(existing: ObjectInfo | None, size: int, crc: int) -> PutResult:
-    identical = existing is not None and existing.size == size and existing.crc32c == crc
+class ObjectVanishedError(OSError):
+    """A put-if-absent found the key taken (412, or the name exists), and
+    the HEAD that followed found nothing: the object was deleted in between.
+    Neither created nor a conflict: the put is to be tried again (``errno``
+    is ``EAGAIN``, which the retry policy retries)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            errno.EAGAIN,
+            f"{key}: the key was taken, then gone before it could be compared (deleted meanwhile); try again",
+        )
+        self.key = key
+
+
+def _compare(key: str, existing: ObjectInfo | None, size: int, crc: int) -> PutResult:
+    """The outcome of a put that found ``key`` taken, from a HEAD of it."""
+    if existing is None:
+        raise ObjectVanishedError(key)
+    identical = existing.size == size and existing.crc32c == crc
     return PutResult(created=False, identical=identical, existing=existing)
 
 
@@ -790,7 +811,7 @@ class LocalRemote(Remote):
             with self._parent(key, create=True) as (parent, name):
                 assert parent is not None
                 if self._lstat(parent, name, key) is not None:
-                    return _compare(self._head_at(parent, name, key), payload.size, payload.crc)
+                    return self._taken(parent, name, key, payload)
                 token = uuid.uuid4().hex
                 tmp = f".{name}.{token}.tixtmp"
                 try:
@@ -799,7 +820,7 @@ class LocalRemote(Remote):
                     try:
                         _link_noreplace(tmp, name, parent)
                     except FileExistsError:
-                        return _compare(self._head_at(parent, name, key), payload.size, payload.crc)
+                        return self._taken(parent, name, key, payload)
                     fault_point("upload.complete")
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(tmp, dir_fd=parent)
@@ -819,6 +840,14 @@ class LocalRemote(Remote):
                 st = os.stat(name, dir_fd=parent, follow_symlinks=False)
                 info = ObjectInfo(key, st.st_size, payload.crc, _mtime(st), dict(meta))
                 return PutResult(created=True, identical=True, existing=info)
+
+    def _taken(self, parent: int, name: str, key: str, payload: _Payload) -> PutResult:
+        """The outcome of a put that found ``name`` taken: a directory or
+        other non-file there is a conflict; a file is compared."""
+        st = self._lstat(parent, name, key)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            return PutResult(created=False, identical=False)
+        return _compare(key, self._head_at(parent, name, key), payload.size, payload.crc)
 
     @staticmethod
     def _write_temp(
@@ -1199,7 +1228,7 @@ class S3Remote(Remote):
             if isinstance(exc, ClientError):
                 code, status = _error_code(exc)
                 if status == 412 or code == "PreconditionFailed":
-                    return _compare(self.head(key), payload.size, payload.crc)
+                    return _compare(key, self.head(key), payload.size, payload.crc)
             raise
         return PutResult(created=True, identical=True)
 
@@ -1251,12 +1280,14 @@ class S3Remote(Remote):
                 if status == 412 or code == "PreconditionFailed":
                     # The upload stays open after a 412: abort it first.
                     cleanup.close()
-                    return _compare(self.head(key), payload.size, payload.crc)
+                    return _compare(key, self.head(key), payload.size, payload.crc)
                 if code == "NoSuchUpload":
                     cleanup.pop_all()  # nothing left to abort
-                    result = _compare(self.head(key), payload.size, payload.crc)
-                    if result.identical:
-                        return result
+                    existing = self.head(key)  # did an earlier attempt complete it?
+                    if existing is not None:
+                        result = _compare(key, existing, payload.size, payload.crc)
+                        if result.identical:
+                            return result
                 raise
             cleanup.pop_all()
         return PutResult(created=True, identical=True)

@@ -638,7 +638,8 @@ impl IndexFile {
         )
     }
 
-    /// As [`IndexFile::query`], but `None` at once if the lock is busy.
+    /// As [`IndexFile::query`], but `None` at once if the lock is busy or
+    /// the key's slot chain is longer than [`SHORT_WALK`] steps.
     pub fn try_query(
         &self,
         fingerprint: u64,

@@ -97,6 +97,32 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
     Err(Error::io(to, err))
 }
 
+/// The length of `file`, or `InvalidArgument` naming `path` if it is not a
+/// regular file (a FIFO, device or directory cannot hold an index).
+fn require_regular(file: &File, path: &Path) -> Result<u64> {
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let ft = meta.file_type();
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a special file"
+        };
+        return Err(Error::invalid(
+            "path",
+            format!("{} is {kind}, not a regular file", path.display()),
+        ));
+    }
+    Ok(meta.len())
+}
+
 /// A writable shared map of a whole locked file.
 pub struct FileMap {
     path: PathBuf,
@@ -136,6 +162,7 @@ impl FileMap {
             .write(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        require_regular(&file, path)?;
         lock_exclusive(&file, path)?;
         let actual = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let len = validate_len(actual, &file)?;
@@ -263,8 +290,15 @@ pub struct ReadMap {
 
 impl ReadMap {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+        // writer (for ever, with the GIL released); it has no effect on the
+        // regular file that `require_regular` then insists on.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let len = require_regular(&file, path)?;
         let len = usize::try_from(len)
             .map_err(|_| Error::corrupt(path.display(), "file too large to map"))?;
         let map = if len == 0 {

@@ -190,3 +190,44 @@ def test_remote_object_campaign(tmp_path: Path, remote_url: str) -> None:
         remote.put_if_absent(
             victim, originals[victim], size=len(originals[victim]), crc32c=crc32c(originals[victim])
         )
+
+
+@pytest.mark.parametrize("opener", ["IndexFile", "SealedIndex", "RocketMQFile"])
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_open_refuses_what_is_not_a_regular_file(tmp_path: Path, opener: str, kind: str) -> None:
+    """A FIFO would block the reader for ever waiting for a writer (its open
+    runs with the GIL released, so only that thread hangs, silently); a
+    device or directory cannot hold an index. Each is a ValueError naming
+    the path and what it is, at once."""
+    import threading
+
+    from tieredindex import _native
+
+    if kind == "fifo":
+        path = tmp_path / "index.tix"
+        os.mkfifo(path)
+    elif kind == "directory":
+        path = tmp_path / "a-dir"
+        path.mkdir()
+    else:
+        path = Path("/dev/null")
+    outcome: list[BaseException | str] = []
+
+    def run() -> None:
+        try:
+            getattr(_native, opener).open(path)
+            outcome.append("opened")
+        except BaseException as exc:  # reported by the asserts below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert outcome, f"{opener}.open({kind}) still blocked after 10 s"
+    (exc,) = outcome
+    if opener == "IndexFile" and kind == "directory":
+        assert isinstance(exc, IsADirectoryError)  # its read-write open fails first
+        return
+    assert isinstance(exc, ValueError), exc
+    assert str(path) in str(exc)
+    assert {"fifo": "a FIFO", "directory": "a directory", "device": "a device"}[kind] in str(exc)

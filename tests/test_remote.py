@@ -1032,6 +1032,23 @@ def test_open_remote_never_turns_a_bad_url_into_another_location(url: str, probl
     assert problem in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url", ["file:///", "file:////", "file:///..", "file:///tmp/..", "file://localhost/"]
+)
+def test_open_remote_refuses_the_filesystem_root(url: str, tmp_path: Path) -> None:
+    """verify(repair=True) deletes what no manifest names under the root, so
+    the root of the filesystem (or a link to it) is never a remote."""
+    with pytest.raises(ValueError, match="filesystem root") as info:
+        open_remote(url)
+    assert repr(url) in str(info.value)
+    link = tmp_path / "to-root"
+    link.symlink_to("/")
+    with pytest.raises(ValueError, match="filesystem root"):
+        open_remote(f"file://{link}")
+    with pytest.raises(ValueError, match="root"):
+        LocalRemote(link)
+
+
 def test_s3_head_trusts_the_stores_own_checksum_over_the_metadata(
     s3_remote: S3Remote, moto_server: Any
 ) -> None:

@@ -686,7 +686,8 @@ class LocalRemote(Remote):
     operation relative to its directory's descriptor), so a link raises
     :class:`KeyEscapesError` naming the key, whether it points out of the
     root or not; :meth:`list` neither reports links nor descends into them.
-    The root itself may be a link.
+    The root itself may be a link, but not the filesystem root (nor a link
+    to it): repair deletes what no manifest names under the root.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -695,6 +696,10 @@ class LocalRemote(Remote):
         if not os.path.isabs(path):
             raise ValueError(f"root must be an absolute path, got {path!r}")
         self._root = os.path.normpath(path)
+        if os.path.realpath(self._root) == "/":
+            # verify(repair=True) deletes whatever under the root no manifest
+            # names: with "/" as the root that would be the whole filesystem
+            raise ValueError(f"root must not be the filesystem root, got {path!r}")
         if create:
             os.makedirs(self._root, exist_ok=True)
 
@@ -1542,6 +1547,8 @@ def open_remote(
             raise bad("NUL is not allowed in the path")
         if not path.startswith("/"):
             raise bad("the path must be absolute")
+        if os.path.realpath(path) == "/":
+            raise bad("the filesystem root cannot be a remote")
         return LocalRemote(path)
     if scheme == "s3":
         if "@" in parts.netloc or ":" in parts.netloc:

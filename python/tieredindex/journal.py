@@ -48,7 +48,32 @@ CREATE TABLE IF NOT EXISTS files (
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL
 );
+-- Remote files (ours or another writer's) that failed a check when read or
+-- verified: never served, reported by status(), until a deep verify finds
+-- the object intact again (or a repair replaces it, or retention deletes
+-- it). Kept here so that a restart does not serve them again. A table added
+-- after schema 1 shipped: IF NOT EXISTS creates it in older journals.
+CREATE TABLE IF NOT EXISTS remote_quarantine (
+    file_id  TEXT PRIMARY KEY,
+    reason   TEXT NOT NULL,
+    min_ms   INTEGER,             -- the file's time range, when its manifest record
+    max_ms   INTEGER,             -- could be read (NULL: overlaps every query)
+    at       REAL NOT NULL
+);
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteQuarantine:
+    file_id: str
+    reason: str
+    min_ms: int | None
+    max_ms: int | None
+
+    def overlaps(self, begin_ms: int, end_ms: int) -> bool:
+        if self.min_ms is None or self.max_ms is None:
+            return True
+        return self.min_ms <= end_ms and self.max_ms >= begin_ms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +194,25 @@ class Journal:
         """Forgets a file (after retention deleted it remotely)."""
         with self._lock:
             self._db.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+
+    def quarantine_remote(self, entry: RemoteQuarantine) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO remote_quarantine (file_id, reason, min_ms, max_ms, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entry.file_id, entry.reason, entry.min_ms, entry.max_ms, time.time()),
+            )
+
+    def release_remote(self, file_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM remote_quarantine WHERE file_id = ?", (file_id,))
+
+    def remote_quarantine(self) -> list[RemoteQuarantine]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT file_id, reason, min_ms, max_ms FROM remote_quarantine ORDER BY file_id"
+            ).fetchall()
+        return [RemoteQuarantine(*row) for row in rows]
 
     def get(self, file_id: str) -> FileRecord | None:
         with self._lock:

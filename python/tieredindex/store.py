@@ -48,7 +48,7 @@ from tieredindex._native import (
 from tieredindex.config import StoreConfig, check_seconds
 from tieredindex.faults import fault_point
 from tieredindex.fetcher import RemoteIndexFile
-from tieredindex.journal import FileRecord, Journal
+from tieredindex.journal import FileRecord, Journal, RemoteQuarantine
 from tieredindex.layout import (
     ACTIVE_DIR,
     JOURNAL_NAME,
@@ -93,6 +93,19 @@ class _SignalExit:
 
 MAX_TIME = 2**63 - 1
 CATALOG_REFRESH_S = 30.0
+# verify() problem kinds that mean a remote file's bytes (or record) are bad
+_DAMAGE_KINDS = frozenset({"missing", "size-mismatch", "checksum-mismatch", "corrupt", "bad-manifest"})
+CATALOG_RETRY_S = 5.0  # after a failed manifest listing, queries wait this long to try again
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    """A RemoteError whose cause (or its cause) is a missing object."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _now_ms() -> int:
@@ -175,7 +188,13 @@ class IndexStore:
         self._sealed: dict[str, SealedIndex] = {}
         self._remote_files: dict[str, RemoteIndexFile] = {}
         self._access: dict[str, float] = {}
-        self._bad: dict[str, str] = {}
+        self._bad: dict[str, str] = {}  # file id -> why it is never served
+        # Remote files that failed a check (a subset of _bad, kept in the
+        # journal so a restart does not serve them again); strict queries
+        # that overlap one raise instead of answering without it.
+        self._bad_remote: dict[str, RemoteQuarantine] = {}
+        self._last_id_ms = 0  # the newest file id's time: new ids sort after it
+        self._salvages = 0  # damaged local files salvaged so far (a query then asks again)
         self._in_flight: set[str] = set()
         self._sealed_originals: list[Path] = []  # page cache still to drop (worker only)
         self._retry_after: dict[str, float] = {}
@@ -187,6 +206,8 @@ class IndexStore:
         self._refused: tuple[float, str] | None = None
         self._reconciled = False
         self._catalog_loaded_at: float | None = None
+        self._catalog_failed: tuple[float, str] | None = None  # when, why
+        self._remote_added: dict[str, float] = {}  # when each remote file was learnt of
         self._aborted_mpus = 0
         self._last_error: str | None = None
         self._last_maintenance = 0.0
@@ -347,7 +368,11 @@ class IndexStore:
         salvaged: dict[str, int] = {}
         resumed: list[str] = []
         dropped = 0
+        for bad in journal.remote_quarantine():
+            self._bad_remote[bad.file_id] = bad
+            self._bad[bad.file_id] = bad.reason
         for rec in journal.files():
+            self._note_file_id(rec.file_id)
             if rec.state in (FileState.ACTIVE, FileState.ROLLED):
                 path = self._active_path(rec.file_id)
                 if rec.state is FileState.ACTIVE:
@@ -378,9 +403,8 @@ class IndexStore:
                 self._active_path(rec.file_id).unlink(missing_ok=True)  # crash before the local delete
                 if self._open_sealed_copy(rec) is None:
                     self._sealed_path(rec.file_id).unlink(missing_ok=True)
-                self._remote_files[rec.file_id] = RemoteIndexFile(
-                    self.remote, self._manifest_of(rec), self._call
-                )
+                if rec.file_id not in self._bad_remote:
+                    self._add_remote(rec.file_id, self._manifest_of(rec))
         return RecoveryReport(
             files=len(journal.files()),
             reopened=reopened,
@@ -429,7 +453,10 @@ class IndexStore:
         path = self._active_path(rec.file_id)
         kept = 0
         if path.exists():
-            new_id = new_file_id(_now_ms())
+            # The salvaged entries sort where the original's did (queries
+            # take files by id, newest first; equal timestamps: later put
+            # first), not after files made since.
+            new_id = new_file_id(int(rec.file_id[:13]))
             self.journal.add(new_id, FileState.ROLLED, begin_ms=rec.begin_ms)
             try:
                 kept, damaged = salvage(path, self._active_path(new_id))
@@ -440,6 +467,7 @@ class IndexStore:
                 salvaged = IndexFile.open(self._active_path(new_id))
                 with self._state_lock:
                     self._unsealed[new_id] = salvaged
+                    self._salvages += 1
                 _LOG.warning(
                     "file %s: salvaged %d entries into %s (%d damaged)", rec.file_id, kept, new_id, damaged
                 )
@@ -493,10 +521,22 @@ class IndexStore:
                     self._roll_locked()
             fault_point("put.after_write")
 
+    def _next_file_id(self, now_ms: int) -> str:
+        """An id that sorts after every file this store knows of, even if the
+        wall clock stepped back: queries take files newest id first, so equal
+        timestamps in two files keep "later put first"."""
+        with self._state_lock:
+            self._last_id_ms = max(now_ms, self._last_id_ms + 1)
+            return new_file_id(self._last_id_ms)
+
+    def _note_file_id(self, file_id: str) -> None:
+        with self._state_lock:
+            self._last_id_ms = max(self._last_id_ms, int(file_id[:13]))
+
     def _writer_locked(self) -> tuple[str, IndexFile]:
         if self._current is None:
             now = _now_ms()
-            file_id = new_file_id(now)
+            file_id = self._next_file_id(now)
             # Record first: a crash before the file exists leaves a record
             # that recovery marks EMPTY (no put can have reached it).
             self.journal.add(file_id, FileState.ACTIVE, begin_ms=now)
@@ -579,9 +619,87 @@ class IndexStore:
         if max_count < 1:
             raise ValueError(f"max_count must be at least 1, got {max_count}")
         self._ensure_catalog(strict)
-        views = self._views(begin_ms, end_ms)
-        started = self._read_remote_views(views, raw, begin_ms, end_ms, max_count)
-        batches: list[list[Entry]] = []
+        for _ in range(2):
+            salvaged_before = self._salvages
+            views = self._views(begin_ms, end_ms)
+            if strict:
+                self._raise_if_quarantined(begin_ms, end_ms)
+            answer = self._answer(views, raw, begin_ms, end_ms, max_count, strict)
+            if self._salvages == salvaged_before:
+                break
+            # A damaged local file was found and its intact entries salvaged
+            # into a new file: ask again, so this answer has them too.
+        return answer
+
+    def _raise_if_quarantined(self, begin_ms: int, end_ms: int) -> None:
+        """A strict query may not answer without a quarantined remote file
+        that could hold some of its entries."""
+        with self._state_lock:
+            hit = next((b for b in self._bad_remote.values() if b.overlaps(begin_ms, end_ms)), None)
+        if hit is not None:
+            raise CorruptFileError(f"file {hit.file_id} is quarantined: {hit.reason}")
+
+    def _answer(
+        self,
+        views: list[tuple[str, _View]],
+        key: bytes,
+        begin_ms: int,
+        end_ms: int,
+        max_count: int,
+        strict: bool,
+    ) -> list[Entry]:
+        """Each file's newest matches, merged newest first, de-duplicated.
+        A file is asked for max_count entries at first; one whose answer was
+        cut there and could hide entries the merged answer lacks (copies of
+        one message use up its share) is asked again for more."""
+        limits = {file_id: max_count for file_id, _ in views}
+        batches: dict[str, list[Entry]] = {}
+        todo = views
+        while True:
+            batches.update(self._read_views(todo, key, begin_ms, end_ms, limits, strict))
+            ranked = [  # newest first; equal timestamps: newer file, then later put, first
+                (-e.timestamp_ms, rank, i, e)
+                for rank, (file_id, _) in enumerate(views)
+                for i, e in enumerate(batches.get(file_id, ()))
+            ]
+            ranked.sort(key=lambda r: r[:3])
+            seen: set[tuple[int, int]] = set()
+            out: list[Entry] = []
+            cut = len(ranked)
+            for at, (*_, e) in enumerate(ranked):
+                if (e.queue_id, e.offset) not in seen:
+                    seen.add((e.queue_id, e.offset))
+                    out.append(e)
+                    if len(out) == max_count:
+                        cut = at
+                        break
+            # A file cut at its limit hides only entries ranked after its last
+            # one: harmless if that one is at or after the answer's last.
+            position = {(r[1], r[2]): at for at, r in enumerate(ranked)}
+            todo = [
+                (file_id, view)
+                for rank, (file_id, view) in enumerate(views)
+                if len(batches.get(file_id, ())) >= limits[file_id]
+                and position[(rank, limits[file_id] - 1)] < cut
+            ]
+            if not todo:
+                return out
+            for file_id, _ in todo:
+                limits[file_id] *= 4
+
+    def _read_views(
+        self,
+        views: list[tuple[str, _View]],
+        key: bytes,
+        begin_ms: int,
+        end_ms: int,
+        limits: dict[str, int],
+        strict: bool,
+    ) -> dict[str, list[Entry]]:
+        """Queries each file (remote ones at once); a file that fails a check
+        is quarantined and left out (strict: raised)."""
+        started = self._read_remote_views(views, key, begin_ms, end_ms, limits)
+        batches: dict[str, list[Entry]] = {}
         for file_id, view in views:
             try:
                 batch: list[Entry] | None = None
@@ -590,34 +708,49 @@ class IndexStore:
                     with contextlib.suppress(CancelledError):  # by shutdown, before it ran
                         batch = reading.result()
                 if batch is None:
-                    batch = self._query_view(file_id, view, raw, begin_ms, end_ms, max_count)
-                batches.append(batch)
+                    batch = self._query_view(file_id, view, key, begin_ms, end_ms, limits[file_id])
+                batches[file_id] = batch
             except CorruptFileError as exc:
                 self._on_corrupt(file_id, view, exc)
                 if strict:
                     raise
             except RemoteError as exc:
+                if isinstance(view, RemoteIndexFile) and _is_not_found(exc):
+                    if self._object_missing(file_id, view, exc) and strict:
+                        raise CorruptFileError(f"{view.name}: object missing: {exc}") from exc
+                    continue
                 self._record_error(exc)
                 if strict:
                     raise
             else:
                 with self._state_lock:
                     self._access[file_id] = time.monotonic()
-        # Newest file first, so a stable sort by time keeps "later put first".
-        merged = [e for batch in batches for e in batch]
-        merged.sort(key=lambda e: e.timestamp_ms, reverse=True)
-        seen: set[tuple[int, int]] = set()
-        out: list[Entry] = []
-        for e in merged:
-            if (e.queue_id, e.offset) not in seen:
-                seen.add((e.queue_id, e.offset))
-                out.append(e)
-                if len(out) == max_count:
-                    break
-        return out
+        return batches
+
+    def _object_missing(self, file_id: str, view: RemoteIndexFile, exc: RemoteError) -> bool:
+        """A remote file's object was not found. If its manifest record is
+        gone too, retention expired it meanwhile: forgotten, no error (its
+        entries are past retention). Otherwise the object is missing: the
+        file is quarantined, and True returned."""
+        mkey = manifest_key(file_id)
+        try:
+            still_listed = self._call(partial(self.remote.head, mkey), f"head {mkey}") is not None
+        except RemoteError as head_exc:
+            self._record_error(head_exc)
+            return False
+        if not still_listed:
+            with self._state_lock:
+                self._remote_files.pop(file_id, None)
+                self._remote_added.pop(file_id, None)
+            _LOG.info("file %s: expired while being read; forgotten", file_id)
+            return False
+        _LOG.error("file %s: its object is missing and the file is quarantined: %s", file_id, exc)
+        self._metrics.add_verification_failures()
+        self._quarantine_remote(file_id, view.record, f"object missing: {exc}")
+        return True
 
     def _read_remote_views(
-        self, views: list[tuple[str, _View]], key: bytes, begin_ms: int, end_ms: int, max_count: int
+        self, views: list[tuple[str, _View]], key: bytes, begin_ms: int, end_ms: int, limits: dict[str, int]
     ) -> dict[str, Future[list[Entry]]]:
         """Starts the queries of a query's remote files all at once (up to
         ``upload_concurrency`` in flight): each costs two ranged GETs, which
@@ -631,7 +764,7 @@ class IndexStore:
         for file_id, view in remote:
             try:
                 started[file_id] = self._reads.submit(
-                    self._query_view, file_id, view, key, begin_ms, end_ms, max_count
+                    self._query_view, file_id, view, key, begin_ms, end_ms, limits[file_id]
                 )
             except RuntimeError:  # shutdown closed the pool meanwhile: the rest are read in line
                 break
@@ -681,11 +814,10 @@ class IndexStore:
         _LOG.error("file %s failed a check and is quarantined: %s", file_id, exc)
         self._metrics.add_verification_failures()
         rec = self.journal.get(file_id)
+        if isinstance(view, RemoteIndexFile):
+            self._quarantine_remote(file_id, view.record, f"remote object: {exc}")
+            return
         with self._state_lock:
-            if isinstance(view, RemoteIndexFile):
-                self._bad[file_id] = f"remote object: {exc}"
-                self._remote_files.pop(file_id, None)
-                return
             if isinstance(view, SealedIndex):
                 self._sealed.pop(file_id, None)
         if isinstance(view, SealedIndex):
@@ -706,26 +838,69 @@ class IndexStore:
             if rec is not None and rec.state not in (FileState.QUARANTINED,):
                 self._quarantine_and_salvage(rec, str(exc))
 
+    def _quarantine_remote(self, file_id: str, record: ManifestRecord | None, why: str) -> None:
+        """A remote file failed a check: never served again, here or after a
+        restart, until a deep verify finds it intact (or it is repaired or
+        expires)."""
+        bad = RemoteQuarantine(
+            file_id, why, None if record is None else record.min_ms, None if record is None else record.max_ms
+        )
+        with self._state_lock:
+            self._bad[file_id] = why
+            self._bad_remote[file_id] = bad
+            self._remote_files.pop(file_id, None)
+        try:
+            self.journal.quarantine_remote(bad)
+        except Exception as exc:  # still quarantined for this run
+            self._record_error(exc)
+
+    def _release_remote(self, file_id: str) -> bool:
+        """Lifts a remote file's quarantine (True if it had one)."""
+        with self._state_lock:
+            if self._bad_remote.pop(file_id, None) is None:
+                return False
+            self._bad.pop(file_id, None)
+        self.journal.release_remote(file_id)
+        _LOG.info("file %s: out of quarantine", file_id)
+        return True
+
     def _ensure_catalog(self, strict: bool = False) -> None:
         """A store that has not listed the remote manifest yet does so now.
         If the remote cannot be read, local files still answer; a strict
-        query raises instead of passing "unreadable" off as "not found"."""
-        if self._catalog_loaded_at is None:
-            try:
-                self._load_catalog()
-            except RemoteError as exc:
-                self._record_error(exc)
-                if strict:
-                    raise
+        query raises instead of passing "unreadable" off as "not found".
+        After a failed listing, queries do not try again for
+        CATALOG_RETRY_S (the worker keeps trying): during an outage each
+        would otherwise wait out the retry policy."""
+        if self._catalog_loaded_at is not None:
+            return
+        failed = self._catalog_failed
+        if failed is not None and time.monotonic() - failed[0] < CATALOG_RETRY_S:
+            if strict:
+                raise RemoteError(f"the remote manifest is unreadable (listed {failed[1]})")
+            return
+        try:
+            self._load_catalog()
+        except RemoteError as exc:
+            self._catalog_failed = (time.monotonic(), str(exc))
+            self._record_error(exc)
+            if strict:
+                raise
 
     def _load_catalog(self) -> None:
         """Adds every file the remote manifest lists (the remote layout
-        describes itself: a new store on an empty directory finds it all)."""
+        describes itself: a new store on an empty directory finds it all),
+        and forgets those whose record is gone (expired by the writer's
+        retention: a reader of its prefix would otherwise read them for
+        ever, and fail)."""
+        started = time.monotonic()
         listed = self._call(lambda: self.remote.list(MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
+        present: set[str] = set()
         for info in listed:
             file_id = file_id_of_key(info.key)
             if file_id is None:
                 continue
+            present.add(file_id)
+            self._note_file_id(file_id)
             with self._state_lock:
                 known = file_id in self._remote_files or file_id in self._bad
             if known:
@@ -734,13 +909,29 @@ class IndexStore:
             try:
                 record = ManifestRecord.from_bytes(raw, info.key)
             except ValueError as exc:
-                with self._state_lock:
-                    self._bad[file_id] = str(exc)
                 _LOG.error("%s", exc)
+                self._quarantine_remote(file_id, None, f"manifest record: {exc}")
                 continue
-            with self._state_lock:
-                self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._call)
+            self._add_remote(file_id, record)
+        with self._state_lock:
+            gone = [
+                fid
+                for fid in [*self._remote_files, *self._bad_remote]
+                if fid not in present and self._remote_added.get(fid, 0.0) < started
+            ]
+            for fid in gone:
+                self._remote_files.pop(fid, None)
+                self._remote_added.pop(fid, None)
+        for fid in gone:
+            if fid in self._bad_remote:
+                self._release_remote(fid)
         self._catalog_loaded_at = time.monotonic()
+        self._catalog_failed = None
+
+    def _add_remote(self, file_id: str, record: ManifestRecord) -> None:
+        with self._state_lock:
+            self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._call)
+            self._remote_added[file_id] = time.monotonic()
 
     def _manifest_of(self, rec: FileRecord) -> ManifestRecord:
         assert rec.size is not None and rec.crc32c is not None and rec.count is not None
@@ -1023,8 +1214,8 @@ class IndexStore:
         # (recovery redoes it), not part of the verified copy.
         self._notify()
         fault_point("upload.after_journal")
+        self._add_remote(file_id, self._manifest_of(rec))
         with self._state_lock:
-            self._remote_files[file_id] = RemoteIndexFile(self.remote, self._manifest_of(rec), self._call)
             self._access[file_id] = time.monotonic()
         fault_point("local.before_delete")
         self._active_path(file_id).unlink(missing_ok=True)
@@ -1067,23 +1258,34 @@ class IndexStore:
     def _apply_retention(self, retention_s: float) -> None:
         horizon = _now_ms() - int(retention_s * 1000)
         with self._state_lock:
-            expired = [(fid, r.record) for fid, r in self._remote_files.items() if r.record.max_ms < horizon]
+            expired = [
+                (fid, r.record.key) for fid, r in self._remote_files.items() if r.record.max_ms < horizon
+            ]
+            # Quarantined files expire too (their range is known when their
+            # manifest record could be read): never served, but still stored.
+            expired += [
+                (fid, data_key(fid))
+                for fid, bad in self._bad_remote.items()
+                if bad.max_ms is not None and bad.max_ms < horizon
+            ]
         if expired:
             # Deleting is a writer's act: claim the prefix first (a store
             # with nothing to upload since its start has not claimed it yet);
             # a reader of another writer's prefix is refused here.
             self._ensure_claimed()
-        for file_id, record in expired:
+        for file_id, key in expired:
             # Manifest record first: a crash between leaves an orphan object,
             # never a record naming a missing object.
             self._call(partial(self.remote.delete, manifest_key(file_id)), f"delete {manifest_key(file_id)}")
-            self._call(partial(self.remote.delete, record.key), f"delete {record.key}")
+            self._call(partial(self.remote.delete, key), f"delete {key}")
             with self._state_lock:
                 self._remote_files.pop(file_id, None)
+                self._remote_added.pop(file_id, None)
                 self._sealed.pop(file_id, None)
             self._sealed_path(file_id).unlink(missing_ok=True)
+            self._release_remote(file_id)
             self.journal.remove(file_id)
-            _LOG.info("file %s expired and deleted (newest entry %d ms)", file_id, record.max_ms)
+            _LOG.info("file %s expired and deleted", file_id)
 
     # ---------------------------------------------------------------- status
 
@@ -1116,7 +1318,8 @@ class IndexStore:
             reconciled=self._reconciled,
             aborted_multipart_uploads=self._aborted_mpus,
             remote_files=remote_files,
-            quarantined=bad + [r.file_id for r in records if r.state is FileState.QUARANTINED],
+            # A damaged local file is in both (_bad keeps it out of queries).
+            quarantined=sorted({*bad, *(r.file_id for r in records if r.state is FileState.QUARANTINED)}),
             closed=self._closed,
         )
 
@@ -1149,15 +1352,44 @@ class IndexStore:
             grace_s=self.config.orphan_grace_s,
         )
         self._metrics.add_verification_failures(sum(p.kind != "orphan" for p in report.problems))
-        if repair:
+        released = self._quarantine_from(report, deep)
+        if repair or released:
             with self._state_lock:
                 for p in report.problems:
                     fid = file_id_of_key(p.key)
-                    if p.fixed and fid is not None:
+                    if p.fixed and fid is not None and fid not in self._bad_remote:
                         self._bad.pop(fid, None)
-            self._catalog_loaded_at = None
+            self._catalog_loaded_at = None  # reload: repaired or released files are served again
             self._ensure_catalog()
         return report
+
+    def _quarantine_from(self, report: VerifyReport, deep: bool) -> bool:
+        """What verify() found damaged (and did not repair) is never served,
+        as if a query had found it; what a repair replaced, or a deep verify
+        found intact, is served again. A shallow verify clears nothing: a
+        HEAD vouches for the recorded checksum, not for the bytes."""
+        damaged: set[str] = set()
+        released = False
+        for p in report.problems:
+            fid = file_id_of_key(p.key)
+            if fid is None or p.kind not in _DAMAGE_KINDS:
+                continue
+            if p.fixed:
+                released |= self._release_remote(fid)
+                continue
+            damaged.add(fid)
+            with self._state_lock:
+                view = self._remote_files.get(fid)
+                known = view is not None or fid in self._bad_remote
+            if known and fid not in self._bad_remote:
+                _LOG.error("file %s failed verification and is quarantined: %s", fid, p.detail)
+                self._quarantine_remote(fid, None if view is None else view.record, f"{p.kind}: {p.detail}")
+        if deep:
+            unsure = {file_id_of_key(p.key) for p in report.problems if p.kind == "unchecked"}
+            for fid in list(self._bad_remote):
+                if fid not in damaged and fid not in unsure:
+                    released |= self._release_remote(fid)
+        return released
 
     # -------------------------------------------------------------- shutdown
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tieredindex._native import CorruptFileError, crc32c
 from tieredindex.faults import fault_point
+from tieredindex.pool import DaemonThreadPool
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -1322,28 +1323,31 @@ class S3Remote(Remote):
         done: list[CompletedPartTypeDef] = []
         running: set[concurrent.futures.Future[CompletedPartTypeDef]] = set()
         whole_crc = 0
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._concurrency, thread_name_prefix="tix-upload"
-        ) as pool:
-            try:
-                for number, offset in enumerate(range(0, payload.size, part_size), start=1):
-                    while len(running) >= self._concurrency:
-                        finished, running = concurrent.futures.wait(
-                            running, return_when=concurrent.futures.FIRST_COMPLETED
-                        )
-                        done.extend(f.result() for f in finished)
-                    if cancel is not None and cancel.is_set():
-                        raise UploadCancelledError(f"upload of {payload.name} cancelled")
-                    data = payload.read(offset, min(part_size, payload.size - offset))
-                    whole_crc = crc32c(data, whole_crc)
-                    running.add(pool.submit(send, number, data))
-                    del data
-                finished, running = concurrent.futures.wait(running)
-                done.extend(f.result() for f in finished)
-            except BaseException:
-                for f in running:
-                    f.cancel()
-                raise
+        # Daemon threads, not waited for when a part fails or the upload is
+        # cancelled: a part stuck on a hung connection would hold the caller
+        # (and the shutdown behind it) until its read timeout.
+        pool = DaemonThreadPool(self._concurrency, "tix-upload")
+        try:
+            for number, offset in enumerate(range(0, payload.size, part_size), start=1):
+                while len(running) >= self._concurrency:
+                    finished, running = concurrent.futures.wait(
+                        running, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                    done.extend(f.result() for f in finished)
+                if cancel is not None and cancel.is_set():
+                    raise UploadCancelledError(f"upload of {payload.name} cancelled")
+                data = payload.read(offset, min(part_size, payload.size - offset))
+                whole_crc = crc32c(data, whole_crc)
+                running.add(pool.submit(send, number, data))
+                del data
+            finished, running = concurrent.futures.wait(running)
+            done.extend(f.result() for f in finished)
+        except BaseException:
+            for f in running:
+                f.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         payload.check_crc(whole_crc)
         done.sort(key=lambda p: p["PartNumber"])
         return done

@@ -74,3 +74,109 @@ def test_uploads_survive_faults_and_an_outage(tmp_path: Path, moto_server: objec
         assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == entries
     assert len(fresh.remote.list(DATA_PREFIX)) == 30
     fresh.shutdown()
+
+
+CHILD = str(Path(__file__).with_name("broker_child.py"))
+
+
+def test_sigterm_exits_near_its_deadline_with_every_upload_hung(tmp_path: Path, moto_server: object) -> None:
+    """Every data upload's answer is held (a hung connection). The shutdown
+    returns at its 2 s deadline, unclean; the process must then exit, not
+    wait ~30 s for the upload thread's read timeout (the pools' threads were
+    joined at interpreter exit). Nothing acknowledged is lost: a restart on
+    a healthy link uploads it all."""
+    import signal
+    import subprocess
+    import sys
+
+    server = moto_server
+    url = f"s3://{server.bucket}/hung-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    with NetProxy(server.endpoint_url, stall_s=120.0) as proxy:  # type: ignore[attr-defined]
+        proxy.set_faults({"stall": 1.0}, match=r"^PUT .*/index/")
+        env = dict(os.environ, AWS_ENDPOINT_URL=proxy.endpoint_url, TIX_SHUTDOWN_S="2", TIX_CAPACITY="1000")
+        child = subprocess.Popen(
+            [sys.executable, CHILD, str(tmp_path / "d"), url, "50", "--then", "wait"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert child.stdout is not None
+        acked = []
+        for line in child.stdout:
+            if line.strip() == "done":
+                break
+            acked.append(int(line))
+        time.sleep(0.5)  # the worker seals nothing yet: the file is not full
+        started = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    assert child.returncode == 1, err[-3000:]  # unclean: the upload hung
+    assert elapsed < 2 + 6, f"exited {elapsed:.1f} s after SIGTERM (deadline 2 s)"
+    again = IndexStore(tmp_path / "d", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    again.start()
+    assert again.shutdown(timeout_s=30).clean
+    fresh = IndexStore(tmp_path / "fresh", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    fresh.start()
+    found = {e.offset for k in range(13) for e in fresh.query("orders", f"k{k}", 0, FOREVER, 1000)}
+    fresh.shutdown()
+    assert set(acked) <= found
+
+
+@pytest.mark.parametrize("fault", ["truncate", "stall"])
+def test_lost_create_multipart_answer_leaves_no_upload_open(
+    tmp_path: Path, moto_server: object, fault: str
+) -> None:
+    """The answer to CreateMultipartUpload is lost (cut short, or held past
+    the read timeout): S3 made an upload whose id the store never learnt.
+    The retry succeeds and the shutdown is clean, and that upload must not
+    stay open for ever (start() aborts leftovers only when there is upload
+    work, and there is none left)."""
+    server = moto_server
+    prefix = f"lostmpu-{time.monotonic_ns()}"
+    url = f"s3://{server.bucket}/{prefix}/"  # type: ignore[attr-defined]
+    with NetProxy(server.endpoint_url, stall_s=3.0) as proxy:  # type: ignore[attr-defined]
+        config = faulty_config(proxy.endpoint_url, multipart_threshold=1)
+        store = IndexStore(tmp_path / "d", url, config)
+        store.start()
+        for i in range(20):
+            store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+        proxy.set_faults({}, match=r"^POST .*/index/.*\?uploads")
+        proxy.inject_next(fault, 1)
+        report = store.shutdown(timeout_s=30)
+        assert report.clean, report
+        assert proxy.counters()["faults"].get(fault) == 1
+    check = IndexStore(tmp_path / "check", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    check.start()
+    assert check.remote.list_multipart_uploads() == []
+    assert check.verify(deep=True).ok
+    check.shutdown()
+
+
+def test_a_hung_remote_call_does_not_hold_back_the_seal(tmp_path: Path, moto_server: object) -> None:
+    """One hung call in the remote upkeep (start-up reconciliation's
+    ListMultipartUploads) used to stop the only worker thread: the last
+    file was not even sealed at shutdown. Sealing and uploads now run
+    beside it: the shutdown uploads everything."""
+    server = moto_server
+    url = f"s3://{server.bucket}/hungrec-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    with NetProxy(server.endpoint_url, stall_s=60.0) as proxy:  # type: ignore[attr-defined]
+        first = IndexStore(tmp_path / "d", url, faulty_config(proxy.endpoint_url))
+        first.start()
+        for i in range(20):
+            first.put("t", f"a{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+        proxy.outage(3.0, "refuse")
+        assert not first.shutdown(timeout_s=1).clean  # one file left pending
+        time.sleep(3.2)
+        proxy.set_faults({}, match=r"^GET .*\?uploads")
+        proxy.inject_next("stall", 1)
+        config = faulty_config(proxy.endpoint_url, read_timeout_s=30.0)
+        second = IndexStore(tmp_path / "d", url, config)
+        second.start()
+        for i in range(20):
+            second.put("t", f"b{i}", queue_id=0, offset=i, size=1, timestamp_ms=2_000 + i)
+        report = second.shutdown(timeout_s=10)
+        assert proxy.counters()["faults"].get("stall") == 1
+    assert report.clean, report
+    assert len(report.uploaded) == 2

@@ -214,6 +214,10 @@ def test_remote_down_during_shutdown_keeps_deadline_then_recovers(tmp_path: Path
     elapsed = time.monotonic() - started
     assert elapsed < 2 + 1.0, elapsed
     assert not report.clean and report.pending
+    assert (
+        report.error
+        and f"deadline of 2 s reached with {len(report.pending)} file(s) not uploaded" in report.error
+    )
     # Restart with the remote back: everything is uploaded, nothing lost.
     again = IndexStore(tmp_path / "d", remote_url, small_config())
     recovery = again.start()

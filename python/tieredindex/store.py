@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future
 from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -70,7 +70,8 @@ from tieredindex.layout import (
 )
 from tieredindex.metrics import MetricsSnapshot, RetryCountingLogger, StoreMetrics
 from tieredindex.observe import ObservedJournal
-from tieredindex.remote import Remote, crc32c_of_file, open_remote
+from tieredindex.pool import DaemonThreadPool
+from tieredindex.remote import PutResult, Remote, crc32c_of_file, open_remote
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
 from tieredindex.retry import RetryBudget, run_with_retry
 from tieredindex.states import PENDING_STATES, FileState
@@ -210,10 +211,11 @@ class IndexStore:
         self._remote_added: dict[str, float] = {}  # when each remote file was learnt of
         self._aborted_mpus = 0
         self._last_error: str | None = None
-        self._last_maintenance = 0.0
+        self._last_eviction = 0.0
+        self._leaky: set[str] = set()  # files with a failed upload attempt: sweep their key once up
         self._threads: list[threading.Thread] = []
-        self._uploads: ThreadPoolExecutor | None = None
-        self._reads: ThreadPoolExecutor | None = None  # a query's remote files, read at once
+        self._uploads: DaemonThreadPool | None = None
+        self._reads: DaemonThreadPool | None = None  # a query's remote files, read at once
         self._shutdown_lock = threading.Lock()
         self._shutdown_report: ShutdownReport | None = None
         self._final_status: StoreStatus | None = None
@@ -269,13 +271,15 @@ class IndexStore:
             self._release_lock()
             raise
         self._started = True
-        self._uploads = ThreadPoolExecutor(
-            self.config.upload_concurrency, thread_name_prefix="tieredindex-upload"
-        )
-        self._reads = ThreadPoolExecutor(
-            self.config.upload_concurrency, thread_name_prefix="tieredindex-read"
-        )
-        for name, target in (("flusher", self._flusher_loop), ("worker", self._worker_loop)):
+        # Daemon threads (see pool.py): one stuck in a hung SDK call must not
+        # keep the process alive after shutdown() returned.
+        self._uploads = DaemonThreadPool(self.config.upload_concurrency, "tieredindex-upload")
+        self._reads = DaemonThreadPool(self.config.upload_concurrency, "tieredindex-read")
+        for name, target in (
+            ("flusher", self._flusher_loop),
+            ("worker", self._worker_loop),
+            ("remote", self._remote_loop),
+        ):
             thread = threading.Thread(target=target, name=f"tieredindex-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -394,6 +398,8 @@ class IndexStore:
                 self._unsealed[rec.file_id] = f
                 resumed.append(rec.file_id)
             elif rec.state in (FileState.SEALED, FileState.UPLOADING):
+                if rec.state is FileState.UPLOADING:
+                    self._leaky.add(rec.file_id)  # its interrupted attempt may have left an upload open
                 if self._open_sealed_copy(rec) is None:
                     self._reseal_or_quarantine(rec, "sealed copy missing or damaged")
                 resumed.append(rec.file_id)
@@ -999,16 +1005,17 @@ class IndexStore:
                 self._record_error(exc)
 
     def _worker_loop(self) -> None:
+        """Local work: seal rolled files, hand sealed ones to the upload
+        pool, evict the read cache. Never waits on the remote (that is the
+        remote loop's), so a call hung on a dead connection cannot hold back
+        the seal of the last file at shutdown."""
         while not self._stop.is_set():
             self._wake.clear()
-            # Each step on its own: sealing is local and must go on while the
-            # remote is down; uploads wait for reconciliation.
             for step in (
-                self._reconcile,
                 self._seal_rolled,
                 self._schedule_uploads,
                 self._release_sealed_originals,
-                self._maintain,
+                self._evict_cache_now_and_then,
             ):
                 try:
                     step()
@@ -1016,6 +1023,23 @@ class IndexStore:
                     self._record_error(exc)
             self._notify()
             self._wake.wait(self.config.reconcile_interval_s)
+
+    def _remote_loop(self) -> None:
+        """Remote upkeep, each step on its own: reconcile (then uploads may
+        start), refresh the catalog, retention."""
+        while not self._stop.is_set():
+            was_reconciled = self._reconciled
+            for step in (self._reconcile, self._retain_now_and_then):
+                if self._stop.is_set():
+                    return
+                try:
+                    step()
+                except Exception as exc:
+                    self._record_error(exc)
+            if self._reconciled and not was_reconciled:
+                self._wake.set()  # the worker may schedule uploads now
+            self._notify()
+            self._stop.wait(self.config.reconcile_interval_s)
 
     def _reconcile(self) -> None:
         """Once: list the manifest; if there is upload work, claim the prefix
@@ -1027,7 +1051,16 @@ class IndexStore:
         self._load_catalog()
         if self.journal.files(PENDING_STATES):
             self._ensure_claimed()
-            for upload in self._call(self.remote.list_multipart_uploads, "list multipart uploads"):
+            listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
+            # Uploads do not wait for this (a hung call here must not hold
+            # them back): skip the keys they are using, taken after the
+            # listing, so an upload begun since has a newer id anyway. A
+            # resumed upload sweeps its own key's leftovers once it is up.
+            with self._state_lock:
+                busy = {data_key(fid) for fid in self._in_flight}
+            for upload in listed:
+                if upload.key in busy:
+                    continue
                 try:
                     self._call(
                         partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
@@ -1119,7 +1152,7 @@ class IndexStore:
         _LOG.info("file %s sealed: %d entries, %d bytes", rec.file_id, sealed.count, sealed.size)
 
     def _schedule_uploads(self) -> None:
-        if not self._reconciled or self._uploads is None or self._stop.is_set():
+        if self._uploads is None or self._stop.is_set():
             return
         now = time.monotonic()
         for rec in self.journal.files([FileState.SEALED, FileState.UPLOADING]):
@@ -1176,13 +1209,22 @@ class IndexStore:
         size, crc = rec.size, rec.crc32c
         assert size is not None and crc is not None
         metadata = {"tix-file-id": file_id, "tix-count": str(rec.count)}
-        try:
-            result = self._call(
-                lambda: self.remote.put_if_absent(
+
+        def put() -> PutResult:
+            try:
+                return self.remote.put_if_absent(
                     key, path, size=size, crc32c=crc, metadata=metadata, cancel=self._stop
-                ),
-                f"upload {key}",
-            )
+                )
+            except BaseException:
+                # It may leave a multipart upload open: one it could not
+                # abort, or whose id it never learnt (the answer to
+                # CreateMultipartUpload lost). Swept once the key is up.
+                with self._state_lock:
+                    self._leaky.add(file_id)
+                raise
+
+        try:
+            result = self._call(put, f"upload {key}")
         except CorruptFileError as exc:
             # The local sealed copy no longer matches its record: seal again.
             self._reseal_or_quarantine(rec, f"sealed copy changed before upload: {exc}")
@@ -1193,6 +1235,10 @@ class IndexStore:
             )
             return
         fault_point("upload.after_put")
+        if file_id in self._leaky:
+            self._sweep_multipart_uploads(key)
+            with self._state_lock:
+                self._leaky.discard(file_id)
         info = self._call(lambda: self.remote.head(key), f"verify {key}")
         if info is None or info.size != size or info.crc32c != crc:
             raise RemoteError(
@@ -1221,6 +1267,26 @@ class IndexStore:
         self._active_path(file_id).unlink(missing_ok=True)
         _LOG.info("file %s uploaded and verified: %s (%d bytes)", file_id, key, size)
 
+    def _sweep_multipart_uploads(self, key: str) -> None:
+        """Aborts every multipart upload still open for ``key``, whose object
+        is now in place: what failed attempts left behind (start() aborts
+        such uploads only when there is upload work, and none is left once
+        the retry succeeded). One that cannot be aborted is reported, and
+        verify() lists it."""
+        for upload in self._call(self.remote.list_multipart_uploads, "list multipart uploads"):
+            if upload.key != key:
+                continue
+            try:
+                self._call(
+                    partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
+                    f"abort multipart upload of {upload.key}",
+                )
+            except RemoteError as exc:
+                self._record_error(exc)
+                continue
+            self._aborted_mpus += 1
+            _LOG.info("aborted a multipart upload a failed attempt left open: %s", key)
+
     def _conflict(self, file_id: str, why: str) -> None:
         """A different object holds one of this file's keys: reported, kept
         local, never overwritten."""
@@ -1228,14 +1294,14 @@ class IndexStore:
         self._last_error = why
         _LOG.error("file %s: %s", file_id, why)
 
-    def _maintain(self) -> None:
-        """Cache eviction and retention, at most every reconcile interval."""
+    def _evict_cache_now_and_then(self) -> None:
         now = time.monotonic()
-        if now - self._last_maintenance < self.config.reconcile_interval_s:
-            return
-        self._last_maintenance = now
-        self._evict_cache()
-        if self.config.retention_s is not None:
+        if now - self._last_eviction >= self.config.reconcile_interval_s:
+            self._last_eviction = now
+            self._evict_cache()
+
+    def _retain_now_and_then(self) -> None:
+        if self.config.retention_s is not None and self._reconciled:
             self._apply_retention(self.config.retention_s)
 
     def _evict_cache(self) -> None:
@@ -1466,6 +1532,10 @@ class IndexStore:
             pending: list[str] | None = attempt("read the journal", self._pending_ids, None)
             if pending is None:
                 failures.append("the files still pending are unknown (the journal could not be read)")
+            if pending and time.monotonic() >= deadline:
+                # Uploads were still running (or stuck in a hung call):
+                # say so, even when no attempt has failed yet.
+                failures.append(f"deadline of {timeout:g} s reached with {len(pending)} file(s) not uploaded")
             error = "; ".join(dict.fromkeys(failures)) or None
             if pending and self._last_error:
                 error = f"{error}; {self._last_error}" if error else self._last_error

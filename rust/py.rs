@@ -208,20 +208,34 @@ fn crc32c(
 }
 
 /// An integer argument in `0..=max`, with errors that name the argument.
+/// An int argument as i128 (`None` past i128's range): a Python int, or
+/// anything with `__index__` (numpy integers), but not a float or str.
+fn index_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i128>> {
+    let int = if obj.is_instance_of::<pyo3::types::PyInt>() {
+        obj.clone()
+    } else {
+        match obj.call_method0("__index__") {
+            Ok(v) if v.is_instance_of::<pyo3::types::PyInt>() => v,
+            _ => {
+                let type_name = obj
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                return Err(PyTypeError::new_err(format!(
+                    "{name} must be an int, not {type_name}"
+                )));
+            }
+        }
+    };
+    Ok(int.extract::<i128>().ok())
+}
+
 fn int_arg<T: TryFrom<u64>>(obj: &Bound<'_, PyAny>, name: &str, max: u64) -> PyResult<T> {
-    if !obj.is_instance_of::<pyo3::types::PyInt>() {
-        let type_name = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be an int, not {type_name}"
-        )));
-    }
+    let value = index_arg(obj, name)?;
     let out_of_range =
         || PyValueError::new_err(format!("{name} must be from 0 to {max}, got {obj}"));
-    let value: i128 = obj.extract().map_err(|_| out_of_range())?;
+    let value = value.ok_or_else(out_of_range)?;
     u64::try_from(value)
         .ok()
         .filter(|v| *v <= max)
@@ -342,7 +356,13 @@ fn as_int_array<'py>(
     let arr = if obj.is_instance_of::<PyUntypedArray>() {
         obj.clone()
     } else {
-        np.call_method1("asarray", (obj,))?
+        let arr = np.call_method1("asarray", (obj,))?;
+        if arr.len()? == 0 {
+            // numpy makes an empty sequence float64: an empty int column
+            np.call_method1("zeros", (0, "int64"))?
+        } else {
+            arr
+        }
     };
     let arr = np.call_method1("ascontiguousarray", (arr,))?;
     let arr = arr
@@ -512,10 +532,13 @@ impl PyIndexFile {
     fn create(
         py: Python<'_>,
         path: PathBuf,
-        slots: u32,
-        capacity: u32,
-        begin_ms: u64,
+        slots: &Bound<'_, PyAny>,
+        capacity: &Bound<'_, PyAny>,
+        begin_ms: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
+        let slots: u32 = int_arg(slots, "slots", U32_MAX)?;
+        let capacity: u32 = int_arg(capacity, "capacity", U32_MAX)?;
+        let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
         let core = without_gil(py, || IndexFile::create(&path, slots, capacity, begin_ms))?;
         Ok(Self { core })
     }
@@ -585,7 +608,7 @@ impl PyIndexFile {
         key: &Bound<'py, PyAny>,
         begin_ms: &Bound<'py, PyAny>,
         end_ms: &Bound<'py, PyAny>,
-        max_count: i64,
+        max_count: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let fp = key_fingerprint(key)?;
         let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
@@ -709,13 +732,19 @@ impl PyIndexFile {
     }
 }
 
-fn query_max_count(max_count: i64) -> PyResult<usize> {
-    if max_count < 1 {
-        return Err(PyValueError::new_err(format!(
+/// `max_count`: an int of at least 1; any larger value than usize holds
+/// means "all".
+fn query_max_count(max_count: &Bound<'_, PyAny>) -> PyResult<usize> {
+    match index_arg(max_count, "max_count")? {
+        Some(n) if n < 1 => Err(PyValueError::new_err(format!(
+            "max_count must be at least 1, got {n}"
+        ))),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        None if max_count.gt(0)? => Ok(usize::MAX),
+        None => Err(PyValueError::new_err(format!(
             "max_count must be at least 1, got {max_count}"
-        )));
+        ))),
     }
-    Ok(usize::try_from(max_count).unwrap_or(usize::MAX))
 }
 
 /// The compact, checksummed, immutable form of an index file.
@@ -754,7 +783,7 @@ impl PySealedIndex {
         key: &Bound<'py, PyAny>,
         begin_ms: &Bound<'py, PyAny>,
         end_ms: &Bound<'py, PyAny>,
-        max_count: i64,
+        max_count: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let fp = key_fingerprint(key)?;
         let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
@@ -923,7 +952,7 @@ impl PySealedFooter {
         key: &Bound<'py, PyAny>,
         begin_ms: &Bound<'py, PyAny>,
         end_ms: &Bound<'py, PyAny>,
-        max_count: i64,
+        max_count: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let fp = key_fingerprint(key)?;
         let begin_ms: u64 = int_arg(begin_ms, "begin_ms", I64_MAX)?;
@@ -1142,7 +1171,7 @@ impl PyRocketMqFile {
         key: &Bound<'_, PyAny>,
         begin_ms: i64,
         end_ms: i64,
-        max_count: i64,
+        max_count: &Bound<'_, PyAny>,
         topic_id: Option<i32>,
     ) -> PyResult<Vec<RocketMqItemTuple>> {
         let hash = rocketmq_hash_args(topic, key)?;
@@ -1156,7 +1185,7 @@ impl PyRocketMqFile {
         hash: i32,
         begin_ms: i64,
         end_ms: i64,
-        max_count: i64,
+        max_count: &Bound<'_, PyAny>,
         topic_id: Option<i32>,
     ) -> PyResult<Vec<RocketMqItemTuple>> {
         let max_count = query_max_count(max_count)?;

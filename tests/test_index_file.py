@@ -132,6 +132,39 @@ def test_query_argument_errors(tmp_path: Path) -> None:
         f.query("k", 0, 1, -3)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"slots": -1}, "slots"),
+        ({"slots": 2**32}, "slots"),
+        ({"capacity": 2**40}, "capacity"),
+        ({"begin_ms": -1}, "begin_ms"),
+        ({"begin_ms": 2**63}, "begin_ms"),
+    ],
+)
+def test_create_out_of_range_names_argument(tmp_path: Path, kwargs: dict, name: str) -> None:
+    """ValueError naming the argument (was an OverflowError from the
+    conversion, naming nothing)."""
+    args = {"slots": 16, "capacity": 10, "begin_ms": 0, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        IndexFile.create(tmp_path / "z.tix", **args)
+    assert not (tmp_path / "z.tix").exists()
+
+
+def test_numpy_integers_are_ints(tmp_path: Path) -> None:
+    """numpy integer scalars (what a column yields) are taken wherever an
+    int is; floats and strings are not."""
+    f = IndexFile.create(tmp_path / "n.tix", slots=np.uint32(16), capacity=np.int64(10), begin_ms=np.int64(0))
+    assert f.put("k", np.uint32(1), np.int64(2), np.uint16(3), np.int64(4))
+    assert f.query("k", np.int64(0), np.uint64(10), np.int8(5)) == [Entry(1, 2, 3, 4)]
+    for bad in (1.0, "1"):
+        with pytest.raises(TypeError, match="offset"):
+            f.put("k", 1, bad, 3, 4)  # type: ignore[arg-type]
+    # max_count past any 64-bit range means "all" (it raised OverflowError)
+    assert f.query("k", 0, FOREVER, 2**64) == [Entry(1, 2, 3, 4)]
+    assert f.put_batch([], [], [], [], []) == 0  # empty lists (numpy makes them float64)
+
+
 @pytest.mark.parametrize(("slots", "capacity", "name"), [(0, 10, "slots"), (10, 0, "capacity")])
 def test_create_rejects_zero_geometry(tmp_path: Path, slots: int, capacity: int, name: str) -> None:
     with pytest.raises(ValueError, match=name):

@@ -62,6 +62,17 @@ def test_methods_before_start_raise(tmp_path: Path, remote_url: str) -> None:
         store.put("t", "k", queue_id=0, offset=0, size=0, timestamp_ms=0)
     with pytest.raises(TieredIndexError, match="start"):
         store.query("t", "k", 0, 1)
+    with pytest.raises(TieredIndexError, match="start"):
+        store.install_signal_handlers()
+
+
+def test_put_refuses_bytes_keys_naming_them(tmp_path: Path, remote_url: str) -> None:
+    """bytes are iterable: each key would have been an int ("key must be a
+    str, not int"), naming neither the argument nor the mistake."""
+    with IndexStore(tmp_path / "d", remote_url, small_config()) as store:
+        with pytest.raises(TypeError, match="keys must be a str or an iterable of str, not bytes"):
+            store.put("t", b"k", queue_id=0, offset=0, size=1, timestamp_ms=1)  # type: ignore[arg-type]
+        assert store.query("t", "k", 0, FOREVER) == []
 
 
 def test_put_query_across_rolled_files_and_reopen(tmp_path: Path, remote_url: str) -> None:

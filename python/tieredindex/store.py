@@ -504,6 +504,8 @@ class IndexStore:
     ) -> None:
         """Indexes one message under each key. Returns once every key is in
         the mapped file: it survives a crash of this process from then on."""
+        if isinstance(keys, bytes | bytearray | memoryview):  # iterating would give ints
+            raise TypeError(f"keys must be a str or an iterable of str, not {type(keys).__name__}")
         encoded = [index_key(topic, keys)] if isinstance(keys, str) else [index_key(topic, k) for k in keys]
         try:
             self._put_locked(encoded, queue_id, offset, size, timestamp_ms)
@@ -1584,6 +1586,8 @@ class IndexStore:
         meanwhile waits for the shutdown and exits with it, as if the signal
         had interrupted it; and an interpreter exiting meanwhile waits for
         the shutdown to end (it has its deadline)."""
+        if not self._started:
+            raise TieredIndexError("the store is not started: call start() first")
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("install_signal_handlers() must be called from the main thread")
         exiting = _SignalExit(exit=exit)

@@ -446,3 +446,24 @@ def test_verbose_logs_state_changes_without_credentials(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "INFO tieredindex" in result.stderr and "started" in result.stderr
     assert secret not in result.stderr + result.stdout
+
+
+def test_status_lists_remote_files_a_store_quarantined(tmp_path: Path) -> None:
+    """A remote file that failed a check is quarantined in the store's
+    journal; the operator's `status` (which reads that journal) lists it."""
+    remote_url = (tmp_path / "remote").as_uri()
+    populate(tmp_path / "d", remote_url)
+    remote = open_remote(remote_url)
+    victim = remote.list(DATA_PREFIX)[0].key
+    bad = bytearray(remote.get(victim))
+    bad[len(bad) // 2] ^= 0x10
+    remote.delete(victim)
+    remote.put_if_absent(victim, bytes(bad), size=len(bad), crc32c=crc32c(bytes(bad)))
+    reader = IndexStore(tmp_path / "reader", remote_url, small_config())
+    reader.start()
+    assert not reader.verify(deep=True).ok
+    reader.shutdown()
+    file_id = victim[len(DATA_PREFIX) : -len(".tix")]
+    shown = run("status", "--dir", str(tmp_path / "reader"), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["quarantined"] == [file_id]

@@ -39,6 +39,8 @@ class JournalView:
     """file id -> state, for rows in a state this version does not know
     (only with ``read_journal(skip_unknown=True)``; they are not in
     ``records``)."""
+    remote_quarantine: list[str] = dataclasses.field(default_factory=list)
+    """Remote files quarantined after failing a check (never served)."""
 
     def get(self, file_id: str) -> FileRecord | None:
         return next((r for r in self.records if r.file_id == file_id), None)
@@ -65,6 +67,14 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
     try:
         rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files ORDER BY file_id").fetchall()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        has_quarantine = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'remote_quarantine'"
+        ).fetchone()
+        remote_bad = (
+            [str(fid) for (fid,) in db.execute("SELECT file_id FROM remote_quarantine ORDER BY file_id")]
+            if has_quarantine
+            else []
+        )
     except sqlite3.Error as exc:
         raise NotAStoreError(f"{path}: not a readable store journal ({exc})") from None
     finally:
@@ -85,7 +95,7 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
                 "a newer version; the store will not open this journal either"
             ) from None
         records.append(FileRecord(**values))
-    return JournalView(records, {str(k): str(v) for k, v in meta.items()}, unknown)
+    return JournalView(records, {str(k): str(v) for k, v in meta.items()}, unknown, remote_bad)
 
 
 def holder_pid(directory: str | os.PathLike[str]) -> int | None:
@@ -201,7 +211,10 @@ def local_status(directory: str | os.PathLike[str]) -> LocalStatus:
         last_error_file=last[2] if last else None,
         last_error_age_s=now - last[0] if last and last[0] is not None else None,
         last_shutdown=view.meta.get("last_shutdown"),
-        quarantined=[r.file_id for r in view.records if r.state is FileState.QUARANTINED],
+        quarantined=sorted(
+            {r.file_id for r in view.records if r.state is FileState.QUARANTINED}
+            | set(view.remote_quarantine)
+        ),
         conflicts=[r.file_id for r in view.records if r.state is FileState.CONFLICT],
         local_bytes={sub: _dir_bytes(root / sub) for sub in (ACTIVE_DIR, SEALED_DIR, QUARANTINE_DIR)},
     )

@@ -27,6 +27,9 @@ responses). Kinds, see :data:`FAULT_KINDS`:
 * ``"truncate"``: half the response body (half the status line if there is
   no body), then the connection closes.
 * ``"spike"``: the request is held ``spike_s`` before it is forwarded.
+* ``"flip"``: one bit in the middle of the request body is flipped on its
+  way to the server (damage no TCP or HTTP check caught; over plain http,
+  to a server that does not check the body's checksum, as moto does not).
 
 ``tls=(cert_file, key_file)`` makes the proxy an https endpoint: it ends
 TLS itself, as an object store's front end does, and speaks plain HTTP to
@@ -65,7 +68,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-FAULT_KINDS = ("500", "503", "reset", "stall", "truncate", "spike")
+FAULT_KINDS = ("500", "503", "reset", "stall", "truncate", "spike", "flip")
 CHUNK = 256 * 1024
 _BURST_S = 0.005  # a token bucket holds this many seconds of bandwidth
 _QUEUE_ITEMS = 64  # per direction and connection: bounds the proxy's memory
@@ -529,6 +532,7 @@ class _Connection:
             reset_at = None
             if fault == "reset" and (length > 0 or head.framing()[0] == "chunked"):
                 reset_at = length // 2
+            flip_at = length // 2 if fault == "flip" and kind == "length" and length > 0 else None
             self.pending.append((method, fault if reset_at is None else None))
             await self.ship(self.up, head.raw, up=True)
             sent = 0
@@ -536,6 +540,10 @@ class _Connection:
                 if reset_at is not None and sent + len(piece) > reset_at:
                     await self.ship(self.up, piece[: max(0, reset_at - sent)], up=True)
                     raise _Reset("injected reset in a request body")
+                if flip_at is not None and sent <= flip_at < sent + len(piece):
+                    damaged = bytearray(piece)
+                    damaged[flip_at - sent] ^= 0x01
+                    piece = bytes(damaged)
                 await self.ship(self.up, piece, up=True)
                 sent += len(piece)
 

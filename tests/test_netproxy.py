@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, SSLError
 
 from tieredindex._native import crc32c
-from tieredindex.remote import S3Remote
+from tieredindex.remote import S3Remote, crc32c_b64
 from tieredindex.retry import RetryPolicy, classify, run_with_retry
 
 from netproxy import FAULT_KINDS, NetProxy
@@ -108,9 +108,29 @@ def test_rejects_bad_settings(proxy: NetProxy) -> None:
         proxy.outage(1, mode="maybe")
 
 
+def test_flip_damages_one_bit_of_a_request_body(proxy: NetProxy, moto_server: Any, prefix: str) -> None:
+    """moto stores what it got, with a CRC-32C header that no longer
+    matches: the damage is silent, which is what the store's upload check
+    must catch. (boto3's default CRC32 trailer would catch it: moto echoes
+    its own CRC32 of the body, which boto3 compares.)"""
+    bucket = moto_server.bucket
+    body = bytes(range(256)) * 2048
+    client = raw_client(proxy.endpoint_url, read_timeout=1.0)
+    client.meta.config.request_checksum_calculation = "when_required"  # as our S3Remote sends
+    client.meta.config.response_checksum_validation = "when_required"
+    proxy.inject_next("flip")
+    client.put_object(
+        Bucket=bucket, Key=prefix + "flipped", Body=body, ChecksumCRC32C=crc32c_b64(crc32c(body))
+    )
+    stored = moto_server.client.get_object(Bucket=bucket, Key=prefix + "flipped")["Body"].read()
+    assert len(stored) == len(body)
+    assert [i for i in range(len(body)) if stored[i] != body[i]] == [len(body) // 2]
+    assert proxy.counters()["faults"]["flip"] == 1
+
+
 # What a single-attempt boto3 call sees, per fault kind: a GET (it has a
-# response body) and a PUT (it has a request body).
-@pytest.mark.parametrize("kind", FAULT_KINDS)
+# response body) and a PUT (it has a request body). A flip is silent.
+@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "flip"])
 @pytest.mark.parametrize("op", ["get", "put"])
 def test_each_fault_reaches_boto3_and_is_retried(
     kind: str, op: str, proxy: NetProxy, moto_server: Any, prefix: str

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tieredindex import IndexStore, RetryPolicy
+from tieredindex import IndexStore, RetryPolicy, open_remote
 from tieredindex.layout import DATA_PREFIX
 
 from netproxy import NetProxy
@@ -180,3 +180,40 @@ def test_a_hung_remote_call_does_not_hold_back_the_seal(tmp_path: Path, moto_ser
         assert proxy.counters()["faults"].get("stall") == 1
     assert report.clean, report
     assert len(report.uploaded) == 2
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["single", "multipart"])
+def test_an_upload_damaged_on_the_way_is_caught_and_redone(
+    tmp_path: Path, moto_server: object, multipart: bool
+) -> None:
+    """One bit of the data object flips on its way to a server that does not
+    check the CRC-32C header (moto): its HEAD echoes our own claim (single
+    PUT) or its CRC of the damaged bytes (multipart). The upload must not
+    count as verified: the ETag (the MD5 of what the server stored) or the
+    server's CRC gives it away, the damaged object is deleted, and the
+    upload is redone; the remote then holds exactly the sealed bytes."""
+    server = moto_server
+    url = f"s3://{server.bucket}/flip-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    extra = {"multipart_threshold": 1} if multipart else {}
+    with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        store = IndexStore(tmp_path / "d", url, faulty_config(proxy.endpoint_url, cache_bytes=10**9, **extra))
+        store.start()
+        for i in range(40):
+            store.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+        proxy.set_faults({}, match=r"^PUT .*/index/")
+        proxy.inject_next("flip", 1)
+        report = store.shutdown(timeout_s=30)
+        assert proxy.counters()["faults"].get("flip") == 1
+    assert report.clean, report
+    (file_id,) = report.uploaded
+    remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
+    sealed = (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
+    assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == sealed
+    fresh = IndexStore(tmp_path / "fresh", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    fresh.start()
+    assert offsets_of(fresh.query("t", "k3", 0, FOREVER)) == [38, 33, 28, 23, 18, 13, 8, 3]
+    fresh.shutdown()
+
+
+def offsets_of(entries: list) -> list[int]:
+    return [e.offset for e in entries]

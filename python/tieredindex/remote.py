@@ -33,6 +33,7 @@ import ctypes.util
 import dataclasses
 import datetime as dt
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -109,6 +110,9 @@ class ObjectInfo:
     does not read metadata, and for foreign objects.
     ``metadata`` holds all user metadata, ``tix-size``/``tix-crc32c`` included
     (empty from :meth:`Remote.list`).
+    ``crc32c_by_store`` tells the two apart: True when the store computed
+    ``crc32c`` over the bytes it holds (S3's own checksum; a file:// object,
+    hashed as it was written or read), False when it is the uploader's claim.
     """
 
     key: str
@@ -117,6 +121,7 @@ class ObjectInfo:
     last_modified: dt.datetime
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
     etag: str | None = None
+    crc32c_by_store: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +138,16 @@ class PutResult:
     raises :class:`ObjectVanishedError` (retried) instead.
 
     ``existing`` is the stored object's :class:`ObjectInfo` when known.
+    ``sent_md5`` is the hex MD5 of the bytes a single-request upload sent:
+    an S3 server that reports no checksum of its own still reports the MD5
+    of what it stored as the ETag (unless it encrypts with KMS), so the two
+    show that it stored exactly those bytes.
     """
 
     created: bool
     identical: bool
     existing: ObjectInfo | None = None
+    sent_md5: str | None = None
 
 
 class MultipartUpload(NamedTuple):
@@ -404,8 +414,14 @@ class _CheckedStream:
         self._cancel = cancel
         self._offset = 0  # payload bytes read into the buffer so far
         self._crc = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
         self._buffer = memoryview(b"")
         self.failure: Exception | None = None
+
+    @property
+    def md5_hex(self) -> str | None:
+        """The MD5 of the whole body, once it has all been read."""
+        return self._md5.hexdigest() if self._offset == self._payload.size else None
 
     def read(self, size: int = -1) -> bytes:
         if not self._buffer:
@@ -425,6 +441,7 @@ class _CheckedStream:
             data = payload.read(self._offset, min(_STREAM_CHUNK, payload.size - self._offset))
             self._offset += len(data)
             self._crc = crc32c(data, self._crc)
+            self._md5.update(data)
             if self._offset == payload.size:
                 payload.check_crc(self._crc)
         except Exception as exc:
@@ -438,6 +455,7 @@ class _CheckedStream:
         if (offset, whence) != (0, os.SEEK_SET):
             raise OSError(errno.ESPIPE, "a checked upload stream can only rewind to its start")
         self._offset, self._crc, self._buffer = 0, 0, memoryview(b"")
+        self._md5 = hashlib.md5(usedforsecurity=False)
         return 0
 
     def tell(self) -> int:
@@ -844,7 +862,7 @@ class LocalRemote(Remote):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(tmp, dir_fd=parent)
                 st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                info = ObjectInfo(key, st.st_size, payload.crc, _mtime(st), dict(meta))
+                info = ObjectInfo(key, st.st_size, payload.crc, _mtime(st), dict(meta), crc32c_by_store=True)
                 return PutResult(created=True, identical=True, existing=info)
 
     def _taken(self, parent: int, name: str, key: str, payload: _Payload) -> PutResult:
@@ -948,7 +966,9 @@ class LocalRemote(Remote):
                 crc, metadata = _crc32c_of_fd(fd), {}
             finally:
                 os.close(fd)
-        return ObjectInfo(key, st.st_size, crc, _mtime(st), metadata)
+        # The sidecar's CRC was taken over the bytes as they were written
+        # (and is trusted only while the file is unchanged), or computed now.
+        return ObjectInfo(key, st.st_size, crc, _mtime(st), metadata, crc32c_by_store=True)
 
     def head(self, key: str) -> ObjectInfo | None:
         self._check_open()
@@ -1236,7 +1256,7 @@ class S3Remote(Remote):
                 if status == 412 or code == "PreconditionFailed":
                     return _compare(key, self.head(key), payload.size, payload.crc)
             raise
-        return PutResult(created=True, identical=True)
+        return PutResult(created=True, identical=True, sent_md5=body.md5_hex)
 
     def _put_multipart(
         self,
@@ -1415,6 +1435,7 @@ class S3Remote(Remote):
             resp["LastModified"],
             metadata,
             resp.get("ETag"),
+            crc32c_by_store=stored_crc is not None,
         )
 
     def _get(self, key: str, range_header: str | None) -> bytes:

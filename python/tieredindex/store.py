@@ -96,7 +96,10 @@ MAX_TIME = 2**63 - 1
 CATALOG_REFRESH_S = 30.0
 # verify() problem kinds that mean a remote file's bytes (or record) are bad
 _DAMAGE_KINDS = frozenset({"missing", "size-mismatch", "checksum-mismatch", "corrupt", "bad-manifest"})
-CATALOG_RETRY_S = 5.0  # after a failed manifest listing, queries wait this long to try again
+CATALOG_RETRY_S = 5.0
+READ_BACK_CHUNK = (
+    8 * 1024 * 1024
+)  # an upload no checksum vouches for is read back this much at a time  # after a failed manifest listing, queries wait this long to try again
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -1241,10 +1244,17 @@ class IndexStore:
             self._sweep_multipart_uploads(key)
             with self._state_lock:
                 self._leaky.discard(file_id)
-        info = self._call(lambda: self.remote.head(key), f"verify {key}")
-        if info is None or info.size != size or info.crc32c != crc:
+        why = self._verify_upload(key, size, crc, result)
+        if why is not None:
+            if not result.created:
+                # Not written by this attempt: never deleted or overwritten.
+                self._conflict(file_id, f"{key} holds other bytes than this file: {why}")
+                return
+            # This attempt's own object, damaged on the way to a store that
+            # did not check it: removed, and the upload tried again.
+            self._call(partial(self.remote.delete, key), f"delete damaged {key}")
             raise RemoteError(
-                f"{key}: uploaded object does not verify (size/crc32c {info}), expected {size}/{crc}"
+                f"{key}: uploaded object does not verify ({why}); deleted, to be uploaded again"
             )
         fault_point("upload.after_verify")
         manifest = self._manifest_of(rec).to_bytes()
@@ -1268,6 +1278,32 @@ class IndexStore:
         fault_point("local.before_delete")
         self._active_path(file_id).unlink(missing_ok=True)
         _LOG.info("file %s uploaded and verified: %s (%d bytes)", file_id, key, size)
+
+    def _verify_upload(self, key: str, size: int, crc: int, result: PutResult) -> str | None:
+        """Why the object at ``key`` is not this file's bytes, or None when
+        it verifies. A HEAD gives its size and, from a store that checks
+        what it is sent (S3), the CRC-32C the store computed over what it
+        holds. A store that reports no checksum of its own (moto for single
+        PUTs, some S3-compatibles) only echoes the uploader's claim; then
+        the ETag (the MD5 of what it stored) is compared with the MD5 of
+        what was sent, and failing that the object is read back and hashed."""
+        info = self._call(lambda: self.remote.head(key), f"verify {key}")
+        if info is None:
+            return "it is gone"
+        if info.size != size:
+            return f"{info.size} bytes, expected {size}"
+        if info.crc32c_by_store:
+            return None if info.crc32c == crc else f"CRC-32C {info.crc32c:#010x}, expected {crc:#010x}"
+        if result.sent_md5 is not None and info.etag is not None and info.etag.strip('"') == result.sent_md5:
+            return None
+        found = 0
+        for start in range(0, size, READ_BACK_CHUNK):
+            end = min(size, start + READ_BACK_CHUNK)
+            data = self._call(partial(self.remote.get_range, key, start, end), f"read back {key}")
+            if len(data) != end - start:
+                return f"read back short at byte {start + len(data)}"
+            found = crc32c(data, found)
+        return None if found == crc else f"read back, its CRC-32C is {found:#010x}, expected {crc:#010x}"
 
     def _sweep_multipart_uploads(self, key: str) -> None:
         """Aborts every multipart upload still open for ``key``, whose object

@@ -307,3 +307,18 @@ def test_queries_during_an_outage_do_not_each_wait_for_the_remote(tmp_path: Path
         store.query("t", "k", 0, FOREVER, strict=True)
     remote.down.clear()
     store.shutdown(timeout_s=10)
+
+
+def test_queries_still_read_remote_files_while_the_store_shuts_down(tmp_path: Path, remote_url: str) -> None:
+    """From the shutdown's deadline until it returns, background work is
+    stopped (the stop event cuts remote calls short); a query in that window
+    must still read remote files, not pass "unread" off as "not found"."""
+    _, _file_id = _one_uploaded_file(tmp_path, remote_url, n=20)
+    store = IndexStore(tmp_path / "reader", remote_url, small_config())
+    store.start()
+    assert offsets(store.query("t", "k3", 0, FOREVER)) == [3]  # the catalog is loaded
+    store._stop.set()  # the window: stop set, report not yet made
+    fresh_view = store.query("t", "k4", 0, FOREVER, strict=True)  # k4's blocks not read yet
+    assert offsets(fresh_view) == [4]
+    store._stop.clear()
+    store.shutdown()

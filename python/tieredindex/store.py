@@ -745,7 +745,7 @@ class IndexStore:
         file is quarantined, and True returned."""
         mkey = manifest_key(file_id)
         try:
-            still_listed = self._call(partial(self.remote.head, mkey), f"head {mkey}") is not None
+            still_listed = self._read_call(partial(self.remote.head, mkey), f"head {mkey}") is not None
         except RemoteError as head_exc:
             self._record_error(head_exc)
             return False
@@ -941,7 +941,7 @@ class IndexStore:
 
     def _add_remote(self, file_id: str, record: ManifestRecord) -> None:
         with self._state_lock:
-            self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._call)
+            self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._read_call)
             self._remote_added[file_id] = time.monotonic()
 
     def _manifest_of(self, rec: FileRecord) -> ManifestRecord:
@@ -971,6 +971,15 @@ class IndexStore:
             deadline=self._deadline,
             describe=describe,
             log=self._retry_log,
+        )
+
+    def _read_call(self, op: Callable[[], T], describe: str) -> T:
+        """A query's remote read, under the retry policy but not cut short
+        by a shutdown in progress: a broker may query while its store shuts
+        down (queries are refused once it is shut down), and a read failed
+        by the stop event would pass "unread" off as "not found"."""
+        return run_with_retry(
+            op, policy=self.config.retry, budget=self._budget, describe=describe, log=self._retry_log
         )
 
     def _record_error(self, exc: BaseException) -> None:

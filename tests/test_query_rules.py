@@ -322,3 +322,27 @@ def test_queries_still_read_remote_files_while_the_store_shuts_down(tmp_path: Pa
     assert offsets(fresh_view) == [4]
     store._stop.clear()
     store.shutdown()
+
+
+def test_remote_footers_are_kept_within_a_budget(tmp_path: Path, remote_url: str) -> None:
+    """Each remote file's footer is read once and kept, but all of them
+    together stay within the footer cache's budget (before, every footer a
+    store ever read stayed for its whole life); an evicted one is read
+    again, verified as the first time."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10, cache_bytes=0))
+    store.start()
+    for i in range(60):  # six files
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    reader = IndexStore(tmp_path / "reader", remote_url, small_config())
+    reader.start()
+    footers = reader._footers
+    assert offsets(reader.query("t", "k", 0, FOREVER, 100)) == list(reversed(range(60)))
+    assert len(footers) == 6
+    one = footers.nbytes // 6
+    footers.resize(2 * one)  # room for two
+    assert len(footers) == 2
+    for _ in range(2):
+        assert offsets(reader.query("t", "k", 0, FOREVER, 100)) == list(reversed(range(60)))
+        assert len(footers) <= 2 and footers.nbytes <= 2 * one
+    reader.shutdown()

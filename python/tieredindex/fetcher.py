@@ -10,6 +10,7 @@ partial, replaced or corrupt object is never served.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,16 +26,66 @@ Caller = Callable[[Callable[[], bytes], str], bytes]
 
 TRAILER_LEN = 40
 FIRST_TAIL_READ = 64 * 1024
+FOOTER_CACHE_BYTES = 64 * 1024 * 1024
+"""Footers kept in memory for all remote files together (a default file's
+is about 166 KB): a store with thousands of remote files would otherwise
+keep every footer it ever read."""
+
+
+class FooterCache:
+    """The most recently used footers, up to ``max_bytes`` of them."""
+
+    def __init__(self, max_bytes: int = FOOTER_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._footers: OrderedDict[str, tuple[SealedFooter, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> SealedFooter | None:
+        with self._lock:
+            hit = self._footers.get(key)
+            if hit is None:
+                return None
+            self._footers.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: str, footer: SealedFooter, nbytes: int) -> None:
+        with self._lock:
+            old = self._footers.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._footers[key] = (footer, nbytes)
+            self._bytes += nbytes
+            self._trim()
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._trim()
+
+    def _trim(self) -> None:
+        while self._bytes > self.max_bytes and len(self._footers) > 1:  # the newest always stays
+            _, (_, dropped) = self._footers.popitem(last=False)
+            self._bytes -= dropped
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._footers)
 
 
 class RemoteIndexFile:
     """One uploaded, manifest-listed index file, read by byte ranges."""
 
-    def __init__(self, remote: Remote, record: ManifestRecord, call: Caller) -> None:
+    def __init__(
+        self, remote: Remote, record: ManifestRecord, call: Caller, footers: FooterCache | None = None
+    ) -> None:
         self.remote = remote
         self.record = record
         self._call = call
-        self._footer: SealedFooter | None = None
+        self._footers = footers if footers is not None else FooterCache()
         self._lock = threading.Lock()
 
     @property
@@ -53,9 +104,14 @@ class RemoteIndexFile:
 
     def footer(self) -> SealedFooter:
         with self._lock:
-            if self._footer is None:
-                self._footer = self._load_footer()
-            return self._footer
+            # keyed by the object and its checksum: a record naming other
+            # bytes under the same key never gets this footer
+            cache_key = f"{self.record.key}#{self.record.crc32c:08x}"
+            footer = self._footers.get(cache_key)
+            if footer is None:
+                footer = self._load_footer()
+                self._footers.put(cache_key, footer, self.record.size - footer.data_len)
+            return footer
 
     def _load_footer(self) -> SealedFooter:
         size = self.record.size

@@ -47,7 +47,7 @@ from tieredindex._native import (
 )
 from tieredindex.config import StoreConfig, check_seconds
 from tieredindex.faults import fault_point
-from tieredindex.fetcher import RemoteIndexFile
+from tieredindex.fetcher import FooterCache, RemoteIndexFile
 from tieredindex.journal import FileRecord, Journal, RemoteQuarantine
 from tieredindex.layout import (
     ACTIVE_DIR,
@@ -212,6 +212,7 @@ class IndexStore:
         self._catalog_loaded_at: float | None = None
         self._catalog_failed: tuple[float, str] | None = None  # when, why
         self._remote_added: dict[str, float] = {}  # when each remote file was learnt of
+        self._footers = FooterCache()  # of remote files, bounded: shared by all of them
         self._aborted_mpus = 0
         self._last_error: str | None = None
         self._last_eviction = 0.0
@@ -941,7 +942,7 @@ class IndexStore:
 
     def _add_remote(self, file_id: str, record: ManifestRecord) -> None:
         with self._state_lock:
-            self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._read_call)
+            self._remote_files[file_id] = RemoteIndexFile(self.remote, record, self._read_call, self._footers)
             self._remote_added[file_id] = time.monotonic()
 
     def _manifest_of(self, rec: FileRecord) -> ManifestRecord:

@@ -217,3 +217,33 @@ def test_an_upload_damaged_on_the_way_is_caught_and_redone(
 
 def offsets_of(entries: list) -> list[int]:
     return [e.offset for e in entries]
+
+
+def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
+    tmp_path: Path, moto_server: object
+) -> None:
+    """The first attempt's body is damaged on the way and the attempt dies
+    before it checks the object. The retry finds the key taken (412) by an
+    object claiming to be this file: read back, it is not. It is this
+    store's own, so it is replaced (a foreign object would be a conflict)."""
+    from tieredindex import faults
+
+    server = moto_server
+    url = f"s3://{server.bucket}/flip2-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        store = IndexStore(tmp_path / "d", url, faulty_config(proxy.endpoint_url, cache_bytes=10**9))
+        store.start()
+        for i in range(40):
+            store.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+        proxy.set_faults({}, match=r"^PUT .*/index/")
+        proxy.inject_next("flip", 1)
+        faults.arm("upload.after_put:raise")
+        try:
+            report = store.shutdown(timeout_s=30)
+        finally:
+            faults.arm("")
+    assert report.clean, report
+    (file_id,) = report.uploaded
+    remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
+    sealed = (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
+    assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == sealed

@@ -299,7 +299,12 @@ def test_queries_during_an_outage_do_not_each_wait_for_the_remote(tmp_path: Path
     store.start()
     store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=5)
     assert offsets(store.query("t", "k", 0, FOREVER)) == [1]
-    calls = remote.calls
+    # The remote upkeep thread's own first listing (retried) may still be
+    # under way: wait until it has given up too.
+    calls = -1
+    while calls != remote.calls:
+        calls = remote.calls
+        time.sleep(0.5)
     for _ in range(5):
         assert offsets(store.query("t", "k", 0, FOREVER)) == [1]
     assert remote.calls == calls
@@ -346,3 +351,84 @@ def test_remote_footers_are_kept_within_a_budget(tmp_path: Path, remote_url: str
         assert offsets(reader.query("t", "k", 0, FOREVER, 100)) == list(reversed(range(60)))
         assert len(footers) <= 2 and footers.nbytes <= 2 * one
     reader.shutdown()
+
+
+def test_verify_that_cannot_read_a_record_quarantines_nothing(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest record verify() could not read (the remote failing for a
+    moment) is unchecked, not damaged: its file is not quarantined."""
+    _, _file_id = _one_uploaded_file(tmp_path, remote_url, n=20)
+    reader = IndexStore(tmp_path / "reader", remote_url, small_config())
+    reader.start()
+    assert offsets(reader.query("t", "k7", 0, FOREVER)) == [7]
+    real_get = reader.remote.get
+
+    def flaky_get(key: str) -> bytes:
+        if key.startswith(MANIFEST_PREFIX):
+            raise ConnectionError("connection reset (test)")
+        return real_get(key)
+
+    monkeypatch.setattr(reader.remote, "get", flaky_get)
+    report = reader.verify(deep=True)
+    assert [p.kind for p in report.problems] == ["unchecked", "unchecked"]  # the record, and its object
+    assert reader.status().quarantined == []
+    monkeypatch.setattr(reader.remote, "get", real_get)
+    assert offsets(reader.query("t", "k7", 0, FOREVER, strict=True)) == [7]
+    reader.shutdown()
+
+
+def test_strict_query_raises_when_a_missing_object_cannot_be_told_expired(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = _one_uploaded_file(tmp_path, remote_url, n=20)
+    reader = IndexStore(tmp_path / "reader", remote_url, small_config())
+    reader.start()
+    assert offsets(reader.query("t", "k7", 0, FOREVER)) == [7]
+    open_remote(remote_url).delete(key)
+    real_head = reader.remote.head
+
+    def failing_head(k: str) -> Any:
+        if k.startswith(MANIFEST_PREFIX):
+            raise ConnectionError("connection reset (test)")
+        return real_head(k)
+
+    monkeypatch.setattr(reader.remote, "head", failing_head)
+    with pytest.raises(RemoteError, match=r"not found|No such|NoSuchKey|ObjectNotFound"):
+        reader.query("t", "k6", 0, FOREVER, strict=True)
+    reader.shutdown()
+
+
+def test_verify_before_the_catalog_loaded_still_quarantines(tmp_path: Path, remote_url: str) -> None:
+    """A store started while the remote was down has no catalog; a verify()
+    once it is back must still keep what it found damaged out of queries."""
+    key, file_id = _one_uploaded_file(tmp_path, remote_url)
+    corrupt_object(open_remote(remote_url), key, 5_000)
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    reader = IndexStore(tmp_path / "reader", remote, small_config(reconcile_interval_s=3600.0))
+    reader.start()
+    wait_until(lambda: reader.status().last_error is not None, "the first listing failed")
+    remote.down.clear()
+    assert [p.kind for p in reader.verify(deep=True).problems] == ["checksum-mismatch"]
+    assert reader.status().quarantined == [file_id]
+    with pytest.raises(CorruptFileError, match="quarantined"):
+        reader.query("t", "k299", 0, FOREVER, strict=True)
+    assert reader.query("t", "k299", 0, FOREVER) == []
+    reader.shutdown()
+
+
+def test_reconcile_leaves_the_temp_files_of_uploads_in_flight(tmp_path: Path) -> None:
+    """On file:// the temp files of writes under way are what the remote
+    lists as open uploads. Reconciliation (no longer waited for by uploads)
+    must not abort those of the owner record or of a manifest record being
+    written, or that write fails for good."""
+    remote_url = (tmp_path / "remote").as_uri()
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store._in_flight.add("1795000000000-0000abcd")
+    in_use = store._keys_in_use()
+    assert {"manifest/1795000000000-0000abcd.json", "index/1795000000000-0000abcd.tix"} <= in_use
+    assert ("OWNER.json" in in_use) is not store._claimed  # written only while the claim is made
+    store._in_flight.clear()
+    store.shutdown()

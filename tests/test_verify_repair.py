@@ -99,7 +99,7 @@ def test_one_failing_object_is_reported_and_the_rest_are_handled(
     assert failed.kind == "orphan" and not failed.fixed
     assert "could not delete it" in failed.action and "denied by policy" in failed.action
     unreadable = by_key["manifest/0000000000001-0000000a.json"]
-    assert unreadable.kind == "bad-manifest" and "could not read it" in unreadable.detail
+    assert unreadable.kind == "unchecked" and "could not read it" in unreadable.detail  # unread, not damaged
     assert "denied by policy" in unreadable.detail
     assert by_key["manifest/0000000000002-0000000b.json"].kind == "bad-manifest"  # still checked
     assert sorted(o.key for o in remote.list()) == [

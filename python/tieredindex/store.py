@@ -71,7 +71,7 @@ from tieredindex.layout import (
 from tieredindex.metrics import MetricsSnapshot, RetryCountingLogger, StoreMetrics
 from tieredindex.observe import ObservedJournal
 from tieredindex.pool import DaemonThreadPool
-from tieredindex.remote import PutResult, Remote, crc32c_of_file, open_remote
+from tieredindex.remote import META_SIZE, ObjectInfo, PutResult, Remote, crc32c_of_file, open_remote
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
 from tieredindex.retry import RetryBudget, run_with_retry
 from tieredindex.states import PENDING_STATES, FileState
@@ -728,9 +728,13 @@ class IndexStore:
                     raise
             except RemoteError as exc:
                 if isinstance(view, RemoteIndexFile) and _is_not_found(exc):
-                    if self._object_missing(file_id, view, exc) and strict:
-                        raise CorruptFileError(f"{view.name}: object missing: {exc}") from exc
-                    continue
+                    verdict = self._object_missing(file_id, view, exc)
+                    if verdict == "expired":
+                        continue
+                    if verdict == "missing":
+                        if strict:
+                            raise CorruptFileError(f"{view.name}: object missing: {exc}") from exc
+                        continue
                 self._record_error(exc)
                 if strict:
                     raise
@@ -739,27 +743,28 @@ class IndexStore:
                     self._access[file_id] = time.monotonic()
         return batches
 
-    def _object_missing(self, file_id: str, view: RemoteIndexFile, exc: RemoteError) -> bool:
+    def _object_missing(self, file_id: str, view: RemoteIndexFile, exc: RemoteError) -> str:
         """A remote file's object was not found. If its manifest record is
         gone too, retention expired it meanwhile: forgotten, no error (its
-        entries are past retention). Otherwise the object is missing: the
-        file is quarantined, and True returned."""
+        entries are past retention): "expired". Otherwise the object is
+        missing: the file is quarantined: "missing". "unknown" when the
+        record could not be looked at (the read's error stands)."""
         mkey = manifest_key(file_id)
         try:
             still_listed = self._read_call(partial(self.remote.head, mkey), f"head {mkey}") is not None
         except RemoteError as head_exc:
             self._record_error(head_exc)
-            return False
+            return "unknown"
         if not still_listed:
             with self._state_lock:
                 self._remote_files.pop(file_id, None)
                 self._remote_added.pop(file_id, None)
             _LOG.info("file %s: expired while being read; forgotten", file_id)
-            return False
+            return "expired"
         _LOG.error("file %s: its object is missing and the file is quarantined: %s", file_id, exc)
         self._metrics.add_verification_failures()
         self._quarantine_remote(file_id, view.record, f"object missing: {exc}")
-        return True
+        return "missing"
 
     def _read_remote_views(
         self, views: list[tuple[str, _View]], key: bytes, begin_ms: int, end_ms: int, limits: dict[str, int]
@@ -1060,7 +1065,8 @@ class IndexStore:
         """Once: list the manifest; if there is upload work, claim the prefix
         and abort multipart uploads left by an earlier life of this store."""
         if self._reconciled:
-            if self._catalog_loaded_at and time.monotonic() - self._catalog_loaded_at > CATALOG_REFRESH_S:
+            loaded = self._catalog_loaded_at
+            if loaded is None or time.monotonic() - loaded > CATALOG_REFRESH_S:
                 self._load_catalog()
             return
         self._load_catalog()
@@ -1071,8 +1077,7 @@ class IndexStore:
             # them back): skip the keys they are using, taken after the
             # listing, so an upload begun since has a newer id anyway. A
             # resumed upload sweeps its own key's leftovers once it is up.
-            with self._state_lock:
-                busy = {data_key(fid) for fid in self._in_flight}
+            busy = self._keys_in_use()
             for upload in listed:
                 if upload.key in busy:
                     continue
@@ -1089,6 +1094,16 @@ class IndexStore:
                 self._aborted_mpus += 1
                 _LOG.info("aborted orphaned multipart upload of %s", upload.key)
         self._reconciled = True
+
+    def _keys_in_use(self) -> set[str]:
+        """Keys uploads may be writing now (their temp files are what a
+        file:// remote lists as open uploads): the data object and manifest
+        record of every file in flight, and the owner record until the
+        claim is made (once made, it is never written again)."""
+        with self._state_lock:
+            files = list(self._in_flight)
+        owner = set() if self._claimed else {OWNER_KEY}
+        return owner | {data_key(f) for f in files} | {manifest_key(f) for f in files}
 
     def _ensure_claimed(self) -> None:
         """Claims the prefix for this writer (put-if-absent of OWNER.json).
@@ -1201,8 +1216,11 @@ class IndexStore:
         try:
             self._upload(file_id)
         except Exception as exc:
+            # During a shutdown (which cleared every backoff once) the next
+            # try comes soon, or the file would sit out the deadline.
+            pause = self.config.reconcile_interval_s if self._deadline is None else 0.05
             with self._state_lock:
-                self._retry_after[file_id] = time.monotonic() + self.config.reconcile_interval_s
+                self._retry_after[file_id] = time.monotonic() + pause
             self._record_error(exc)
             with contextlib.suppress(Exception):
                 self.journal.note_error(file_id, f"{type(exc).__name__}: {exc}")
@@ -1254,10 +1272,17 @@ class IndexStore:
             self._sweep_multipart_uploads(key)
             with self._state_lock:
                 self._leaky.discard(file_id)
-        why = self._verify_upload(key, size, crc, result)
+        why, info = self._verify_upload(key, size, crc, result)
         if why is not None:
-            if not result.created:
-                # Not written by this attempt: never deleted or overwritten.
+            # Ours: written by this attempt, or by an earlier one of this
+            # store (interrupted before it could check it: it names this
+            # file and its size). Anything else is never deleted or overwritten.
+            earlier_ours = (
+                info is not None
+                and info.metadata.get("tix-file-id") == file_id
+                and info.metadata.get(META_SIZE) == str(size)
+            )
+            if not (result.created or earlier_ours):
                 self._conflict(file_id, f"{key} holds other bytes than this file: {why}")
                 return
             # This attempt's own object, damaged on the way to a store that
@@ -1289,9 +1314,11 @@ class IndexStore:
         self._active_path(file_id).unlink(missing_ok=True)
         _LOG.info("file %s uploaded and verified: %s (%d bytes)", file_id, key, size)
 
-    def _verify_upload(self, key: str, size: int, crc: int, result: PutResult) -> str | None:
-        """Why the object at ``key`` is not this file's bytes, or None when
-        it verifies. A HEAD gives its size and, from a store that checks
+    def _verify_upload(
+        self, key: str, size: int, crc: int, result: PutResult
+    ) -> tuple[str | None, ObjectInfo | None]:
+        """Why the object at ``key`` is not this file's bytes (None when it
+        verifies), and what its HEAD said. A HEAD gives its size and, from a store that checks
         what it is sent (S3), the CRC-32C the store computed over what it
         holds. A store that reports no checksum of its own (moto for single
         PUTs, some S3-compatibles) only echoes the uploader's claim; then
@@ -1299,21 +1326,25 @@ class IndexStore:
         what was sent, and failing that the object is read back and hashed."""
         info = self._call(lambda: self.remote.head(key), f"verify {key}")
         if info is None:
-            return "it is gone"
+            return "it is gone", None
         if info.size != size:
-            return f"{info.size} bytes, expected {size}"
+            return f"{info.size} bytes, expected {size}", info
         if info.crc32c_by_store:
-            return None if info.crc32c == crc else f"CRC-32C {info.crc32c:#010x}, expected {crc:#010x}"
+            if info.crc32c == crc:
+                return None, info
+            return f"CRC-32C {info.crc32c:#010x}, expected {crc:#010x}", info
         if result.sent_md5 is not None and info.etag is not None and info.etag.strip('"') == result.sent_md5:
-            return None
+            return None, info
         found = 0
         for start in range(0, size, READ_BACK_CHUNK):
             end = min(size, start + READ_BACK_CHUNK)
             data = self._call(partial(self.remote.get_range, key, start, end), f"read back {key}")
             if len(data) != end - start:
-                return f"read back short at byte {start + len(data)}"
+                return f"read back short at byte {start + len(data)}", info
             found = crc32c(data, found)
-        return None if found == crc else f"read back, its CRC-32C is {found:#010x}, expected {crc:#010x}"
+        if found == crc:
+            return None, info
+        return f"read back, its CRC-32C is {found:#010x}, expected {crc:#010x}", info
 
     def _sweep_multipart_uploads(self, key: str) -> None:
         """Aborts every multipart upload still open for ``key``, whose object
@@ -1388,14 +1419,17 @@ class IndexStore:
             # a reader of another writer's prefix is refused here.
             self._ensure_claimed()
         for file_id, key in expired:
-            # Manifest record first: a crash between leaves an orphan object,
-            # never a record naming a missing object.
-            self._call(partial(self.remote.delete, manifest_key(file_id)), f"delete {manifest_key(file_id)}")
-            self._call(partial(self.remote.delete, key), f"delete {key}")
+            # Out of queries first: none answers from a file half deleted.
+            # (If a delete fails, the catalog's next refresh finds the file
+            # again, and retention tries again.)
             with self._state_lock:
                 self._remote_files.pop(file_id, None)
                 self._remote_added.pop(file_id, None)
                 self._sealed.pop(file_id, None)
+            # Manifest record first: a crash between leaves an orphan object,
+            # never a record naming a missing object.
+            self._call(partial(self.remote.delete, manifest_key(file_id)), f"delete {manifest_key(file_id)}")
+            self._call(partial(self.remote.delete, key), f"delete {key}")
             self._sealed_path(file_id).unlink(missing_ok=True)
             self._release_remote(file_id)
             self.journal.remove(file_id)
@@ -1455,7 +1489,7 @@ class IndexStore:
         # a crash long ago): their manifest record is still to come.
         resuming = {data_key(r.file_id) for r in self.journal.files([FileState.SEALED, FileState.UPLOADING])}
         with self._state_lock:
-            in_flight = {data_key(fid) for fid in self._in_flight} | resuming
+            in_flight = self._keys_in_use() | resuming
         report = verify_remote(
             self.remote,
             call=self._call,
@@ -1466,6 +1500,7 @@ class IndexStore:
             grace_s=self.config.orphan_grace_s,
         )
         self._metrics.add_verification_failures(sum(p.kind != "orphan" for p in report.problems))
+        self._ensure_catalog()  # what verify() finds is quarantined against the catalog
         released = self._quarantine_from(report, deep)
         if repair or released:
             with self._state_lock:
@@ -1494,8 +1529,10 @@ class IndexStore:
             damaged.add(fid)
             with self._state_lock:
                 view = self._remote_files.get(fid)
-                known = view is not None or fid in self._bad_remote
-            if known and fid not in self._bad_remote:
+                known = fid in self._bad_remote
+            if not known:
+                # With its range from the catalog; without one (the remote
+                # was unreadable a moment ago) every strict query may miss it.
                 _LOG.error("file %s failed verification and is quarantined: %s", fid, p.detail)
                 self._quarantine_remote(fid, None if view is None else view.record, f"{p.kind}: {p.detail}")
         if deep:

@@ -73,8 +73,9 @@ def verify_remote(
     # that object is no orphan (its record is what is damaged), so it is kept.
     unrecorded: dict[str, str] = {}
 
-    def bad_manifest(mkey: str, why: str) -> None:
-        problems.append(Problem("bad-manifest", mkey, why, "left as is: rebuild needs the writer's journal"))
+    def bad_manifest(mkey: str, why: str, kind: str = "bad-manifest") -> None:
+        action = "left as is: rebuild needs the writer's journal" if kind == "bad-manifest" else ""
+        problems.append(Problem(kind, mkey, why, action))
         file_id = file_id_of_key(mkey)
         if file_id is not None:
             unrecorded[data_key(file_id)] = mkey
@@ -83,7 +84,9 @@ def verify_remote(
         try:
             raw: bytes = call(partial(remote.get, mkey), f"get {mkey}")
         except Exception as exc:
-            bad_manifest(mkey, f"could not read it: {_failure(exc)}")
+            # Unread is not damaged: a read that failed (the remote down for a
+            # while) says nothing about the record.
+            bad_manifest(mkey, f"could not read it: {_failure(exc)}", kind="unchecked")
             continue
         try:
             record = ManifestRecord.from_bytes(raw, mkey)

@@ -432,3 +432,46 @@ def test_reconcile_leaves_the_temp_files_of_uploads_in_flight(tmp_path: Path) ->
     assert ("OWNER.json" in in_use) is not store._claimed  # written only while the claim is made
     store._in_flight.clear()
     store.shutdown()
+
+
+def test_an_upload_that_fails_during_shutdown_is_tried_again_at_once(tmp_path: Path, remote_url: str) -> None:
+    """A failed upload waits out a backoff of reconcile_interval_s before
+    its next try. The shutdown clears the backoffs when it begins, but an
+    attempt that fails after that must not wait one out either (here an
+    hour: the shutdown would end at its deadline, unclean)."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    real_put = remote.put_if_absent
+    failures = []
+
+    def put_failing_once(key: str, source: Any, **kwargs: Any) -> Any:
+        if key.startswith(DATA_PREFIX) and not failures:
+            failures.append(key)
+            raise PermissionError(13, "denied once (test)", key)  # not retried by the policy
+        return real_put(key, source, **kwargs)
+
+    remote.put_if_absent = put_failing_once  # type: ignore[method-assign]
+    store = IndexStore(tmp_path / "d", remote, small_config(reconcile_interval_s=3600.0))
+    store.start()
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=5)
+    report = store.shutdown(timeout_s=20)
+    assert failures and report.clean, report
+    assert report.elapsed_s < 10
+
+
+def test_catalog_refresh_resumes_after_a_failed_reload(tmp_path: Path, remote_url: str) -> None:
+    """verify() reloads the catalog; if that reload fails (remote down),
+    the upkeep thread's periodic refresh must take over (it only refreshed
+    a catalog loaded once, so it never tried again)."""
+    _, _file_id = _one_uploaded_file(tmp_path, remote_url, n=20)
+    remote = SwitchableRemote(open_remote(remote_url))
+    reader = IndexStore(tmp_path / "reader", remote, small_config())
+    reader.start()
+    wait_until(lambda: reader.status().remote_files == 1, "the catalog loaded")
+    remote.down.set()
+    with reader._state_lock:
+        reader._remote_files.clear()
+    reader._catalog_loaded_at = None  # what verify() does before its reload
+    time.sleep(0.3)
+    remote.down.clear()
+    wait_until(lambda: reader.status().remote_files == 1, "the upkeep thread reloaded the catalog")
+    reader.shutdown()

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
+import math
 import os
 import signal
 import sys
@@ -1042,7 +1043,15 @@ class IndexStore:
                 except Exception as exc:
                     self._record_error(exc)
             self._notify()
-            self._wake.wait(self.config.reconcile_interval_s)
+            self._wake.wait(self._until_next_retry())
+
+    def _until_next_retry(self) -> float:
+        """How long the worker may sleep: the reconcile interval, or less if
+        a failed upload's backoff ends sooner."""
+        now = time.monotonic()
+        with self._state_lock:
+            due = min((t for t in self._retry_after.values() if t > now), default=math.inf)
+        return max(0.01, min(self.config.reconcile_interval_s, due - now))
 
     def _remote_loop(self) -> None:
         """Remote upkeep, each step on its own: reconcile (then uploads may

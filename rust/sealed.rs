@@ -670,7 +670,7 @@ impl SealedIndex {
     /// mapped file on every read, because the file can change under the map
     /// (rot read back after the page was evicted, another process writing
     /// it), and a block verified once would then be served unchecked. A
-    /// 16 KiB block costs about a microsecond.
+    /// 4 KiB block (the default) costs about 0.4 µs.
     fn verify_blocks(&self, start: u64, end: u64) -> Result<()> {
         let geo = &self.footer.geometry;
         let b = u64::from(geo.block_size);

@@ -2,7 +2,7 @@
 
 A query on a remote file costs the footer once (cached), then two ranged
 reads: the slot record and the slot's run of entries, each widened to whole
-16 KiB blocks and checked against the footer's block CRC32Cs. The footer
+blocks (4 KiB by default) and checked against the footer's block CRC32Cs. The footer
 itself is checked against the manifest's size and whole-object CRC32C, so a
 partial, replaced or corrupt object is never served.
 """
@@ -28,7 +28,7 @@ TRAILER_LEN = 40
 FIRST_TAIL_READ = 64 * 1024
 FOOTER_CACHE_BYTES = 64 * 1024 * 1024
 """Footers kept in memory for all remote files together (a default file's
-is about 166 KB): a store with thousands of remote files would otherwise
+is about 650 KB, at 4 KiB blocks): a store with thousands of remote files would otherwise
 keep every footer it ever read."""
 
 

@@ -72,7 +72,15 @@ from tieredindex.layout import (
 from tieredindex.metrics import MetricsSnapshot, RetryCountingLogger, StoreMetrics
 from tieredindex.observe import ObservedJournal
 from tieredindex.pool import DaemonThreadPool
-from tieredindex.remote import META_SIZE, ObjectInfo, PutResult, Remote, crc32c_of_file, open_remote
+from tieredindex.remote import (
+    META_SIZE,
+    MultipartUpload,
+    ObjectInfo,
+    PutResult,
+    Remote,
+    crc32c_of_file,
+    open_remote,
+)
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
 from tieredindex.retry import RetryBudget, run_with_retry
 from tieredindex.states import PENDING_STATES, FileState
@@ -1087,22 +1095,23 @@ class IndexStore:
             # listing, so an upload begun since has a newer id anyway. A
             # resumed upload sweeps its own key's leftovers once it is up.
             busy = self._keys_in_use()
-            for upload in listed:
-                if upload.key in busy:
-                    continue
-                try:
-                    self._call(
-                        partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
-                        f"abort multipart upload of {upload.key}",
-                    )
-                except RemoteError as exc:
-                    # One upload that cannot be aborted must not hold every
-                    # upload back: it is reported, and verify() lists it.
-                    self._record_error(exc)
-                    continue
-                self._aborted_mpus += 1
-                _LOG.info("aborted orphaned multipart upload of %s", upload.key)
+            self._abort_uploads([u for u in listed if u.key not in busy], "an orphaned")
         self._reconciled = True
+
+    def _abort_uploads(self, uploads: list[MultipartUpload], what: str) -> None:
+        """Aborts each upload. One that cannot be aborted must not hold the
+        others (or any upload) back: it is reported, and verify() lists it."""
+        for upload in uploads:
+            try:
+                self._call(
+                    partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
+                    f"abort multipart upload of {upload.key}",
+                )
+            except RemoteError as exc:
+                self._record_error(exc)
+                continue
+            self._aborted_mpus += 1
+            _LOG.info("aborted %s multipart upload of %s", what, upload.key)
 
     def _keys_in_use(self) -> set[str]:
         """Keys uploads may be writing now (their temp files are what a
@@ -1361,19 +1370,8 @@ class IndexStore:
         such uploads only when there is upload work, and none is left once
         the retry succeeded). One that cannot be aborted is reported, and
         verify() lists it."""
-        for upload in self._call(self.remote.list_multipart_uploads, "list multipart uploads"):
-            if upload.key != key:
-                continue
-            try:
-                self._call(
-                    partial(self.remote.abort_multipart_upload, upload.key, upload.upload_id),
-                    f"abort multipart upload of {upload.key}",
-                )
-            except RemoteError as exc:
-                self._record_error(exc)
-                continue
-            self._aborted_mpus += 1
-            _LOG.info("aborted a multipart upload a failed attempt left open: %s", key)
+        listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
+        self._abort_uploads([u for u in listed if u.key == key], "a leftover")
 
     def _conflict(self, file_id: str, why: str) -> None:
         """A different object holds one of this file's keys: reported, kept

@@ -122,11 +122,7 @@ impl RawBuffer {
     fn get(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<Self> {
         // SAFETY: PyObject_CheckBuffer only inspects the type of a live object.
         if unsafe { pyo3::ffi::PyObject_CheckBuffer(obj.as_ptr()) } == 0 {
-            let type_name = obj
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
+            let type_name = type_name_of(obj);
             return Err(PyTypeError::new_err(format!(
                 "{arg} must be a bytes-like object, not {type_name}"
             )));
@@ -208,6 +204,14 @@ fn crc32c(
 }
 
 /// An integer argument in `0..=max`, with errors that name the argument.
+/// The name of `obj`'s type, for an error message.
+fn type_name_of(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
 /// An int argument as i128 (`None` past i128's range): a Python int, or
 /// anything with `__index__` (numpy integers), but not a float or str.
 fn index_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i128>> {
@@ -217,11 +221,7 @@ fn index_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i128>> {
         match obj.call_method0("__index__") {
             Ok(v) if v.is_instance_of::<pyo3::types::PyInt>() => v,
             _ => {
-                let type_name = obj
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default();
+                let type_name = type_name_of(obj);
                 return Err(PyTypeError::new_err(format!(
                     "{name} must be an int, not {type_name}"
                 )));
@@ -254,11 +254,7 @@ fn key_fingerprint(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     if let Ok(b) = key.cast::<PyBytes>() {
         return Ok(fingerprint(b.as_bytes()));
     }
-    let type_name = key
-        .get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_default();
+    let type_name = type_name_of(key);
     Err(PyTypeError::new_err(format!(
         "key must be str or bytes, not {type_name}"
     )))
@@ -1039,11 +1035,7 @@ fn utf16_units(s: &Bound<'_, PyString>) -> PyResult<Vec<u16>> {
 
 fn str_arg<'a, 'py>(obj: &'a Bound<'py, PyAny>, name: &str) -> PyResult<&'a Bound<'py, PyString>> {
     obj.cast::<PyString>().map_err(|_| {
-        let type_name = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
+        let type_name = type_name_of(obj);
         PyTypeError::new_err(format!("{name} must be a str, not {type_name}"))
     })
 }

@@ -6,6 +6,7 @@ fix (found in review); both back ends unless the case is local."""
 
 from __future__ import annotations
 
+import datetime
 import time
 from pathlib import Path
 from typing import Any
@@ -475,3 +476,117 @@ def test_catalog_refresh_resumes_after_a_failed_reload(tmp_path: Path, remote_ur
     remote.down.clear()
     wait_until(lambda: reader.status().remote_files == 1, "the upkeep thread reloaded the catalog")
     reader.shutdown()
+
+
+def test_retention_tries_again_after_a_failed_delete(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention takes an expired file out of queries, then deletes its
+    record and its object. When the object's delete fails, the file goes
+    back, and the next round finishes (with its record already gone, the
+    catalog could never bring it back)."""
+    now = int(time.time() * 1000)
+    store = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0, cache_bytes=0))
+    store.start()
+    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)
+    real_delete = store.remote.delete
+    failed: list[str] = []
+
+    def delete_failing_once(key: str) -> None:
+        if key.startswith(DATA_PREFIX) and not failed:
+            failed.append(key)
+            raise PermissionError(13, "denied once (test)", key)
+        real_delete(key)
+
+    monkeypatch.setattr(store.remote, "delete", delete_failing_once)
+    store.seal()
+    remote = open_remote(remote_url)
+    wait_until(lambda: failed and not remote.list(DATA_PREFIX), "the second round deleted the object")
+    wait_until(lambda: not store.journal.files(), "the journal forgot the file")
+    assert remote.list(MANIFEST_PREFIX) == []
+    assert store.shutdown().clean
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    again.start()
+    assert again.query("t", "old", 0, FOREVER) == []
+    again.shutdown()
+
+
+def test_a_quarantine_made_ahead_of_the_catalog_gets_its_range(tmp_path: Path, remote_url: str) -> None:
+    """A reader's catalog can be up to a refresh behind the writer. A file
+    verify() finds damaged before the catalog knows it was quarantined with
+    no time range, failing every strict query, for ever."""
+    writer = IndexStore(tmp_path / "w", remote_url, small_config(capacity=300, cache_bytes=0))
+    writer.start()
+    writer.put("t", "first", queue_id=0, offset=0, size=1, timestamp_ms=10)
+    writer.seal()
+    reader = IndexStore(tmp_path / "r", remote_url, small_config(reconcile_interval_s=3600.0))
+    reader.start()
+    wait_until(lambda: reader.status().remote_files == 1, "the reader's catalog loaded")
+    for i in range(300):
+        writer.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert writer.shutdown().clean
+    remote = open_remote(remote_url)
+    newest = sorted(o.key for o in remote.list(DATA_PREFIX))[-1]
+    corrupt_object(remote, newest, 5_000)
+    assert [p.kind for p in reader.verify(deep=True).problems] == ["checksum-mismatch"]
+    (bad,) = reader._bad_remote.values()
+    assert (bad.min_ms, bad.max_ms) == (1_000, 1_299)
+    assert offsets(reader.query("t", "first", 0, 100, strict=True)) == [0]  # outside its range
+    with pytest.raises(CorruptFileError, match="quarantined"):
+        reader.query("t", "k5", 0, FOREVER, strict=True)
+    reader.shutdown()
+
+
+def test_one_claim_at_a_time(tmp_path: Path, remote_url: str) -> None:
+    """The upload threads and reconciliation claim the prefix concurrently.
+    Once one has claimed it, no other claim may still be writing the owner
+    record (reconciliation would then abort its temp file as a leftover)."""
+    import threading
+
+    remote = SwitchableRemote(open_remote(remote_url))
+    real_put = remote.put_if_absent
+    claims: list[float] = []
+
+    def slow_claim(key: str, source: Any, **kwargs: Any) -> Any:
+        if key == "OWNER.json":
+            claims.append(time.monotonic())
+            time.sleep(0.3)
+        return real_put(key, source, **kwargs)
+
+    remote.put_if_absent = slow_claim  # type: ignore[method-assign]
+    store = IndexStore(tmp_path / "d", remote, small_config(reconcile_interval_s=3600.0))
+    store.start()
+    threads = [threading.Thread(target=store._ensure_claimed) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store._claimed
+    assert len(claims) <= 1, claims  # a reconcile may have claimed before them: then none
+    store.shutdown()
+
+
+def test_verify_repair_leaves_an_upload_begun_while_it_ran(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify(repair=True) aborts open uploads that no upload of the store
+    is using, asked when it gets to them (at the end of a deep verify that
+    may have taken long), not when it began."""
+    from tieredindex.remote import MultipartUpload
+
+    store = IndexStore(tmp_path / "d", remote_url, small_config(reconcile_interval_s=3600.0))
+    store.start()
+    file_id = "1795000000000-0000beef"
+    key = f"{DATA_PREFIX}{file_id}.tix"
+    aborted: list[str] = []
+
+    def listing() -> list[MultipartUpload]:
+        store._in_flight.add(file_id)  # an upload that began during the verify
+        return [MultipartUpload(key, "upload-1", datetime.datetime.now(datetime.UTC))]
+
+    monkeypatch.setattr(store.remote, "list_multipart_uploads", listing)
+    monkeypatch.setattr(store.remote, "abort_multipart_upload", lambda k, u: aborted.append(k))
+    report = store.verify(deep=True, repair=True)
+    assert aborted == [], report.problems
+    store._in_flight.discard(file_id)
+    store.shutdown()

@@ -216,6 +216,7 @@ class IndexStore:
         self._progress = threading.Condition()
         self._deadline: float | None = None
         self._claimed = False
+        self._claim_lock = threading.Lock()
         self._refused: tuple[float, str] | None = None
         self._reconciled = False
         self._catalog_loaded_at: float | None = None
@@ -929,14 +930,22 @@ class IndexStore:
             self._note_file_id(file_id)
             with self._state_lock:
                 known = file_id in self._remote_files or file_id in self._bad
-            if known:
+                bad = self._bad_remote.get(file_id)
+            rangeless = bad is not None and bad.max_ms is None
+            if known and not rangeless:
                 continue
             raw = self._call(partial(self.remote.get, info.key), f"get {info.key}")
             try:
                 record = ManifestRecord.from_bytes(raw, info.key)
             except ValueError as exc:
-                _LOG.error("%s", exc)
-                self._quarantine_remote(file_id, None, f"manifest record: {exc}")
+                if not known:
+                    _LOG.error("%s", exc)
+                    self._quarantine_remote(file_id, None, f"manifest record: {exc}")
+                continue
+            if bad is not None:
+                # Quarantined before its range was known (verify() ahead of
+                # the catalog): strict queries elsewhere need not miss it.
+                self._quarantine_remote(file_id, record, bad.reason)
                 continue
             self._add_remote(file_id, record)
         with self._state_lock:
@@ -1127,6 +1136,12 @@ class IndexStore:
         """Claims the prefix for this writer (put-if-absent of OWNER.json).
         A refusal is remembered for a while rather than asked again at every
         retry."""
+        if self._claimed:
+            return
+        with self._claim_lock:  # one claim at a time: _claimed means no claim is being written
+            self._claim_locked()
+
+    def _claim_locked(self) -> None:
         if self._claimed:
             return
         if self._refused is not None and time.monotonic() - self._refused[0] < CATALOG_REFRESH_S:
@@ -1427,16 +1442,27 @@ class IndexStore:
             self._ensure_claimed()
         for file_id, key in expired:
             # Out of queries first: none answers from a file half deleted.
-            # (If a delete fails, the catalog's next refresh finds the file
-            # again, and retention tries again.)
             with self._state_lock:
-                self._remote_files.pop(file_id, None)
-                self._remote_added.pop(file_id, None)
-                self._sealed.pop(file_id, None)
-            # Manifest record first: a crash between leaves an orphan object,
-            # never a record naming a missing object.
-            self._call(partial(self.remote.delete, manifest_key(file_id)), f"delete {manifest_key(file_id)}")
-            self._call(partial(self.remote.delete, key), f"delete {key}")
+                view = self._remote_files.pop(file_id, None)
+                added = self._remote_added.pop(file_id, None)
+                cached = self._sealed.pop(file_id, None)
+            try:
+                # Manifest record first: a crash between leaves an orphan
+                # object, never a record naming a missing object.
+                self._call(
+                    partial(self.remote.delete, manifest_key(file_id)), f"delete {manifest_key(file_id)}"
+                )
+                self._call(partial(self.remote.delete, key), f"delete {key}")
+            except BaseException:
+                # Back in place, so the next round tries again (with its
+                # record gone, the catalog would never find it again).
+                with self._state_lock:
+                    if view is not None:
+                        self._remote_files[file_id] = view
+                        self._remote_added[file_id] = added if added is not None else time.monotonic()
+                    if cached is not None:
+                        self._sealed[file_id] = cached
+                raise
             self._sealed_path(file_id).unlink(missing_ok=True)
             self._release_remote(file_id)
             self.journal.remove(file_id)
@@ -1495,8 +1521,15 @@ class IndexStore:
         # will resume (sealed or uploading in the journal, perhaps put before
         # a crash long ago): their manifest record is still to come.
         resuming = {data_key(r.file_id) for r in self.journal.files([FileState.SEALED, FileState.UPLOADING])}
-        with self._state_lock:
-            in_flight = self._keys_in_use() | resuming
+
+        class InFlight:
+            """Asked when verify() is about to act on a key (a deep verify
+            takes long: an upload may have begun since it started)."""
+
+            def __contains__(_, key: object) -> bool:
+                return key in resuming or key in self._keys_in_use()
+
+        in_flight = InFlight()
         report = verify_remote(
             self.remote,
             call=self._call,
@@ -1508,24 +1541,26 @@ class IndexStore:
         )
         self._metrics.add_verification_failures(sum(p.kind != "orphan" for p in report.problems))
         self._ensure_catalog()  # what verify() finds is quarantined against the catalog
-        released = self._quarantine_from(report, deep)
-        if repair or released:
+        released, rangeless = self._quarantine_from(report, deep)
+        # Reload: repaired or released files are served again, and a file the
+        # catalog did not have yet gets its quarantine's time range.
+        if repair or released or rangeless:
             with self._state_lock:
                 for p in report.problems:
                     fid = file_id_of_key(p.key)
                     if p.fixed and fid is not None and fid not in self._bad_remote:
                         self._bad.pop(fid, None)
-            self._catalog_loaded_at = None  # reload: repaired or released files are served again
+            self._catalog_loaded_at = None
             self._ensure_catalog()
         return report
 
-    def _quarantine_from(self, report: VerifyReport, deep: bool) -> bool:
+    def _quarantine_from(self, report: VerifyReport, deep: bool) -> tuple[bool, bool]:
         """What verify() found damaged (and did not repair) is never served,
         as if a query had found it; what a repair replaced, or a deep verify
         found intact, is served again. A shallow verify clears nothing: a
         HEAD vouches for the recorded checksum, not for the bytes."""
         damaged: set[str] = set()
-        released = False
+        released = rangeless = False
         for p in report.problems:
             fid = file_id_of_key(p.key)
             if fid is None or p.kind not in _DAMAGE_KINDS:
@@ -1542,12 +1577,13 @@ class IndexStore:
                 # was unreadable a moment ago) every strict query may miss it.
                 _LOG.error("file %s failed verification and is quarantined: %s", fid, p.detail)
                 self._quarantine_remote(fid, None if view is None else view.record, f"{p.kind}: {p.detail}")
+                rangeless |= view is None
         if deep:
             unsure = {file_id_of_key(p.key) for p in report.problems if p.kind == "unchecked"}
             for fid in list(self._bad_remote):
                 if fid not in damaged and fid not in unsure:
                     released |= self._release_remote(fid)
-        return released
+        return released, rangeless
 
     # -------------------------------------------------------------- shutdown
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +61,7 @@ def verify_remote(
     deep: bool,
     repair: bool,
     local_copy: Callable[[str], Path | None],
-    in_flight: set[str],
+    in_flight: Container[str],
     grace_s: float,
     progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:

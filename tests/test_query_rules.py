@@ -31,6 +31,20 @@ def wait_until(condition: Any, what: str, timeout_s: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def fail_for_manifest_keys(monkeypatch: pytest.MonkeyPatch, remote: Remote, method: str) -> Any:
+    """Makes ``remote.<method>`` raise a connection error for manifest keys
+    (the remote failing for a moment); returns the real method."""
+    real = getattr(remote, method)
+
+    def failing(key: str) -> Any:
+        if key.startswith(MANIFEST_PREFIX):
+            raise ConnectionError("connection reset (test)")
+        return real(key)
+
+    monkeypatch.setattr(remote, method, failing)
+    return real
+
+
 def corrupt_object(remote: Remote, key: str, at: int) -> None:
     """Replaces the object at ``key`` with one whose byte ``at`` is flipped."""
     bad = bytearray(remote.get(key))
@@ -363,14 +377,7 @@ def test_verify_that_cannot_read_a_record_quarantines_nothing(
     reader = IndexStore(tmp_path / "reader", remote_url, small_config())
     reader.start()
     assert offsets(reader.query("t", "k7", 0, FOREVER)) == [7]
-    real_get = reader.remote.get
-
-    def flaky_get(key: str) -> bytes:
-        if key.startswith(MANIFEST_PREFIX):
-            raise ConnectionError("connection reset (test)")
-        return real_get(key)
-
-    monkeypatch.setattr(reader.remote, "get", flaky_get)
+    real_get = fail_for_manifest_keys(monkeypatch, reader.remote, "get")
     report = reader.verify(deep=True)
     assert [p.kind for p in report.problems] == ["unchecked", "unchecked"]  # the record, and its object
     assert reader.status().quarantined == []
@@ -387,14 +394,7 @@ def test_strict_query_raises_when_a_missing_object_cannot_be_told_expired(
     reader.start()
     assert offsets(reader.query("t", "k7", 0, FOREVER)) == [7]
     open_remote(remote_url).delete(key)
-    real_head = reader.remote.head
-
-    def failing_head(k: str) -> Any:
-        if k.startswith(MANIFEST_PREFIX):
-            raise ConnectionError("connection reset (test)")
-        return real_head(k)
-
-    monkeypatch.setattr(reader.remote, "head", failing_head)
+    fail_for_manifest_keys(monkeypatch, reader.remote, "head")
     with pytest.raises(RemoteError, match=r"not found|No such|NoSuchKey|ObjectNotFound"):
         reader.query("t", "k6", 0, FOREVER, strict=True)
     reader.shutdown()

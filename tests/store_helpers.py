@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tieredindex import RetryPolicy, StoreConfig
-from tieredindex.remote import MultipartUpload, ObjectInfo, PutResult, Remote, Source
+from tieredindex.remote import MultipartUpload, ObjectInfo, PutResult, Remote, RetryCall, Source
 
 FOREVER = 2**63 - 1
 
@@ -58,10 +58,11 @@ class SwitchableRemote(Remote):
         crc32c: int,
         metadata: Mapping[str, str] | None = None,
         cancel: threading.Event | None = None,
+        retry: RetryCall | None = None,
     ) -> PutResult:
         self._check()
         return self.inner.put_if_absent(
-            key, source, size=size, crc32c=crc32c, metadata=metadata, cancel=cancel
+            key, source, size=size, crc32c=crc32c, metadata=metadata, cancel=cancel, retry=retry
         )
 
     def head(self, key: str) -> ObjectInfo | None:

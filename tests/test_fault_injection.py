@@ -6,14 +6,19 @@ keeps its deadline."""
 
 from __future__ import annotations
 
+import collections
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tieredindex import IndexStore, RetryPolicy, open_remote
+from tieredindex import IndexStore, RemoteError, RetryPolicy, crc32c, open_remote
 from tieredindex.layout import DATA_PREFIX
+from tieredindex.remote import S3_MIN_PART_SIZE, S3Remote
+from tieredindex.retry import run_with_retry
 
 from netproxy import NetProxy
 from store_helpers import FOREVER, small_config
@@ -247,3 +252,114 @@ def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
     remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
     sealed = (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
     assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == sealed
+
+
+def _part_remote(server: object, proxy: NetProxy, prefix: str) -> tuple[S3Remote, collections.Counter[str]]:
+    """An S3Remote through ``proxy`` sending 5 MiB parts two at a time, and
+    a count of its requests by operation."""
+    remote = S3Remote(
+        server.bucket,  # type: ignore[attr-defined]
+        prefix,
+        endpoint_url=proxy.endpoint_url,
+        region="us-east-1",
+        multipart_threshold=1,
+        part_size=S3_MIN_PART_SIZE,
+        upload_concurrency=2,
+        read_timeout=5.0,
+    )
+    calls: collections.Counter[str] = collections.Counter()
+    remote.client.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
+    return remote, calls
+
+
+def _retry_parts(attempts: int) -> Callable[[Callable[[], object], str], object]:
+    policy = RetryPolicy(attempts=attempts, base_delay_s=0.01, max_delay_s=0.05, deadline_s=30.0)
+    return lambda op, what: run_with_retry(op, policy=policy, budget=None, describe=what)
+
+
+def test_a_failed_part_is_sent_again_not_the_whole_upload(tmp_path: Path, moto_server: object) -> None:
+    """Part 2 of 3 is answered 500, then cut by a reset mid-body: that part
+    alone is sent again (the caller's retry policy runs each part); the
+    upload is not begun again, and what is stored is exactly the file."""
+    data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
+    path = tmp_path / "f.tix"
+    path.write_bytes(data)
+    with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        remote, calls = _part_remote(moto_server, proxy, f"parts-{time.monotonic_ns()}")
+        proxy.set_faults({}, match=r"^PUT \S*partNumber=2")
+        proxy.inject_next("500")
+        proxy.inject_next("reset")
+        result = remote.put_if_absent("k", path, size=len(data), crc32c=crc32c(data), retry=_retry_parts(5))
+        faults = proxy.counters()["faults"]
+        assert result.created and result.identical
+        assert (faults["500"], faults["reset"]) == (1, 1)
+        assert calls["CreateMultipartUpload"] == 1 and calls["CompleteMultipartUpload"] == 1
+        assert calls["UploadPart"] == 3 + 2
+        info = remote.head("k")
+        assert info is not None and (info.size, info.crc32c) == (len(data), crc32c(data))
+        assert remote.get("k") == data
+        assert remote.list_multipart_uploads() == []
+        remote.close()
+
+
+def test_a_part_that_fails_for_good_fails_the_upload_and_aborts_it(
+    tmp_path: Path, moto_server: object
+) -> None:
+    """Part 2 answers 500 every time: after the policy's attempts the upload
+    fails with RemoteError naming the part, is aborted, and leaves nothing."""
+    data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
+    path = tmp_path / "f.tix"
+    path.write_bytes(data)
+    with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        remote, calls = _part_remote(moto_server, proxy, f"parts-{time.monotonic_ns()}")
+        proxy.set_faults({"500": 1.0}, match=r"^PUT \S*partNumber=2")
+        with pytest.raises(RemoteError, match=r"upload part 2 of \S+k: gave up .* 3 attempts"):
+            remote.put_if_absent("k", path, size=len(data), crc32c=crc32c(data), retry=_retry_parts(3))
+        assert proxy.counters()["faults"]["500"] == 3
+        assert calls["CreateMultipartUpload"] == 1 and calls["CompleteMultipartUpload"] == 0
+        assert calls["AbortMultipartUpload"] == 1
+        proxy.set_faults({})
+        assert remote.list_multipart_uploads() == []
+        assert remote.head("k") is None
+        remote.close()
+
+
+def test_the_store_resends_a_failed_part_only(tmp_path: Path, moto_server: object) -> None:
+    """The store runs each part under its retry policy: a 503 on one part
+    costs that part, not a second multipart upload; the shutdown is clean
+    and a fresh store reads every entry back."""
+    server = moto_server
+    url = f"s3://{server.bucket}/store-parts-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    n = 200_000  # seals to ~7 MB: two parts of 5 MiB at most
+    with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        config = faulty_config(
+            proxy.endpoint_url,
+            slots=1 << 16,
+            capacity=n + 16,
+            multipart_threshold=1,
+            part_size=S3_MIN_PART_SIZE,
+            upload_concurrency=2,
+        )
+        store = IndexStore(tmp_path / "d", url, config)
+        store.start()
+        calls: collections.Counter[str] = collections.Counter()
+
+        def count(model: Any, params: dict[str, Any], **_: Any) -> None:
+            if f"/{DATA_PREFIX}" in params.get("Key", ""):  # API parameters: the data object's calls only
+                calls.update([model.name])
+
+        store.remote.client.meta.events.register("before-parameter-build.s3", count)  # type: ignore[attr-defined]
+        for j in range(n):
+            store.put("t", f"k{j % 1000}", queue_id=j % 4, offset=j, size=1, timestamp_ms=1_000 + j)
+        proxy.set_faults({}, match=r"^PUT \S*partNumber=2")
+        proxy.inject_next("503")
+        report = store.shutdown(timeout_s=60)
+        assert report.clean, report
+        assert proxy.counters()["faults"]["503"] == 1
+    assert calls["CreateMultipartUpload"] == 1
+    assert calls["UploadPart"] == 2 + 1
+    fresh = IndexStore(tmp_path / "fresh", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    fresh.start()
+    assert fresh.verify(deep=True).ok
+    assert sorted(e.offset for e in fresh.query("t", "k7", 0, FOREVER, 10_000)) == list(range(7, n, 1000))
+    fresh.shutdown()

@@ -44,7 +44,7 @@ import threading
 import urllib.parse
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tieredindex._native import CorruptFileError, crc32c
@@ -148,6 +148,12 @@ class PutResult:
     identical: bool
     existing: ObjectInfo | None = None
     sent_md5: str | None = None
+
+
+RetryCall = Callable[[Callable[[], Any], str], Any]
+"""``retry(op, describe)`` runs ``op()`` under the caller's retry policy and
+returns its result (what :func:`tieredindex.retry.run_with_retry` does; a
+failure for good raises ``RemoteError`` naming ``describe``)."""
 
 
 class MultipartUpload(NamedTuple):
@@ -514,6 +520,7 @@ class Remote(ABC):
         crc32c: int,
         metadata: Mapping[str, str] | None = None,
         cancel: threading.Event | None = None,
+        retry: RetryCall | None = None,
     ) -> PutResult:
         """Store ``source`` under ``key`` unless an object is already there.
 
@@ -524,7 +531,10 @@ class Remote(ABC):
         size and CRC-32C (see :class:`PutResult`); it is never overwritten.
         ``metadata`` keys are lower-case ``[a-z0-9-]``, values printable
         ASCII. A set ``cancel`` event abandons the upload between parts
-        (``UploadCancelledError``).
+        (``UploadCancelledError``). ``retry``, when given, runs each request
+        of an upload sent in parts, so that one failed part is sent again
+        rather than the whole upload (a back end that sends one request
+        ignores it).
         """
 
     @abstractmethod
@@ -827,6 +837,7 @@ class LocalRemote(Remote):
         crc32c: int,
         metadata: Mapping[str, str] | None = None,
         cancel: threading.Event | None = None,
+        retry: RetryCall | None = None,
     ) -> PutResult:
         self._check_open()
         validate_key(key)
@@ -1106,7 +1117,9 @@ class S3Remote(Remote):
     multipart upload with a FULL_OBJECT CRC-32C, parts of ``part_size`` read
     from the file in slices, ``upload_concurrency`` at a time (so at most
     ``part_size * upload_concurrency`` bytes in memory), completed with
-    ``If-None-Match: *``. A failed multipart upload is always aborted.
+    ``If-None-Match: *``. Each part is sent under the caller's ``retry``
+    when one is given, so a part that fails is sent again on its own. A
+    failed multipart upload is always aborted.
     """
 
     def __init__(
@@ -1217,6 +1230,7 @@ class S3Remote(Remote):
         crc32c: int,
         metadata: Mapping[str, str] | None = None,
         cancel: threading.Event | None = None,
+        retry: RetryCall | None = None,
     ) -> PutResult:
         self._check_open()
         full = self._full(key)
@@ -1224,7 +1238,7 @@ class S3Remote(Remote):
             meta = _user_metadata(metadata, payload.size, payload.crc)
             if payload.size < self._threshold:
                 return self._put_single(key, full, payload, meta, cancel)
-            return self._put_multipart(key, full, payload, meta, cancel)
+            return self._put_multipart(key, full, payload, meta, cancel, retry)
 
     def _put_single(
         self,
@@ -1265,6 +1279,7 @@ class S3Remote(Remote):
         payload: _Payload,
         meta: dict[str, str],
         cancel: threading.Event | None,
+        retry: RetryCall | None,
     ) -> PutResult:
         from botocore.exceptions import ClientError
 
@@ -1288,7 +1303,7 @@ class S3Remote(Remote):
             # Registered the moment the upload exists: any failure below,
             # KeyboardInterrupt included, aborts it.
             cleanup.callback(self._abort_quietly, full, upload_id)
-            parts = self._upload_parts(full, upload_id, payload, part_size, cancel)
+            parts = self._upload_parts(full, upload_id, payload, part_size, cancel, retry)
             fault_point("upload.complete")
             try:
                 self._client.complete_multipart_upload(
@@ -1325,20 +1340,32 @@ class S3Remote(Remote):
         payload: _Payload,
         part_size: int,
         cancel: threading.Event | None,
+        retry: RetryCall | None,
     ) -> list[CompletedPartTypeDef]:
+        # Set once this attempt has failed: parts still being retried stop
+        # (the upload is aborted anyway).
+        failed = threading.Event()
+
         def send(number: int, data: bytes) -> CompletedPartTypeDef:
-            fault_point("upload.part")
             checksum = crc32c_b64(crc32c(data))
-            resp = self._client.upload_part(
-                Bucket=self._bucket,
-                Key=full,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,
-                ContentLength=len(data),
-                ChecksumCRC32C=checksum,
-            )
-            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumCRC32C": checksum}
+
+            def once() -> str:
+                if failed.is_set():
+                    raise UploadCancelledError(f"part {number} of {full}: the upload failed")
+                fault_point("upload.part")
+                resp = self._client.upload_part(
+                    Bucket=self._bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=data,
+                    ContentLength=len(data),
+                    ChecksumCRC32C=checksum,
+                )
+                return resp["ETag"]
+
+            etag: str = once() if retry is None else retry(once, f"upload part {number} of {full}")
+            return {"PartNumber": number, "ETag": etag, "ChecksumCRC32C": checksum}
 
         done: list[CompletedPartTypeDef] = []
         running: set[concurrent.futures.Future[CompletedPartTypeDef]] = set()
@@ -1363,6 +1390,7 @@ class S3Remote(Remote):
             finished, running = concurrent.futures.wait(running)
             done.extend(f.result() for f in finished)
         except BaseException:
+            failed.set()
             for f in running:
                 f.cancel()
             raise

@@ -1279,7 +1279,7 @@ class IndexStore:
         def put() -> PutResult:
             try:
                 return self.remote.put_if_absent(
-                    key, path, size=size, crc32c=crc, metadata=metadata, cancel=self._stop
+                    key, path, size=size, crc32c=crc, metadata=metadata, cancel=self._stop, retry=self._call
                 )
             except BaseException:
                 # It may leave a multipart upload open: one it could not

@@ -22,17 +22,16 @@ import logging
 from collections.abc import Callable, Container
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tieredindex._native import TieredIndexError, crc32c
 from tieredindex.layout import MANIFEST_PREFIX, OWNER_KEY, ManifestRecord, data_key, file_id_of_key
-from tieredindex.remote import Remote
+from tieredindex.remote import Remote, RetryCall
 from tieredindex.reports import Problem, VerifyReport
 from tieredindex.retry import describe_error
 
 _LOG = logging.getLogger("tieredindex")
 T = TypeVar("T")
-Call = Callable[[Callable[[], Any], str], Any]
 DEEP_CHUNK = 16 * 1024 * 1024
 
 
@@ -41,7 +40,7 @@ def _failure(exc: Exception) -> str:
     return str(exc) if isinstance(exc, TieredIndexError) else describe_error(exc)
 
 
-def _deep_crc(remote: Remote, call: Call, key: str, size: int) -> tuple[int, int]:
+def _deep_crc(remote: Remote, call: RetryCall, key: str, size: int) -> tuple[int, int]:
     """(CRC32C, bytes read) of the whole object, read in chunks."""
     crc, read = 0, 0
     while read < size:
@@ -57,7 +56,7 @@ def _deep_crc(remote: Remote, call: Call, key: str, size: int) -> tuple[int, int
 def verify_remote(
     remote: Remote,
     *,
-    call: Call,
+    call: RetryCall,
     deep: bool,
     repair: bool,
     local_copy: Callable[[str], Path | None],
@@ -104,7 +103,9 @@ def verify_remote(
         try:
             call(lambda: remote.delete(record.key), f"delete {record.key}")
             call(
-                lambda: remote.put_if_absent(record.key, path, size=record.size, crc32c=record.crc32c),
+                lambda: remote.put_if_absent(
+                    record.key, path, size=record.size, crc32c=record.crc32c, retry=call
+                ),
                 f"re-upload {record.key}",
             )
             info = call(lambda: remote.head(record.key), f"verify {record.key}")

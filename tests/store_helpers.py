@@ -3,12 +3,23 @@ switch, and a child-process broker."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from tieredindex import RetryPolicy, StoreConfig
-from tieredindex.remote import MultipartUpload, ObjectInfo, PutResult, Remote, RetryCall, Source
+from tieredindex.remote import (
+    LocalRemote,
+    MultipartUpload,
+    ObjectInfo,
+    PutResult,
+    Remote,
+    RetryCall,
+    S3Remote,
+    Source,
+)
 
 FOREVER = 2**63 - 1
 
@@ -117,3 +128,23 @@ def crash_in_process(store: Any) -> None:
     store.journal.close()
     store._release_lock()
     store.remote.close()
+
+
+def wait_until(condition: Any, what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def open_upload(remote: Remote, key: str) -> None:
+    """An open multipart upload of ``key``, as a live writer leaves one
+    (file://: the upload's temp file)."""
+    if isinstance(remote, S3Remote):
+        remote.client.create_multipart_upload(Bucket=remote.bucket, Key=remote.prefix + key)
+        return
+    assert isinstance(remote, LocalRemote)
+    parent, _, name = key.rpartition("/")
+    os.makedirs(os.path.join(remote.root, parent), exist_ok=True)
+    with open(os.path.join(remote.root, parent, f".{name}.{'0' * 32}.tixtmp"), "wb") as f:
+        f.write(b"partial")

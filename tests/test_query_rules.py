@@ -17,18 +17,11 @@ from tieredindex import CorruptFileError, IndexStore, RemoteError, crc32c, open_
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
 from tieredindex.remote import Remote
 
-from store_helpers import FOREVER, SwitchableRemote, small_config
+from store_helpers import FOREVER, SwitchableRemote, small_config, wait_until
 
 
 def offsets(entries: list[Any]) -> list[int]:
     return [e.offset for e in entries]
-
-
-def wait_until(condition: Any, what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def fail_for_manifest_keys(monkeypatch: pytest.MonkeyPatch, remote: Remote, method: str) -> Any:

@@ -20,7 +20,7 @@ from tieredindex import (
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
 from tieredindex.remote import Remote
 
-from store_helpers import FOREVER, SwitchableRemote, small_config
+from store_helpers import FOREVER, SwitchableRemote, open_upload, small_config, wait_until
 
 
 def fill(store: IndexStore, n: int, *, topic: str = "orders", keys: int = 7, t0: int = 1_000) -> dict:
@@ -384,8 +384,14 @@ def test_corrupt_remote_object_never_served_and_repaired(tmp_path: Path, remote_
     report = fresh.verify(deep=True)
     assert not report.ok
     assert {p.kind for p in report.problems} == {"checksum-mismatch"}
-    assert fresh.verify(repair=True).ok is False  # no local copy in a fresh store
+    with pytest.raises(StoreLockedError):  # repairs are the writer's
+        fresh.verify(repair=True)
     fresh.shutdown()
+    owner_id = (tmp_path / "d" / "STORE_ID").read_text().strip()
+    taker = IndexStore(tmp_path / "taker", remote_url, small_config(store_id=owner_id))
+    taker.start()
+    assert taker.verify(repair=True).ok is False  # the writer's identity, but no local copy
+    taker.shutdown()
 
     owner = IndexStore(tmp_path / "d", remote_url, small_config(cache_bytes=10**9))
     owner.start()
@@ -594,3 +600,68 @@ def test_retention_runs_after_a_restart_with_nothing_to_upload(tmp_path: Path, r
         time.sleep(0.05)
     assert again.query("t", "old", 0, FOREVER) == []
     assert again.shutdown(timeout_s=20).clean
+
+
+def test_retention_finishes_a_deletion_cut_short(tmp_path: Path, remote_url: str) -> None:
+    """Retention deletes an expired file's manifest record, then its object.
+    Stopped between the two (a crash, or deletes failing for longer than a
+    catalog refresh), the record is gone, so the catalog no longer lists the
+    file: the object and the journal row stayed for ever. The journal still
+    knows the file: the next round finishes from there."""
+    now = int(time.time() * 1000)
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)  # two hours old
+    store.seal()
+    store.put("t", "new", queue_id=0, offset=2, size=1, timestamp_ms=now)
+    assert store.shutdown(timeout_s=20).clean
+    remote = open_remote(remote_url)
+    old_record = sorted(o.key for o in remote.list(MANIFEST_PREFIX))[0]
+    remote.delete(old_record)  # where a retention round was cut short
+    again = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0))
+    again.start()
+    wait_until(lambda: len(remote.list(DATA_PREFIX)) == 1, "retention deleted the old object")
+    wait_until(lambda: len(again.journal.files()) == 1, "the journal forgot the old file")
+    assert [o.key for o in remote.list(MANIFEST_PREFIX)] != [old_record]
+    assert again.query("t", "new", 0, FOREVER) == [(0, 2, 1, now)]
+    assert again.shutdown(timeout_s=20).clean
+
+
+def test_start_aborts_only_uploads_of_its_own_layout(tmp_path: Path, remote_url: str) -> None:
+    """start() aborts the multipart uploads a crash of this store left
+    open, and no other: not another tool's upload under the prefix, nor one
+    of a store nested under a longer prefix (a live upload of it, on
+    file:// a temp file deleted under its writer)."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(reconcile_interval_s=30.0))
+    store.start()
+    fill(store, 10)
+    store.shutdown(timeout_s=0.01)  # unclean on purpose: upload work is left for the next start
+    remote = open_remote(remote_url)
+    ours = f"{DATA_PREFIX}0000000000001-0000000a.tix"
+    foreign = ["backup/tool-upload.bin", f"sub/{DATA_PREFIX}0000000000002-0000000b.tix"]
+    for key in [ours, *foreign]:
+        open_upload(remote, key)
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    again.start()
+    assert again.shutdown(timeout_s=20).clean
+    assert again.status().aborted_multipart_uploads == 1
+    assert sorted(u.key for u in remote.list_multipart_uploads()) == foreign
+
+
+def test_a_readers_repair_is_refused(tmp_path: Path, remote_url: str) -> None:
+    """verify(repair=True) deletes and re-uploads: a writer's act. A reader
+    of another writer's prefix is refused, as its retention is, and the
+    writer's objects are left as they are."""
+    with IndexStore(tmp_path / "w", remote_url, small_config(store_id="writer")) as writer:
+        fill(writer, 60)
+    remote = open_remote(remote_url)
+    junk = b"orphan bytes"
+    orphan = f"{DATA_PREFIX}0000000000001-deadbeef.tix"
+    remote.put_if_absent(orphan, junk, size=len(junk), crc32c=crc32c(junk))
+    reader = IndexStore(tmp_path / "r", remote_url, small_config(store_id="reader"))
+    reader.start()
+    assert [p.key for p in reader.verify(deep=True).problems] == [orphan]  # checking is reading
+    with pytest.raises(StoreLockedError, match="owned by writer writer"):
+        reader.verify(repair=True)
+    assert remote.get(orphan) == junk
+    reader.shutdown()

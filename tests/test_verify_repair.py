@@ -6,16 +6,21 @@ the same check ``IndexStore.verify`` and ``tieredindex verify`` run.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
+from tieredindex import IndexStore, open_remote
 from tieredindex._native import crc32c
 from tieredindex.layout import ManifestRecord, data_key, manifest_key
 from tieredindex.remote import LocalRemote, Remote, S3Remote
 from tieredindex.remotecheck import verify_url
 from tieredindex.retry import RetryPolicy
+
+from store_helpers import open_upload, small_config
 
 FAST = RetryPolicy(attempts=2, base_delay_s=0.0, max_delay_s=0.0, deadline_s=10.0)
 NO_GRACE = -3600.0  # a server clock a little ahead must not make an object "young"
@@ -225,3 +230,95 @@ def test_shallow_verify_rehashes_an_object_with_no_recorded_checksum(remote: Rem
     assert report.checked_files == 2
     if isinstance(remote, S3Remote):  # file:// hashes in head(), so both are known there
         assert report.checked_bytes == 2 * len(body)
+
+
+def test_repair_from_a_parent_prefix_leaves_a_nested_store_alone(tmp_path: Path, remote_url: str) -> None:
+    """verify --repair pointed at a parent of a store's prefix deleted that
+    store's owner record, data and manifest as orphans (no record at the
+    parent names them). They are another store's: reported, never touched."""
+    nested = remote_url.rstrip("/") + "/sub/"
+    with IndexStore(tmp_path / "d", nested, small_config()) as store:
+        for i in range(120):
+            store.put("t", f"k{i % 7}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    parent = open_remote(remote_url)
+    open_upload(parent, f"sub/{data_key('0000000000009-0000000f')}")  # its upload under way
+    open_upload(parent, "other/index/0000000000008-0000000e.tix")  # a store with no owner record yet
+    before = sorted(o.key for o in parent.list())
+    assert len(before) == 1 + 3 + 3  # OWNER.json, 3 data objects, 3 manifest records
+
+    report = verify_url(parent, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+
+    assert sorted(p.key for p in report.problems if p.kind == "orphan") == before
+    assert sorted(p.key for p in report.problems if p.kind == "open-multipart-upload") == [
+        "other/index/0000000000008-0000000e.tix",
+        "sub/index/0000000000009-0000000f.tix",
+    ]
+    assert all(p.action == "left as is: another store's" and not p.fixed for p in report.problems)
+    assert not report.ok
+    assert sorted(o.key for o in parent.list()) == before
+    assert len(parent.list_multipart_uploads()) == 2
+    fresh = IndexStore(tmp_path / "fresh", nested, small_config())
+    fresh.start()
+    assert [e.offset for e in fresh.query("t", "k3", 0, 2**63 - 1, 1000)] == list(range(115, 0, -7))
+    assert not fresh.verify(deep=True).ok  # from its own prefix, the upload planted there is found
+    fresh.shutdown()
+    parent.close()
+
+
+def test_a_young_upload_is_not_aborted(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live writer in another process (which the caller's in-flight set
+    does not know) may have an upload open: the orphan grace covers uploads
+    as it covers objects."""
+    open_upload(remote, data_key("0000000000001-0000000a"))
+    if isinstance(remote, S3Remote):
+        # moto reports every upload as begun on 2010-11-10; S3 says when.
+        listed = remote.list_multipart_uploads
+        now = dt.datetime.now(dt.UTC)
+        monkeypatch.setattr(
+            remote, "list_multipart_uploads", lambda: [u._replace(initiated=now) for u in listed()]
+        )
+    report = verify_url(remote, deep=True, repair=True, grace_s=3600.0, policy=FAST)
+    assert report.problems == [] and report.ok
+    assert [u.key for u in remote.list_multipart_uploads()] == ["index/0000000000001-0000000a.tix"]
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+    assert [(p.kind, p.action, p.fixed) for p in report.problems] == [
+        ("open-multipart-upload", "aborted", True)
+    ]
+    assert remote.list_multipart_uploads() == []
+
+
+def test_folder_markers_and_stray_keys_under_manifest(remote: Remote) -> None:
+    """Zero-byte "folder" objects (the S3 console makes them) are no data;
+    a stray object under manifest/ is no record: an orphan, not a damaged
+    record that verify could never clear (it failed every run on its name)."""
+    good = _record_object(remote, "0000000000001-0000000a", b"sealed bytes")
+    if isinstance(remote, S3Remote):
+        for marker in ("", "manifest/", "index/"):
+            remote.client.put_object(Bucket=remote.bucket, Key=remote.prefix + marker, Body=b"")
+    plant(remote, ["manifest/README.txt"], b"notes")
+    report = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
+    assert [(p.kind, p.key) for p in report.problems] == [("orphan", "manifest/README.txt")]
+    assert "unknown object" in report.problems[0].detail
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+    assert [(p.kind, p.key, p.fixed) for p in report.problems] == [("orphan", "manifest/README.txt", True)]
+    assert report.ok
+    assert verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST).ok
+    assert remote.get(good.key) == b"sealed bytes"
+
+
+def test_a_record_stored_under_another_files_key_is_damage(remote: Remote) -> None:
+    """A manifest record copied to another file's key is a bad record: read
+    as good, retention would delete the file it names and leave its own key
+    naming nothing."""
+    a = _record_object(remote, "0000000000001-0000000a", b"file a")
+    b = _record_object(remote, "0000000000002-0000000b", b"file b")
+    raw = b.to_bytes()
+    remote.delete(manifest_key(a.file_id))
+    remote.put_if_absent(manifest_key(a.file_id), raw, size=len(raw), crc32c=crc32c(raw))
+    with pytest.raises(ValueError, match=r"names file 0000000000002-0000000b, not this key's"):
+        ManifestRecord.from_bytes(raw, manifest_key(a.file_id))
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+    by_key = {p.key: p for p in report.problems}
+    assert by_key[manifest_key(a.file_id)].kind == "bad-manifest"
+    assert by_key[a.key].kind == "unchecked"  # its record is what is damaged: kept
+    assert remote.get(a.key) == b"file a" and remote.get(b.key) == b"file b"

@@ -483,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Missing objects, size and checksum mismatches, unreadable manifest records, orphans and "
         "unfinished multipart uploads. --deep downloads and re-hashes every object. --repair "
         "re-uploads from the verified local copies of the store in --dir, deletes orphans and "
-        "aborts stale multipart uploads; nothing is changed without it.",
+        "aborts stale multipart uploads; nothing is changed without it. The objects and uploads "
+        "of a store nested under a longer prefix are reported, never touched.",
     )
     _remote_args(verify)
     verify.add_argument("--dir", help="the store directory holding local copies (for --repair)")
@@ -494,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds("--grace"),
         default=3600.0,
         metavar="SECONDS",
-        help="an unlisted object is an orphan once older than this (3600)",
+        help="an unlisted object is an orphan, and an open upload stale, once older than this (3600)",
     )
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(func=cmd_verify)

@@ -68,6 +68,14 @@ def file_id_of_key(key: str) -> str | None:
     return None
 
 
+def is_layout_key(key: str) -> bool:
+    """A key a store writes under its prefix: the owner record, or the data
+    object or manifest record of a file id. Anything else there (another
+    tool's object, a store nested under a longer prefix, a console "folder")
+    is not ours: reported, never deleted or aborted."""
+    return key == OWNER_KEY or file_id_of_key(key) is not None
+
+
 def index_key(topic: str, key: str) -> bytes:
     """The bytes hashed for (topic, key): the topic's UTF-8 length first, so
     ("a#b", "c") and ("a", "b#c") never collide (RocketMQ joins them with
@@ -105,8 +113,9 @@ class ManifestRecord:
 
     @classmethod
     def from_bytes(cls, raw: bytes, where: str) -> ManifestRecord:
-        """Parses and checks a record (it carries its own CRC32C, so a flipped
-        digit is caught); ValueError naming ``where`` if bad."""
+        """Parses and checks the record stored at manifest key ``where`` (it
+        carries its own CRC32C, so a flipped digit is caught, and must name
+        the file its key names); ValueError naming ``where`` if bad."""
         try:
             data: Any = json.loads(raw)
             check = data.pop("check")
@@ -126,6 +135,10 @@ class ManifestRecord:
             or record.min_ms > record.max_ms
         ):
             raise ValueError(f"{where}: manifest record fails its checks")
+        if manifest_key(record.file_id) != where:
+            # A record copied to another file's key: trusting it, retention
+            # would delete the file it names and leave this key dangling.
+            raise ValueError(f"{where}: the manifest record names file {record.file_id}, not this key's")
         return record
 
 

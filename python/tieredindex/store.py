@@ -64,6 +64,7 @@ from tieredindex.layout import (
     file_id_of_key,
     index_key,
     is_file_id,
+    is_layout_key,
     manifest_key,
     new_file_id,
     owner_of,
@@ -1103,8 +1104,12 @@ class IndexStore:
             # them back): skip the keys they are using, taken after the
             # listing, so an upload begun since has a newer id anyway. A
             # resumed upload sweeps its own key's leftovers once it is up.
+            # Only keys of our layout: anything else under the prefix (another
+            # tool's upload, a store nested under a longer prefix) is not ours.
             busy = self._keys_in_use()
-            self._abort_uploads([u for u in listed if u.key not in busy], "an orphaned")
+            self._abort_uploads(
+                [u for u in listed if is_layout_key(u.key) and u.key not in busy], "an orphaned"
+            )
         self._reconciled = True
 
     def _abort_uploads(self, uploads: list[MultipartUpload], what: str) -> None:
@@ -1435,6 +1440,15 @@ class IndexStore:
                 for fid, bad in self._bad_remote.items()
                 if bad.max_ms is not None and bad.max_ms < horizon
             ]
+        # Our own expired files whose deletion was cut short (a crash, or a
+        # failed object delete, after their record went): the catalog no
+        # longer lists them, the journal still does. Deletes are idempotent.
+        listed = {file_id for file_id, _ in expired}
+        expired += [
+            (r.file_id, data_key(r.file_id))
+            for r in self.journal.files([FileState.UPLOADED])
+            if r.max_ms is not None and r.max_ms < horizon and r.file_id not in listed
+        ]
         if expired:
             # Deleting is a writer's act: claim the prefix first (a store
             # with nothing to upload since its start has not claimed it yet);
@@ -1508,6 +1522,10 @@ class IndexStore:
         """Checks every remote object against the manifest (and, deep, its
         bytes); repairs only when asked. See :mod:`tieredindex.verifier`."""
         self._require_open(writing=False)
+        if repair:
+            # Repairs write and delete: a writer's act. A reader of another
+            # writer's prefix is refused (StoreLockedError), as for retention.
+            self._ensure_claimed()
         from tieredindex.verifier import verify_remote
 
         def local_copy(file_id: str) -> Path | None:

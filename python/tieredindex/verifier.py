@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from tieredindex._native import TieredIndexError, crc32c
-from tieredindex.layout import MANIFEST_PREFIX, OWNER_KEY, ManifestRecord, data_key, file_id_of_key
+from tieredindex.layout import (
+    MANIFEST_PREFIX,
+    OWNER_KEY,
+    ManifestRecord,
+    data_key,
+    file_id_of_key,
+    is_layout_key,
+)
 from tieredindex.remote import Remote, RetryCall
 from tieredindex.reports import Problem, VerifyReport
 from tieredindex.retry import describe_error
@@ -66,7 +73,9 @@ def verify_remote(
 ) -> VerifyReport:
     problems: list[Problem] = []
     objects = call(lambda: remote.list(""), "list objects")
-    manifest_keys = [o.key for o in objects if o.key.startswith(MANIFEST_PREFIX)]
+    # Records are the keys the layout names (anything else under manifest/
+    # is an unknown object, below).
+    manifest_keys = [o.key for o in objects if o.key.startswith(MANIFEST_PREFIX) and file_id_of_key(o.key)]
     records: dict[str, ManifestRecord] = {}
     # data key -> the manifest key naming it that could not be read or parsed:
     # that object is no orphan (its record is what is damaged), so it is kept.
@@ -149,6 +158,23 @@ def verify_remote(
         if progress is not None:
             progress(n, len(records))
 
+    # Stores nested under this prefix (their owner records): checked from
+    # their own prefix, never repaired from here.
+    nested_owners: list[str] = [o.key[: -len(OWNER_KEY)] for o in objects if o.key.endswith("/" + OWNER_KEY)]
+
+    def other_store(key: str) -> str | None:
+        """The prefix of the nested store ``key`` belongs to, if any: under
+        one's owner record, or a key of a store's layout below a prefix."""
+        for prefix in nested_owners:
+            if key.startswith(prefix):
+                return prefix
+        cut = key.find("/")
+        while cut != -1:
+            if is_layout_key(key[cut + 1 :]):
+                return key[: cut + 1]
+            cut = key.find("/", cut + 1)
+        return None
+
     now = dt.datetime.now(dt.UTC)
     listed = set(records) | set(manifest_keys) | {OWNER_KEY}
     for obj in objects:
@@ -158,8 +184,19 @@ def verify_remote(
             why = f"its manifest record {unrecorded[obj.key]} is damaged, so it cannot be checked"
             problems.append(Problem("unchecked", obj.key, why, "left as is: not an orphan"))
             continue
+        if obj.size == 0 and (obj.key == "" or obj.key.endswith("/")):
+            continue  # a "folder" marker (the S3 console makes them): no data
         age_s = (now - obj.last_modified).total_seconds()
         if age_s < grace_s:
+            continue
+        other = other_store(obj.key)
+        if other is not None:
+            # Pointed at a parent of another store's prefix: its files are
+            # no orphans of ours, whatever the manifest here says.
+            detail = f"object of another store (prefix {other!r}), {age_s:.0f} s old"
+            problems.append(
+                Problem("orphan", obj.key, detail, "left as is: another store's" if repair else "")
+            )
             continue
         what = "data object with no manifest record" if file_id_of_key(obj.key) else "unknown object"
         detail = f"{what}, {age_s:.0f} s old"
@@ -174,7 +211,15 @@ def verify_remote(
             problems.append(Problem("orphan", obj.key, detail, "deleted", True))
 
     for upload in call(remote.list_multipart_uploads, "list multipart uploads"):
-        if upload.key in in_flight:
+        # A young upload may be a live writer's (another process's, which
+        # `in_flight` does not know): the same grace as for objects.
+        if upload.key in in_flight or (now - upload.initiated).total_seconds() < grace_s:
+            continue
+        other = other_store(upload.key)
+        if other is not None:
+            detail = f"{upload.upload_id} (another store's, prefix {other!r})"
+            action = "left as is: another store's" if repair else ""
+            problems.append(Problem("open-multipart-upload", upload.key, detail, action))
             continue
         if not repair:
             problems.append(Problem("open-multipart-upload", upload.key, upload.upload_id))

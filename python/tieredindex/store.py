@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import math
@@ -106,10 +107,13 @@ MAX_TIME = 2**63 - 1
 CATALOG_REFRESH_S = 30.0
 # verify() problem kinds that mean a remote file's bytes (or record) are bad
 _DAMAGE_KINDS = frozenset({"missing", "size-mismatch", "checksum-mismatch", "corrupt", "bad-manifest"})
+# After a failed manifest listing, queries wait this long to try again.
 CATALOG_RETRY_S = 5.0
-READ_BACK_CHUNK = (
-    8 * 1024 * 1024
-)  # an upload no checksum vouches for is read back this much at a time  # after a failed manifest listing, queries wait this long to try again
+# An upload no checksum vouches for is read back this much at a time.
+READ_BACK_CHUNK = 8 * 1024 * 1024
+# After a new index file could not be created (a full disk), puts fail at
+# once for this long instead of trying (and journalling) again each time.
+CREATE_RETRY_S = 1.0
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -211,6 +215,13 @@ class IndexStore:
         self._salvages = 0  # damaged local files salvaged so far (a query then asks again)
         self._in_flight: set[str] = set()
         self._sealed_originals: list[Path] = []  # page cache still to drop (worker only)
+        # Files whose creation failed and whose record could not be removed
+        # then (a full disk fails the journal too): removed later.
+        self._never_created: set[str] = set()
+        self._create_failed: tuple[float, OSError] | None = None  # the last failed creation
+        # Set when a flush of the current file failed: the disk may have
+        # dropped what was put, so later puts are refused (see _put_locked).
+        self._disk_failed: str | None = None
         self._retry_after: dict[str, float] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -533,10 +544,28 @@ class IndexStore:
     ) -> None:
         with self._write_lock:
             self._require_open(writing=True)
+            if self._disk_failed is not None:
+                raise OSError(
+                    errno.EIO,
+                    f"{self._disk_failed}; what was put may not be on disk, so puts are refused "
+                    "until the store is restarted on a working disk",
+                )
             for key in encoded:
+                damaged = False
                 while True:
                     file_id, f = self._writer_locked()
-                    if f.put(key, queue_id, offset, size, timestamp_ms):
+                    try:
+                        stored = f.put(key, queue_id, offset, size, timestamp_ms)
+                    except CorruptFileError as exc:
+                        if damaged:
+                            raise  # a new file failed at once: not this file's damage
+                        # The current file was changed under us (cut short,
+                        # overwritten): salvage it, as a query would, and go on
+                        # in a new file.
+                        damaged = True
+                        self._on_corrupt(file_id, f, exc)
+                        continue
+                    if stored:
                         low, high = self._ranges.get(file_id, (timestamp_ms, timestamp_ms))
                         self._ranges[file_id] = (min(low, timestamp_ms), max(high, timestamp_ms))
                         self._metrics.add_entries(1)
@@ -558,6 +587,11 @@ class IndexStore:
 
     def _writer_locked(self) -> tuple[str, IndexFile]:
         if self._current is None:
+            failed = self._create_failed
+            if failed is not None and time.monotonic() - failed[0] < CREATE_RETRY_S:
+                # A full disk fails every put: say so without touching the
+                # disk or the journal again at each one.
+                raise OSError(failed[1].errno, f"cannot create a new index file: {failed[1]}")
             now = _now_ms()
             file_id = self._next_file_id(now)
             # Record first: a crash before the file exists leaves a record
@@ -570,19 +604,39 @@ class IndexStore:
                     capacity=self.config.capacity,
                     begin_ms=now,
                 )
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, OSError):
+                    self._create_failed = (time.monotonic(), exc)
                 # Disk full or unwritable: no put reached the file, so its
-                # record ends EMPTY now (as recovery would end it), rather
-                # than staying ACTIVE and pending for the rest of this run.
-                with contextlib.suppress(Exception):
-                    self.journal.transition(file_id, FileState.ROLLED)
-                    self.journal.transition(file_id, FileState.EMPTY)
-                    self._active_path(file_id).unlink(missing_ok=True)
+                # record goes (it would stay pending for the rest of this
+                # run); if the journal cannot take that now, the worker
+                # removes it later.
+                self._forget_never_created(file_id)
                 raise
+            self._create_failed = None
             with self._state_lock:
                 self._unsealed[file_id] = f
             self._current = file_id
         return self._current, self._unsealed[self._current]
+
+    def _forget_never_created(self, file_id: str) -> None:
+        """Removes the record of a file whose creation failed (no put reached
+        it), now or, if the journal fails too, at the worker's next round."""
+        try:
+            self._active_path(file_id).unlink(missing_ok=True)
+            self.journal.remove(file_id)
+        except Exception:
+            with self._state_lock:
+                self._never_created.add(file_id)
+        else:
+            with self._state_lock:
+                self._never_created.discard(file_id)
+
+    def _forget_never_created_files(self) -> None:
+        with self._state_lock:
+            pending = list(self._never_created)
+        for file_id in pending:
+            self._forget_never_created(file_id)
 
     def _roll_locked(self) -> None:
         """The current file stops taking puts; the worker seals it."""
@@ -609,6 +663,18 @@ class IndexStore:
                 if not f.closed:
                     raise
                 # Sealed and closed by the worker meanwhile: seal synced it.
+            except OSError as exc:
+                self._flush_failed(exc)
+                raise
+
+    def _flush_failed(self, exc: OSError) -> None:
+        """A flush of a mapped file failed (EIO, a filesystem gone read-only):
+        the kernel may drop the pages it could not write, so what was put
+        is not known to be on disk. Refuse later puts rather than
+        acknowledge more of them (a restart on a working disk goes on)."""
+        if self._disk_failed is None:
+            self._disk_failed = f"flush failed: {exc}"
+            _LOG.error("local disk failed, puts refused from now on: %s", exc)
 
     def seal(self) -> None:
         """Rolls the current file now if it holds anything."""
@@ -1034,9 +1100,16 @@ class IndexStore:
                         return
                     current = self._current
                     f = self._unsealed.get(current) if current else None
-                    if f is None:
+                    if current is None or f is None:
                         continue
-                    f.flush()
+                    try:
+                        f.flush()
+                    except OSError as exc:
+                        self._flush_failed(exc)
+                        raise
+                    except CorruptFileError as exc:
+                        self._on_corrupt(current, f, exc)  # salvaged; the next put starts a file
+                        continue
                     age_s = (_now_ms() - f.begin_ms) / 1000
                     if f.count and age_s >= self.config.max_file_age_s:
                         self._roll_locked()
@@ -1167,16 +1240,26 @@ class IndexStore:
         self._claimed = True
 
     def _seal_rolled(self) -> None:
+        self._forget_never_created_files()
         for rec in self.journal.files([FileState.ROLLED]):
             if self._stop.is_set():
                 return
-            self._seal_one(rec)
+            try:
+                self._seal_one(rec)
+            except Exception as exc:  # one file's failure must not hold back the others
+                self._record_error(exc)
 
     def _seal_one(self, rec: FileRecord) -> None:
         with self._state_lock:
             f = self._unsealed.get(rec.file_id)
         if f is None:
-            f = IndexFile.open(self._active_path(rec.file_id))
+            path = self._active_path(rec.file_id)
+            if not path.exists():
+                # As recovery treats it: no put can have reached a file that
+                # is not there (its creation failed, or it was deleted).
+                self.journal.transition(rec.file_id, FileState.EMPTY, error="no such file to seal")
+                return
+            f = IndexFile.open(path)
             with self._state_lock:
                 self._unsealed[rec.file_id] = f
         fault_point("seal.before")
@@ -1272,6 +1355,11 @@ class IndexStore:
         assert rec.size is not None and rec.crc32c is not None
         key = data_key(file_id)
         path = self._sealed_path(file_id)
+        if not path.exists():
+            # Deleted under us: seal again from the original (kept until
+            # the upload is verified), rather than fail every attempt.
+            self._reseal_or_quarantine(rec, "sealed copy is missing")
+            return
         # Intent, durably, before any remote side effect.
         rec = self.journal.transition(
             file_id, FileState.UPLOADING, object_key=key, attempt_id=uuid.uuid4().hex

@@ -28,12 +28,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tieredindex._entry import Entry
 from tieredindex._native import (
@@ -101,6 +101,12 @@ class _SignalExit:
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     signum: int | None = None
     code: int | None = None
+    # Set when the store shut down without a signal: the handlers pass
+    # signals on to those they replaced, and the waiting thread ends.
+    retired: bool = False
+    previous: dict[int, Any] = dataclasses.field(default_factory=dict)
+    handler: Any = None
+    at_exit: Callable[[], None] | None = None
 
 
 MAX_TIME = 2**63 - 1
@@ -114,6 +120,16 @@ READ_BACK_CHUNK = 8 * 1024 * 1024
 # After a new index file could not be created (a full disk), puts fail at
 # once for this long instead of trying (and journalling) again each time.
 CREATE_RETRY_S = 1.0
+
+
+def _pass_on(signum: int, frame: FrameType | None, previous: Any) -> None:
+    """Handles a signal as the handler ours replaced would have (we are on
+    the main thread: signal handlers run there)."""
+    signal.signal(signum, previous)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # the default action, now in place
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -222,6 +238,13 @@ class IndexStore:
         # Set when a flush of the current file failed: the disk may have
         # dropped what was put, so later puts are refused (see _put_locked).
         self._disk_failed: str | None = None
+        # Queries, status() and verify() running now: shutdown() waits for
+        # them (to its deadline) before it closes the journal, the remote and
+        # the files they read, and refuses new ones from then on (_closing).
+        self._calls = 0
+        self._calls_done = threading.Condition()
+        self._closing = False
+        self._final_ready = threading.Event()  # set once shutdown() has its final status
         self._retry_after: dict[str, float] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -370,6 +393,23 @@ class IndexStore:
             raise StoreClosedError(f"{self.directory}: the store is shutting down or shut down")
         if self._shutdown_report is not None:
             raise StoreClosedError(f"{self.directory}: the store is shut down")
+
+    @contextlib.contextmanager
+    def _gate(self) -> Iterator[None]:
+        """One query, status() or verify() in flight (see _calls)."""
+        with self._calls_done:
+            if self._closing:
+                raise StoreClosedError(f"{self.directory}: the store is shut down")
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._calls_done:
+                self._calls -= 1
+                self._calls_done.notify_all()
+
+    def _closed_under(self, what: str, exc: BaseException) -> StoreClosedError:
+        return StoreClosedError(f"{self.directory}: the store shut down during {what}: {exc}")
 
     # -------------------------------------------------------------- recovery
 
@@ -707,17 +747,24 @@ class IndexStore:
             raise ValueError(f"begin_ms ({begin_ms}) is after end_ms ({end_ms})")
         if max_count < 1:
             raise ValueError(f"max_count must be at least 1, got {max_count}")
-        self._ensure_catalog(strict)
-        for _ in range(2):
-            salvaged_before = self._salvages
-            views = self._views(begin_ms, end_ms)
-            if strict:
-                self._raise_if_quarantined(begin_ms, end_ms)
-            answer = self._answer(views, raw, begin_ms, end_ms, max_count, strict)
-            if self._salvages == salvaged_before:
-                break
-            # A damaged local file was found and its intact entries salvaged
-            # into a new file: ask again, so this answer has them too.
+        with self._gate():
+            try:
+                self._ensure_catalog(strict)
+                for _ in range(2):
+                    salvaged_before = self._salvages
+                    views = self._views(begin_ms, end_ms)
+                    if strict:
+                        self._raise_if_quarantined(begin_ms, end_ms)
+                    answer = self._answer(views, raw, begin_ms, end_ms, max_count, strict)
+                    if self._salvages == salvaged_before:
+                        break
+                    # A damaged local file was found and its intact entries
+                    # salvaged into a new file: ask again, so this answer has them too.
+            except (ValueError, RemoteError) as exc:
+                # Past shutdown's deadline it closes what this query reads.
+                if self._closing:
+                    raise self._closed_under("this query", exc) from exc
+                raise
         return answer
 
     def _raise_if_quarantined(self, begin_ms: int, end_ms: int) -> None:
@@ -804,6 +851,8 @@ class IndexStore:
                 if strict:
                     raise
             except RemoteError as exc:
+                if self._closing:  # not the file's failure: never answer without it
+                    raise self._closed_under("this query", exc) from exc
                 if isinstance(view, RemoteIndexFile) and _is_not_found(exc):
                     verdict = self._object_missing(file_id, view, exc)
                     if verdict == "expired":
@@ -1001,7 +1050,13 @@ class IndexStore:
             rangeless = bad is not None and bad.max_ms is None
             if known and not rangeless:
                 continue
-            raw = self._call(partial(self.remote.get, info.key), f"get {info.key}")
+            try:
+                raw = self._call(partial(self.remote.get, info.key), f"get {info.key}")
+            except RemoteError as exc:
+                if _is_not_found(exc):  # expired between the listing and now
+                    present.discard(file_id)
+                    continue
+                raise
             try:
                 record = ManifestRecord.from_bytes(raw, info.key)
             except ValueError as exc:
@@ -1501,10 +1556,12 @@ class IndexStore:
     def _evict_cache(self) -> None:
         uploaded = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
         with self._state_lock:
+            # Only once the remote copy answers queries: a file just recorded
+            # UPLOADED, whose remote view is not added yet, would be in none.
             cached = [
                 (self._access.get(fid, 0.0), fid, s.size)
                 for fid, s in self._sealed.items()
-                if fid in uploaded
+                if fid in uploaded and fid in self._remote_files
             ]
         total = sum(size for _, _, size in cached)
         for _, file_id, size in sorted(cached):
@@ -1583,6 +1640,18 @@ class IndexStore:
         status as the shutdown left it."""
         if self._final_status is not None:
             return self._final_status
+        try:
+            with self._gate():
+                return self._status_now()
+        except StoreClosedError:
+            # Asked while shutdown() closes: its final status comes shortly.
+            deadline = self._deadline if self._deadline is not None else time.monotonic()
+            self._final_ready.wait(max(0.0, deadline - time.monotonic()) + 5.0)
+            if self._final_status is not None:
+                return self._final_status
+            raise
+
+    def _status_now(self) -> StoreStatus:
         records = self.journal.files()
         by_state: dict[str, int] = {}
         for r in records:
@@ -1610,6 +1679,19 @@ class IndexStore:
         """Checks every remote object against the manifest (and, deep, its
         bytes); repairs only when asked. See :mod:`tieredindex.verifier`."""
         self._require_open(writing=False)
+        with self._gate():
+            try:
+                report = self._verify(deep, repair)
+            except Exception as exc:
+                if self._stop.is_set():
+                    raise self._closed_under("verify()", exc) from exc
+                raise
+            if self._stop.is_set() and any(p.kind == "unchecked" for p in report.problems):
+                # Checks cut short by the shutdown: a partial report.
+                raise StoreClosedError(f"{self.directory}: the store shut down during verify()")
+            return report
+
+    def _verify(self, deep: bool, repair: bool) -> VerifyReport:
         if repair:
             # Repairs write and delete: a writer's act. A reader of another
             # writer's prefix is refused (StoreLockedError), as for retention.
@@ -1752,6 +1834,11 @@ class IndexStore:
                     self._progress.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
             self._wake.set()
+            with self._calls_done:
+                self._closing = True  # new queries, status() and verify() are refused
+                # Those in flight finish first (to the deadline): closed under
+                # them, a query would lose files from its answer.
+                self._calls_done.wait_for(lambda: self._calls == 0, max(0.0, deadline - time.monotonic()))
             for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
             for pool in (self._uploads, self._reads):
@@ -1789,13 +1876,15 @@ class IndexStore:
                 ),
                 None,
             )
-            self._final_status = attempt("read the journal", self.status, None)
+            self._final_status = attempt("read the journal", self._status_now, None)
+            self._final_ready.set()
             self._shutdown_report = report
             with contextlib.suppress(Exception):
                 self.journal.close()
             with contextlib.suppress(Exception):
                 self.remote.close()
             self._release_lock()
+            self._retire_signal_handlers()
             _LOG.info("store %s shut down: %s", self.directory, report)
             return report
 
@@ -1828,6 +1917,9 @@ class IndexStore:
         assert main is not None
 
         def handler(signum: int, frame: FrameType | None) -> None:
+            if exiting.retired:  # this store shut down by a call: not ours any more
+                _pass_on(signum, frame, exiting.previous.get(signum, signal.SIG_DFL))
+                return
             if exiting.code is not None:  # the shutdown is done: exit from the main thread
                 sys.stdout.flush()
                 sys.exit(exiting.code)
@@ -1839,6 +1931,8 @@ class IndexStore:
 
         def run_shutdown() -> None:
             exiting.requested.wait()
+            if exiting.retired:
+                return
             _LOG.info("signal %s: shutting down", exiting.signum)
             try:
                 clean = self.shutdown().clean
@@ -1858,8 +1952,26 @@ class IndexStore:
 
         threading.Thread(target=run_shutdown, name="tix-signal", daemon=True).start()
         atexit.register(wait_at_exit)
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        exiting.handler, exiting.at_exit = handler, wait_at_exit
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            exiting.previous[signum] = signal.signal(signum, handler)
+
+    def _retire_signal_handlers(self) -> None:
+        """After a shutdown no signal started: end the waiting thread, drop
+        the atexit hook, and give the signals back to the handlers they had
+        (from the main thread; elsewhere ours pass them on). Each store that
+        installed handlers was otherwise kept alive for good."""
+        exiting = self._signal_exit
+        if exiting is None or exiting.requested.is_set():
+            return  # a signal's shutdown: its thread exits the process
+        exiting.retired = True
+        exiting.requested.set()
+        if exiting.at_exit is not None:
+            atexit.unregister(exiting.at_exit)
+        if threading.current_thread() is threading.main_thread():
+            for signum, previous in exiting.previous.items():
+                if signal.getsignal(signum) is exiting.handler:
+                    signal.signal(signum, previous)
 
     def _exit_if_signalled(self) -> None:
         """A write refused because a signal started the shutdown: on the main

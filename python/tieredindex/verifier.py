@@ -32,6 +32,7 @@ from tieredindex.layout import (
     data_key,
     file_id_of_key,
     is_layout_key,
+    manifest_key,
 )
 from tieredindex.remote import Remote, RetryCall
 from tieredindex.reports import Problem, VerifyReport
@@ -129,6 +130,9 @@ def verify_remote(
         """The record's problem (repaired if asked), and bytes re-hashed."""
         info = call(partial(remote.head, record.key), f"head {record.key}")
         if info is None:
+            mkey = manifest_key(record.file_id)
+            if call(partial(remote.head, mkey), f"head {mkey}") is None:
+                return None, 0  # expired since the listing (record first, then object): not damage
             return reupload(record, "listed in the manifest, missing from the remote", "missing"), 0
         if info.size != record.size:
             why = f"object is {info.size} bytes, manifest records {record.size}"

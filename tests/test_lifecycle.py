@@ -1,0 +1,265 @@
+"""Calls racing the store's own lifecycle: queries, status() and verify()
+while shutdown() closes, a read cache evicted as an upload ends, verify()
+while retention deletes, and signal handlers after a shutdown no signal
+started. Each race is held open on purpose, so each test is deterministic."""
+
+from __future__ import annotations
+
+import gc
+import signal
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tieredindex import FileState, IndexStore, StoreClosedError, open_remote
+from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, manifest_key
+
+from store_helpers import FOREVER, small_config, wait_until
+
+N = 60  # entries of key "k", 12 files of 5
+
+
+def uploaded_store(tmp_path: Path, remote_url: str, **config: Any) -> IndexStore:
+    """A store whose N entries are all in remote files (no local copies)."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=5, cache_bytes=0, **config))
+    store.start()
+    for i in range(N):
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    store.seal()
+    wait_until(lambda: not store.status().pending_files and not store._sealed, "all uploaded, copies evicted")
+    assert len(store.query("t", "k", 0, FOREVER, 1000)) == N
+    return store
+
+
+def hold_reads(store: IndexStore, monkeypatch: pytest.MonkeyPatch, seconds: float) -> threading.Event:
+    """Ranged reads of data objects sleep ``seconds``; the event is set when
+    the first one starts."""
+    reading = threading.Event()
+    real = store.remote.get_range
+
+    def slow(key: str, start: int, end: int) -> bytes:
+        if key.startswith(DATA_PREFIX):
+            reading.set()
+            time.sleep(seconds)
+        return real(key, start, end)
+
+    monkeypatch.setattr(store.remote, "get_range", slow)
+    return reading
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_query_in_flight_finishes_before_shutdown_closes(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch, strict: bool
+) -> None:
+    """shutdown() closed the remote under a query still reading it: the
+    query answered without those files (strict: RemoteError). It now waits
+    for queries in flight, to its deadline, and refuses new ones."""
+    store = uploaded_store(tmp_path, remote_url)
+    reading = hold_reads(store, monkeypatch, 0.3)
+    answers: list[Any] = []
+    query = threading.Thread(target=lambda: answers.append(store.query("t", "k", 0, FOREVER, 1000, strict)))
+    query.start()
+    assert reading.wait(10)
+    assert store.shutdown(timeout_s=30).clean
+    query.join()
+    assert [len(a) for a in answers] == [N]
+    with pytest.raises(StoreClosedError):
+        store.query("t", "k", 0, FOREVER)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_query_cut_by_the_deadline_raises_store_closed(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch, strict: bool
+) -> None:
+    """A query still reading at the shutdown's deadline has what it reads
+    closed under it: it raises StoreClosedError, never a short answer."""
+    store = uploaded_store(tmp_path, remote_url)
+    reading = hold_reads(store, monkeypatch, 1.0)
+    outcome: list[Any] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(len(store.query("t", "k", 0, FOREVER, 1000, strict)))
+        except Exception as exc:
+            outcome.append(exc)
+
+    query = threading.Thread(target=ask)
+    query.start()
+    assert reading.wait(10)
+    store.shutdown(timeout_s=0.2)
+    query.join()
+    (result,) = outcome
+    assert result == N or isinstance(result, StoreClosedError), result
+
+
+def test_status_during_the_close_gives_the_final_status(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status() read the journal as shutdown() closed it (ProgrammingError:
+    Cannot operate on a closed database). Asked while the store closes, it
+    waits for the final status."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    recording = threading.Event()
+    real_set_meta = store.journal.set_meta
+
+    def slow_record(*args: Any) -> None:
+        recording.set()
+        time.sleep(0.3)  # shutdown is past the close of calls, the journal still open
+        real_set_meta(*args)
+
+    monkeypatch.setattr(store.journal, "set_meta", slow_record)
+    statuses: list[Any] = []
+    closer = threading.Thread(target=lambda: statuses.append(store.shutdown(timeout_s=20)))
+    closer.start()
+    assert recording.wait(20)
+    status = store.status()
+    closer.join()
+    assert status.closed and status.pending_files == [] and status.files_by_state == {"UPLOADED": 1}
+    assert statuses[0].clean
+
+
+def test_an_upload_ending_is_never_evicted_out_of_every_view(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the journal's UPLOADED and the remote view's arrival, cache
+    eviction dropped the local copy: the file's entries were in no view,
+    and queries missed acknowledged puts. Eviction now waits for the
+    remote view."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=1000, cache_bytes=0))
+    store.start()
+    for i in range(10):
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    arrived, go_on = threading.Event(), threading.Event()
+    real_add = store._add_remote
+
+    def late_add(*args: Any) -> None:
+        arrived.set()
+        assert go_on.wait(20)
+        real_add(*args)
+
+    monkeypatch.setattr(store, "_add_remote", late_add)
+    store.seal()
+    assert arrived.wait(20)
+    (rec,) = store.journal.files()
+    assert rec.state is FileState.UPLOADED
+    store._evict_cache()
+    assert len(store.query("t", "k", 0, FOREVER)) == 10
+    go_on.set()
+    assert store.shutdown(timeout_s=20).clean
+
+
+def test_verify_racing_retention_finds_no_damage(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deleted a file (record, then object) between verify()'s
+    listing and its HEAD: verify reported it missing and quarantined it,
+    and strict queries then raised CorruptFileError. A file whose record is
+    gone too has expired: no problem."""
+    store = uploaded_store(tmp_path, remote_url)
+    remote = open_remote(remote_url)
+    victim = sorted(o.key for o in remote.list(DATA_PREFIX))[0]
+    real_head = store.remote.head
+
+    def head_after_retention(key: str) -> Any:
+        if key == victim and remote.head(victim) is not None:
+            fid = victim[len(DATA_PREFIX) : -len(".tix")]
+            remote.delete(manifest_key(fid))  # retention's order: record, then object
+            remote.delete(victim)
+        return real_head(key)
+
+    monkeypatch.setattr(store.remote, "head", head_after_retention)
+    report = store.verify(deep=False)
+    assert report.ok, report.problems
+    assert store.status().quarantined == []
+    assert len(store.query("t", "k", 0, FOREVER, 1000, strict=True)) == N - 5
+    store.shutdown()
+
+
+def test_a_record_expiring_during_the_catalog_load_is_skipped(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest record deleted between the listing and its read failed the
+    whole catalog load with RemoteError."""
+    writer = uploaded_store(tmp_path, remote_url)
+    writer.shutdown()
+    remote = open_remote(remote_url)
+    first = sorted(o.key for o in remote.list(MANIFEST_PREFIX))[0]
+    reader = IndexStore(tmp_path / "r", remote_url, small_config(reconcile_interval_s=3600.0))
+    real_get = reader.remote.get
+
+    def get_after_expiry(key: str) -> bytes:
+        if key == first and remote.head(first) is not None:
+            remote.delete(first)
+        return real_get(key)
+
+    monkeypatch.setattr(reader.remote, "get", get_after_expiry)
+    reader.start()
+    assert len(reader.query("t", "k", 0, FOREVER, 1000, strict=True)) == N - 5
+    assert reader.status().last_error is None
+    reader.shutdown()
+
+
+def test_signal_handlers_are_given_back_after_a_shutdown(tmp_path: Path, remote_url: str) -> None:
+    """install_signal_handlers() left, for every store shut down by a call,
+    a thread waiting for ever, an atexit hook and the store itself alive,
+    and its handlers in place. They now go with the shutdown."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    refs = []
+    for n in range(3):
+        store = IndexStore(tmp_path / "d", remote_url, small_config())
+        store.start()
+        store.install_signal_handlers()
+        assert signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
+        store.put("t", "k", queue_id=0, offset=n, size=1, timestamp_ms=1_000 + n)
+        assert store.shutdown(timeout_s=20).clean
+        refs.append(weakref.ref(store))
+        del store
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name == "tix-signal"], "signal threads ended"
+    )
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_status_in_flight_keeps_the_journal_open(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status() reading the journal when shutdown() closed it raised
+    sqlite3.ProgrammingError. shutdown() now waits for it."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    reading = threading.Event()
+    real_files = store.journal.files
+    asker = threading.current_thread
+
+    def slow_files(*args: Any) -> Any:
+        if asker().name == "status-asker":
+            reading.set()
+            time.sleep(0.5)  # shutdown runs meanwhile
+        return real_files(*args)
+
+    monkeypatch.setattr(store.journal, "files", slow_files)
+    outcome: list[Any] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(store.status())
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, name="status-asker")
+    thread.start()
+    assert reading.wait(10)
+    assert store.shutdown(timeout_s=20).clean
+    thread.join()
+    (status,) = outcome
+    assert not isinstance(status, Exception), status
+    assert sum(status.files_by_state.values()) == 1  # the one file, in whatever state it was read

@@ -322,3 +322,35 @@ def test_a_record_stored_under_another_files_key_is_damage(remote: Remote) -> No
     assert by_key[manifest_key(a.file_id)].kind == "bad-manifest"
     assert by_key[a.key].kind == "unchecked"  # its record is what is damaged: kept
     assert remote.get(a.key) == b"file a" and remote.get(b.key) == b"file b"
+
+
+def test_an_upload_recorded_since_the_listing_is_no_orphan(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload that wrote its manifest record after verify's listing saw
+    only its object: repair deleted it as an orphan, leaving the new record
+    naming nothing. The record is looked for again before a delete."""
+    body = b"sealed bytes"
+    record = ManifestRecord(
+        file_id="0000000000001-0000000a",
+        key=data_key("0000000000001-0000000a"),
+        size=len(body),
+        crc32c=crc32c(body),
+        count=1,
+        begin_ms=0,
+        min_ms=1000,
+        max_ms=1000,
+    )
+    remote.put_if_absent(record.key, body, size=len(body), crc32c=crc32c(body))
+    real_list = remote.list
+
+    def list_then_record(prefix: str = "") -> list:
+        listed = real_list(prefix)
+        raw = record.to_bytes()
+        remote.put_if_absent(manifest_key(record.file_id), raw, size=len(raw), crc32c=crc32c(raw))
+        return listed
+
+    monkeypatch.setattr(remote, "list", list_then_record)
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+    assert report.problems == [] and report.ok
+    assert remote.get(record.key) == body

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from tieredindex._native import TieredIndexError, crc32c
 from tieredindex.layout import (
+    DATA_PREFIX,
     MANIFEST_PREFIX,
     OWNER_KEY,
     ManifestRecord,
@@ -202,11 +203,23 @@ def verify_remote(
                 Problem("orphan", obj.key, detail, "left as is: another store's" if repair else "")
             )
             continue
-        what = "data object with no manifest record" if file_id_of_key(obj.key) else "unknown object"
+        file_id = file_id_of_key(obj.key)
+        what = "data object with no manifest record" if file_id else "unknown object"
         detail = f"{what}, {age_s:.0f} s old"
         if not repair:
             problems.append(Problem("orphan", obj.key, detail))
             continue
+        if file_id is not None and obj.key.startswith(DATA_PREFIX):
+            # An upload may have ended since the listing: its record makes
+            # the object no orphan (deleting it would leave the record naming nothing).
+            mkey = manifest_key(file_id)
+            try:
+                recorded = call(partial(remote.head, mkey), f"head {mkey}") is not None
+            except Exception as exc:
+                problems.append(Problem("orphan", obj.key, detail, f"left as is: {_failure(exc)}"))
+                continue
+            if recorded:
+                continue
         try:
             call(partial(remote.delete, obj.key), f"delete orphan {obj.key}")
         except Exception as exc:

@@ -512,6 +512,8 @@ def test_a_quarantine_made_ahead_of_the_catalog_gets_its_range(tmp_path: Path, r
     writer.start()
     writer.put("t", "first", queue_id=0, offset=0, size=1, timestamp_ms=10)
     writer.seal()
+    # Up before the reader lists (it lists once an hour here).
+    wait_until(lambda: not writer.status().pending_files, "the first file uploaded")
     reader = IndexStore(tmp_path / "r", remote_url, small_config(reconcile_interval_s=3600.0))
     reader.start()
     wait_until(lambda: reader.status().remote_files == 1, "the reader's catalog loaded")

@@ -184,8 +184,12 @@ def trial(remote_url: str, work: Path, rng: random.Random, mode: str, point: str
     lost, wrong = check_remote(remote_url, work / f"fresh-{time.monotonic_ns()}", required, max_seq)
     remote = open_remote(remote_url)
     open_uploads = len(remote.list_multipart_uploads())
+    # Repairs are the writer's: the verifier takes the writer's identity.
+    writer_id = (Path(directory) / "STORE_ID").read_text().strip()
     verifier = IndexStore(
-        work / f"verify-{time.monotonic_ns()}", remote_url, small_config(orphan_grace_s=0.0)
+        work / f"verify-{time.monotonic_ns()}",
+        remote_url,
+        small_config(orphan_grace_s=0.0, store_id=writer_id),
     )
     verifier.start()
     verifier.verify(deep=False, repair=True)

@@ -1449,10 +1449,6 @@ class IndexStore:
             )
             return
         fault_point("upload.after_put")
-        if file_id in self._leaky:
-            self._sweep_multipart_uploads(key)
-            with self._state_lock:
-                self._leaky.discard(file_id)
         why, info = self._verify_upload(key, size, crc, result)
         if why is not None:
             # Ours: written by this attempt, or by an earlier one of this
@@ -1483,6 +1479,13 @@ class IndexStore:
             self._conflict(file_id, f"{mkey} already holds a different record; not overwritten")
             return
         fault_point("manifest.after_write")
+        if file_id in self._leaky:
+            # Before UPLOADED (a crash here leaves it to the next start): what
+            # interrupted attempts left open under either key, a data object
+            # or a manifest record whose write was cut short.
+            self._sweep_multipart_uploads({key, mkey})
+            with self._state_lock:
+                self._leaky.discard(file_id)
         rec = self.journal.transition(file_id, FileState.UPLOADED, error=None)
         # A waiting shutdown may go on now; the local delete below is cleanup
         # (recovery redoes it), not part of the verified copy.
@@ -1527,14 +1530,14 @@ class IndexStore:
             return None, info
         return f"read back, its CRC-32C is {found:#010x}, expected {crc:#010x}", info
 
-    def _sweep_multipart_uploads(self, key: str) -> None:
-        """Aborts every multipart upload still open for ``key``, whose object
-        is now in place: what failed attempts left behind (start() aborts
-        such uploads only when there is upload work, and none is left once
-        the retry succeeded). One that cannot be aborted is reported, and
-        verify() lists it."""
+    def _sweep_multipart_uploads(self, keys: set[str]) -> None:
+        """Aborts every multipart upload still open for ``keys``, whose
+        objects are now in place: what failed attempts left behind (start()
+        aborts such uploads only when there is upload work, and none is left
+        once the retry succeeded). One that cannot be aborted is reported,
+        and verify() lists it."""
         listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
-        self._abort_uploads([u for u in listed if u.key == key], "a leftover")
+        self._abort_uploads([u for u in listed if u.key in keys], "a leftover")
 
     def _conflict(self, file_id: str, why: str) -> None:
         """A different object holds one of this file's keys: reported, kept

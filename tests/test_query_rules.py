@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tieredindex import CorruptFileError, IndexStore, RemoteError, crc32c, open_remote
+from tieredindex import CorruptFileError, FileState, IndexStore, RemoteError, crc32c, open_remote
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
 from tieredindex.remote import Remote
 
@@ -585,3 +585,44 @@ def test_verify_repair_leaves_an_upload_begun_while_it_ran(
     assert aborted == [], report.problems
     store._in_flight.discard(file_id)
     store.shutdown()
+
+
+def test_a_seal_round_during_a_salvage_leaves_the_salvage_alone(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A salvage records its new file (ROLLED) before it makes it. A seal
+    round in between found a rolled record with no file and ended it EMPTY:
+    the salvaged entries were answered, then never uploaded (a CI run
+    caught it). The worker now leaves a file being made alone."""
+    import tieredindex.store as store_module
+
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=100))
+    store.start()
+    for i in range(20):
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    (path,) = (tmp_path / "d" / "active").glob("*.tix")
+    raw = path.read_bytes()
+    at = raw.index((1_010).to_bytes(8, "little"))
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write((5).to_bytes(8, "little"))
+    real_salvage = store_module.salvage
+
+    def salvage_after_a_seal_round(src: Any, dest: Any) -> Any:
+        # The worker's round, between the record and the file, as it finds
+        # the salvage's record (ROLLED, no file yet).
+        made = [r for r in store.journal.files([FileState.ROLLED]) if r.file_id == Path(dest).stem]
+        assert made and not Path(dest).exists()
+        with monkeypatch.context() as worker_sees:
+            worker_sees.setattr(store.journal, "files", lambda states=None: made)
+            store._seal_rolled()
+        return real_salvage(src, dest)
+
+    monkeypatch.setattr(store_module, "salvage", salvage_after_a_seal_round)
+    want = [i for i in reversed(range(20)) if i != 10]
+    assert offsets(store.query("t", "k", 0, FOREVER)) == want
+    assert store.shutdown(timeout_s=20).clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    assert offsets(fresh.query("t", "k", 0, FOREVER)) == want
+    fresh.shutdown()

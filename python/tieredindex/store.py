@@ -234,6 +234,9 @@ class IndexStore:
         # Files whose creation failed and whose record could not be removed
         # then (a full disk fails the journal too): removed later.
         self._never_created: set[str] = set()
+        # ROLLED records whose file another thread is still making or opening
+        # (a salvage, a reseal): the worker's seal leaves them alone till then.
+        self._preparing: set[str] = set()
         self._create_failed: tuple[float, OSError] | None = None  # the last failed creation
         # Set when a flush of the current file failed: the disk may have
         # dropped what was put, so later puts are refused (see _put_locked).
@@ -509,14 +512,44 @@ class IndexStore:
         with self._state_lock:
             self._sealed.pop(rec.file_id, None)
         self._sealed_path(rec.file_id).unlink(missing_ok=True)
-        rolled = self.journal.transition(rec.file_id, FileState.ROLLED, error=why)
-        try:
-            f = IndexFile.open(self._active_path(rec.file_id))
-        except (OSError, CorruptFileError) as exc:
-            self._quarantine_and_salvage(rolled, f"{why}; unsealed original: {exc}")
-            return
         with self._state_lock:
-            self._unsealed[rec.file_id] = f
+            self._preparing.add(rec.file_id)
+        try:
+            rolled = self.journal.transition(rec.file_id, FileState.ROLLED, error=why)
+            try:
+                f = IndexFile.open(self._active_path(rec.file_id))
+            except (OSError, CorruptFileError) as exc:
+                self._quarantine_and_salvage(rolled, f"{why}; unsealed original: {exc}")
+                return
+            with self._state_lock:
+                self._unsealed[rec.file_id] = f
+        finally:
+            with self._state_lock:
+                self._preparing.discard(rec.file_id)
+            self._wake.set()  # the worker may seal it now
+
+    def _salvage_into(self, rec: FileRecord, path: Path, new_id: str) -> tuple[int, str]:
+        """The intact entries of ``path`` into the new ROLLED file ``new_id``;
+        returns how many, and what to add to the quarantine's reason."""
+        self.journal.add(new_id, FileState.ROLLED, begin_ms=rec.begin_ms)
+        try:
+            kept, damaged = salvage(path, self._active_path(new_id))
+        except (OSError, CorruptFileError) as exc:
+            kept, damaged, note = 0, -1, f"; nothing salvageable: {exc}"
+        else:
+            note = ""
+        if kept:
+            salvaged = IndexFile.open(self._active_path(new_id))
+            with self._state_lock:
+                self._unsealed[new_id] = salvaged
+                self._salvages += 1
+            _LOG.warning(
+                "file %s: salvaged %d entries into %s (%d damaged)", rec.file_id, kept, new_id, damaged
+            )
+        else:
+            self._active_path(new_id).unlink(missing_ok=True)
+            self.journal.transition(new_id, FileState.EMPTY, error="nothing to salvage")
+        return kept, note
 
     def _quarantine_and_salvage(self, rec: FileRecord, why: str) -> int:
         """Copies the intact entries of a damaged unsealed file into a new
@@ -529,23 +562,15 @@ class IndexStore:
             # take files by id, newest first; equal timestamps: later put
             # first), not after files made since.
             new_id = new_file_id(int(rec.file_id[:13]))
-            self.journal.add(new_id, FileState.ROLLED, begin_ms=rec.begin_ms)
+            with self._state_lock:
+                self._preparing.add(new_id)
             try:
-                kept, damaged = salvage(path, self._active_path(new_id))
-            except (OSError, CorruptFileError) as exc:
-                kept, damaged = 0, -1
-                why = f"{why}; nothing salvageable: {exc}"
-            if kept:
-                salvaged = IndexFile.open(self._active_path(new_id))
+                kept, note = self._salvage_into(rec, path, new_id)
+            finally:
                 with self._state_lock:
-                    self._unsealed[new_id] = salvaged
-                    self._salvages += 1
-                _LOG.warning(
-                    "file %s: salvaged %d entries into %s (%d damaged)", rec.file_id, kept, new_id, damaged
-                )
-            else:
-                self._active_path(new_id).unlink(missing_ok=True)
-                self.journal.transition(new_id, FileState.EMPTY, error="nothing to salvage")
+                    self._preparing.discard(new_id)
+                self._wake.set()  # the worker may seal it now
+            why += note
         self.journal.transition(rec.file_id, FileState.QUARANTINED, error=why)
         if path.exists():
             os.replace(path, self.directory / QUARANTINE_DIR / path.name)
@@ -1299,6 +1324,9 @@ class IndexStore:
         for rec in self.journal.files([FileState.ROLLED]):
             if self._stop.is_set():
                 return
+            with self._state_lock:
+                if rec.file_id in self._preparing:
+                    continue  # its file is still being made: the next round
             try:
                 self._seal_one(rec)
             except Exception as exc:  # one file's failure must not hold back the others

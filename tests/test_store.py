@@ -645,8 +645,20 @@ def test_start_aborts_only_uploads_of_its_own_layout(tmp_path: Path, remote_url:
     foreign = ["backup/tool-upload.bin", f"sub/{DATA_PREFIX}0000000000002-0000000b.tix"]
     for key in [ours, *foreign]:
         open_upload(remote, key)
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
+
+    class SlowFirstListing(SwitchableRemote):
+        """Reconciliation lists the manifest first: the upload, not held
+        back by it, is done before it looks (the sweep then depended on
+        that race: upload work left or not)."""
+
+        def list(self, prefix: str = "") -> list:
+            if prefix == MANIFEST_PREFIX and self.calls < 2:
+                time.sleep(1.0)
+            return super().list(prefix)
+
+    again = IndexStore(tmp_path / "d", SlowFirstListing(open_remote(remote_url)), small_config())
     again.start()
+    wait_until(lambda: again.status().reconciled, "start-up reconciliation ran")
     assert again.shutdown(timeout_s=20).clean
     assert again.status().aborted_multipart_uploads == 1
     assert sorted(u.key for u in remote.list_multipart_uploads()) == foreign

@@ -241,6 +241,7 @@ class IndexStore:
         # Set when a flush of the current file failed: the disk may have
         # dropped what was put, so later puts are refused (see _put_locked).
         self._disk_failed: str | None = None
+        self._work_at_start = False  # files to upload when start() began: reconcile sweeps
         # Queries, status() and verify() running now: shutdown() waits for
         # them (to its deadline) before it closes the journal, the remote and
         # the files they read, and refuses new ones from then on (_closing).
@@ -317,6 +318,9 @@ class IndexStore:
             self._store_id = self._load_store_id()
             self._journal.set_meta("store_id", self._store_id)
             report = self._recover()
+            # Decided now, before uploads start: one that finishes before
+            # reconciliation looks must not skip the sweep of this start.
+            self._work_at_start = bool(self._journal.files(PENDING_STATES))
             if moved is not None:
                 report = dataclasses.replace(report, journal_quarantined=moved)
         except BaseException:
@@ -1250,7 +1254,7 @@ class IndexStore:
                 self._load_catalog()
             return
         self._load_catalog()
-        if self.journal.files(PENDING_STATES):
+        if self._work_at_start or self.journal.files(PENDING_STATES):
             self._ensure_claimed()
             listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
             # Uploads do not wait for this (a hung call here must not hold

@@ -18,7 +18,7 @@ import pytest
 from tieredindex import FileState, IndexStore, StoreClosedError, open_remote
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, manifest_key
 
-from store_helpers import FOREVER, small_config, wait_until
+from store_helpers import FOREVER, SwitchableRemote, small_config, wait_until
 
 N = 60  # entries of key "k", 12 files of 5
 
@@ -263,3 +263,97 @@ def test_status_in_flight_keeps_the_journal_open(
     (status,) = outcome
     assert not isinstance(status, Exception), status
     assert sum(status.files_by_state.values()) == 1  # the one file, in whatever state it was read
+
+
+def test_puts_after_a_shutdown_raise_with_handlers_installed(tmp_path: Path, remote_url: str) -> None:
+    """With signal handlers installed, a put after a shutdown no signal
+    started waited for ever for a signal's exit that was never coming."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.install_signal_handlers()
+    assert store.shutdown(timeout_s=20).clean
+    with pytest.raises(StoreClosedError):
+        store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    with pytest.raises(StoreClosedError):
+        store.seal()
+
+
+class SlowManifestListing(SwitchableRemote):
+    """Its manifest listings take ``delay`` seconds (a query's catalog load,
+    verify's listing), so a shutdown can begin while one is running."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+        self.listing = threading.Event()
+
+    def list(self, prefix: str = "") -> list:
+        self.listing.set()
+        time.sleep(self.delay)
+        return super().list(prefix)
+
+
+def test_a_query_in_flight_is_not_cut_while_the_shutdown_has_time(tmp_path: Path, remote_url: str) -> None:
+    """A reader's first query loads the catalog. A shutdown begun meanwhile
+    set its stop event first, which cut the listing; the query answered []
+    from local files alone. Calls in flight now finish first (to the
+    deadline)."""
+    with IndexStore(tmp_path / "w", remote_url, small_config()) as writer:
+        writer.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    remote = SlowManifestListing(open_remote(remote_url), 1.0)
+    reader = IndexStore(tmp_path / "r", remote, small_config(reconcile_interval_s=3600.0))
+    reader.start()
+    answers: list[Any] = []
+    asker = threading.Thread(target=lambda: answers.append(reader.query("t", "k", 0, FOREVER)))
+    remote.listing.clear()
+    asker.start()
+    assert remote.listing.wait(10)
+    assert reader.shutdown(timeout_s=20).clean
+    asker.join()
+    assert [[e.offset for e in a] for a in answers] == [[1]]
+
+
+def test_a_verify_in_flight_is_not_cut_while_the_shutdown_has_time(tmp_path: Path, remote_url: str) -> None:
+    with IndexStore(tmp_path / "w", remote_url, small_config()) as writer:
+        writer.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    remote = SlowManifestListing(open_remote(remote_url), 1.0)
+    reader = IndexStore(tmp_path / "r", remote, small_config(reconcile_interval_s=3600.0))
+    reader.start()
+    wait_until(lambda: reader.status().remote_files == 1, "the catalog loaded")
+    reports: list[Any] = []
+    checker = threading.Thread(target=lambda: reports.append(reader.verify(deep=True)))
+    remote.listing.clear()
+    checker.start()
+    assert remote.listing.wait(10)
+    assert reader.shutdown(timeout_s=20).clean
+    checker.join()
+    assert [r.ok for r in reports] == [True] and reports[0].checked_files == 1
+
+
+def test_a_query_past_the_deadline_never_answers_short(tmp_path: Path, remote_url: str) -> None:
+    """The shutdown's deadline passes while a query loads the catalog; the
+    shutdown then closes the current file, holding the only entry. The
+    query skipped the closed file and answered []: now it raises
+    StoreClosedError (or answers in full)."""
+    remote = SlowManifestListing(open_remote(remote_url), 1.0)
+    store = IndexStore(tmp_path / "d", remote, small_config(reconcile_interval_s=3600.0))
+    store.start()
+    wait_until(lambda: store.status().reconciled, "start-up reconciliation ran")
+    store._catalog_loaded_at = None  # the next query loads the catalog again
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    outcome: list[Any] = []
+
+    def ask() -> None:
+        try:
+            outcome.append([e.offset for e in store.query("t", "k", 0, FOREVER)])
+        except Exception as exc:
+            outcome.append(exc)
+
+    asker = threading.Thread(target=ask)
+    remote.listing.clear()
+    asker.start()
+    assert remote.listing.wait(10)
+    store.shutdown(timeout_s=0)
+    asker.join()
+    (result,) = outcome
+    assert result == [1] or isinstance(result, StoreClosedError), result

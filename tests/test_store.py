@@ -866,3 +866,27 @@ def test_a_manifest_write_cut_short_leaves_no_upload_open(tmp_path: Path, remote
     assert again.shutdown(timeout_s=20).clean
     assert remote.list_multipart_uploads() == []
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
+def test_salvages_by_puts_record_no_errors(tmp_path: Path, remote_url: str) -> None:
+    """The current file cut short again and again, each time found by a put:
+    the salvage raced the worker's seal round (woken by the roll) and left
+    errors that mean a bug (QUARANTINED -> EMPTY, "locked by another
+    writer"). The worker now leaves the file alone until the salvage is done,
+    and re-reads a record before sealing it."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=1000, flush_interval_s=3600.0))
+    store.start()
+    acked: list[int] = []
+    for round_ in range(25):
+        for _ in range(5):
+            store.put("t", "k", queue_id=0, offset=len(acked), size=1, timestamp_ms=1_000 + len(acked))
+            acked.append(len(acked))
+        active = tmp_path / "d" / "active" / f"{store._current}.tix"
+        with open(active, "r+b") as f:
+            f.truncate(active.stat().st_size - 4096)  # free slots only: no entry lost
+        store.put("t", "k", queue_id=0, offset=len(acked), size=1, timestamp_ms=1_000 + len(acked))
+        acked.append(len(acked))
+        assert store.status().last_error is None, (round_, store.status().last_error)
+    assert sorted(e.offset for e in store.query("t", "k", 0, FOREVER, 10_000)) == acked
+    assert store.shutdown(timeout_s=30).clean
+    assert store.status().last_error is None

@@ -512,13 +512,18 @@ class IndexStore:
     def _reseal_or_quarantine(self, rec: FileRecord, why: str) -> None:
         """The sealed copy of a not-yet-uploaded file is bad: seal again from
         the unsealed original (kept until upload), or salvage it."""
-        _LOG.warning("file %s: %s", rec.file_id, why)
         with self._state_lock:
-            self._sealed.pop(rec.file_id, None)
-        self._sealed_path(rec.file_id).unlink(missing_ok=True)
-        with self._state_lock:
+            if rec.file_id in self._preparing:
+                return  # another thread is resealing or salvaging it
             self._preparing.add(rec.file_id)
         try:
+            current = self.journal.get(rec.file_id)
+            if current is None or current.state not in (FileState.SEALED, FileState.UPLOADING):
+                return  # resealed (or quarantined) meanwhile
+            _LOG.warning("file %s: %s", rec.file_id, why)
+            with self._state_lock:
+                self._sealed.pop(rec.file_id, None)
+            self._sealed_path(rec.file_id).unlink(missing_ok=True)
             rolled = self.journal.transition(rec.file_id, FileState.ROLLED, error=why)
             try:
                 f = IndexFile.open(self._active_path(rec.file_id))
@@ -956,6 +961,8 @@ class IndexStore:
         with self._state_lock:
             successor: _View | None = self._sealed.get(file_id) or self._remote_files.get(file_id)
         if successor is None:
+            if self._closing:  # closed by the shutdown, not emptied: never answer without it
+                raise StoreClosedError(f"{self.directory}: the store shut down during this query")
             return []  # emptied (EMPTY) or quarantined meanwhile
         return successor.query(key, begin_ms, end_ms, max_count)
 
@@ -973,6 +980,8 @@ class IndexStore:
                     views[file_id] = s
             for file_id, f in self._unsealed.items():
                 if f.closed:
+                    if self._closing:  # perhaps closed by the shutdown, with entries
+                        raise StoreClosedError(f"{self.directory}: the store shut down during this query")
                     continue
                 low, high = self._ranges.get(file_id, (0, MAX_TIME))  # unknown after a crash: search it
                 views.pop(file_id, None)
@@ -998,17 +1007,24 @@ class IndexStore:
                 self._reseal_or_quarantine(rec, f"sealed copy failed a check: {exc}")
             return
         # An unsealed file: roll it if current, then salvage what is intact.
+        # The worker leaves it alone meanwhile (the roll wakes it).
         with self._write_lock:
-            if self._current == file_id:
-                self._roll_locked()
             with self._state_lock:
-                f = self._unsealed.pop(file_id, None)
-            if f is not None:
-                with contextlib.suppress(Exception):
-                    f.close()
-            rec = self.journal.get(file_id)
-            if rec is not None and rec.state not in (FileState.QUARANTINED,):
-                self._quarantine_and_salvage(rec, str(exc))
+                self._preparing.add(file_id)
+            try:
+                if self._current == file_id:
+                    self._roll_locked()
+                with self._state_lock:
+                    f = self._unsealed.pop(file_id, None)
+                if f is not None:
+                    with contextlib.suppress(Exception):
+                        f.close()
+                rec = self.journal.get(file_id)
+                if rec is not None and rec.state not in (FileState.QUARANTINED,):
+                    self._quarantine_and_salvage(rec, str(exc))
+            finally:
+                with self._state_lock:
+                    self._preparing.discard(file_id)
 
     def _quarantine_remote(self, file_id: str, record: ManifestRecord | None, why: str) -> None:
         """A remote file failed a check: never served again, here or after a
@@ -1053,6 +1069,8 @@ class IndexStore:
         try:
             self._load_catalog()
         except RemoteError as exc:
+            if self._closing:  # cut by the shutdown: not the remote's state
+                raise self._closed_under("this query", exc) from exc
             self._catalog_failed = (time.monotonic(), str(exc))
             self._record_error(exc)
             if strict:
@@ -1331,8 +1349,11 @@ class IndexStore:
             with self._state_lock:
                 if rec.file_id in self._preparing:
                     continue  # its file is still being made: the next round
+            current = self.journal.get(rec.file_id)
+            if current is None or current.state is not FileState.ROLLED:
+                continue  # moved on since the listing (salvaged, quarantined)
             try:
-                self._seal_one(rec)
+                self._seal_one(current)
             except Exception as exc:  # one file's failure must not hold back the others
                 self._record_error(exc)
 
@@ -1867,13 +1888,13 @@ class IndexStore:
             with self._progress:
                 while time.monotonic() < deadline and can_progress():
                     self._progress.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
-            self._wake.set()
             with self._calls_done:
                 self._closing = True  # new queries, status() and verify() are refused
-                # Those in flight finish first (to the deadline): closed under
-                # them, a query would lose files from its answer.
+                # Those in flight finish first (to the deadline), before the
+                # stop event cuts their remote calls and the close their files.
                 self._calls_done.wait_for(lambda: self._calls == 0, max(0.0, deadline - time.monotonic()))
+            self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
+            self._wake.set()
             for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
             for pool in (self._uploads, self._reads):
@@ -2001,6 +2022,7 @@ class IndexStore:
             return  # a signal's shutdown: its thread exits the process
         exiting.retired = True
         exiting.requested.set()
+        exiting.done.set()
         if exiting.at_exit is not None:
             atexit.unregister(exiting.at_exit)
         if threading.current_thread() is threading.main_thread():
@@ -2016,6 +2038,7 @@ class IndexStore:
             exiting is not None
             and exiting.exit
             and exiting.requested.is_set()
+            and not exiting.retired  # shut down by a call: no exit is coming
             and threading.current_thread() is threading.main_thread()
         ):
             exiting.done.wait()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tieredindex import IndexStore, RemoteError, RetryPolicy, crc32c, open_remote
+from tieredindex import IndexStore, RetryPolicy, crc32c, open_remote
 from tieredindex.layout import DATA_PREFIX
 from tieredindex.remote import S3_MIN_PART_SIZE, S3Remote
 from tieredindex.retry import run_with_retry
@@ -254,13 +254,13 @@ def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
     assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == sealed
 
 
-def _part_remote(server: object, proxy: NetProxy, prefix: str) -> tuple[S3Remote, collections.Counter[str]]:
-    """An S3Remote through ``proxy`` sending 5 MiB parts two at a time, and
-    a count of its requests by operation."""
+def _part_remote(server: object, endpoint: str, prefix: str) -> tuple[S3Remote, collections.Counter[str]]:
+    """An S3Remote on ``endpoint`` sending 5 MiB parts two at a time, and a
+    count of its requests by operation."""
     remote = S3Remote(
         server.bucket,  # type: ignore[attr-defined]
         prefix,
-        endpoint_url=proxy.endpoint_url,
+        endpoint_url=endpoint,
         region="us-east-1",
         multipart_threshold=1,
         part_size=S3_MIN_PART_SIZE,
@@ -285,7 +285,7 @@ def test_a_failed_part_is_sent_again_not_the_whole_upload(tmp_path: Path, moto_s
     path = tmp_path / "f.tix"
     path.write_bytes(data)
     with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
-        remote, calls = _part_remote(moto_server, proxy, f"parts-{time.monotonic_ns()}")
+        remote, calls = _part_remote(moto_server, proxy.endpoint_url, f"parts-{time.monotonic_ns()}")
         proxy.set_faults({}, match=r"^PUT \S*partNumber=2")
         proxy.inject_next("500")
         proxy.inject_next("reset")
@@ -306,14 +306,17 @@ def test_a_part_that_fails_for_good_fails_the_upload_and_aborts_it(
     tmp_path: Path, moto_server: object
 ) -> None:
     """Part 2 answers 500 every time: after the policy's attempts the upload
-    fails with RemoteError naming the part, is aborted, and leaves nothing."""
+    fails with the part's own error (for the caller's policy to judge the
+    upload by), is aborted, and leaves nothing."""
+    from botocore.exceptions import ClientError
+
     data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
     path = tmp_path / "f.tix"
     path.write_bytes(data)
     with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
-        remote, calls = _part_remote(moto_server, proxy, f"parts-{time.monotonic_ns()}")
+        remote, calls = _part_remote(moto_server, proxy.endpoint_url, f"parts-{time.monotonic_ns()}")
         proxy.set_faults({"500": 1.0}, match=r"^PUT \S*partNumber=2")
-        with pytest.raises(RemoteError, match=r"upload part 2 of \S+k: gave up .* 3 attempts"):
+        with pytest.raises(ClientError, match=r"InternalError"):
             remote.put_if_absent("k", path, size=len(data), crc32c=crc32c(data), retry=_retry_parts(3))
         assert proxy.counters()["faults"]["500"] == 3
         assert calls["CreateMultipartUpload"] == 1 and calls["CompleteMultipartUpload"] == 0
@@ -363,3 +366,96 @@ def test_the_store_resends_a_failed_part_only(tmp_path: Path, moto_server: objec
     assert fresh.verify(deep=True).ok
     assert sorted(e.offset for e in fresh.query("t", "k7", 0, FOREVER, 10_000)) == list(range(7, n, 1000))
     fresh.shutdown()
+
+
+def _client_error(code: str, status: int) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "UploadPart",
+    )
+
+
+@pytest.mark.parametrize("answer", ["NoSuchUpload", "moto-500"])
+def test_a_part_of_a_vanished_upload_begins_the_upload_again(
+    tmp_path: Path, moto_server: object, answer: str
+) -> None:
+    """The upload is aborted under the store (a lifecycle rule, another
+    process's repair) as its first part goes. A part is not sent again to an
+    upload that is gone (S3 answers NoSuchUpload; moto 500, retried until
+    the part gives up): the caller's policy sees the part's own error, and
+    begins the upload again (with part retries, it gave up as "fatal")."""
+    data = os.urandom(2 * S3_MIN_PART_SIZE)
+    path = tmp_path / "f.tix"
+    path.write_bytes(data)
+    endpoint: str = moto_server.endpoint_url  # type: ignore[attr-defined]
+    remote, calls = _part_remote(moto_server, endpoint, f"gone-{time.monotonic_ns()}")
+    real = remote.client.upload_part
+    aborted: list[str] = []
+
+    def upload_part(**kw: Any) -> Any:
+        if not aborted:
+            aborted.append(kw["UploadId"])
+            moto_server.client.abort_multipart_upload(  # type: ignore[attr-defined]
+                Bucket=kw["Bucket"], Key=kw["Key"], UploadId=kw["UploadId"]
+            )
+        if answer == "NoSuchUpload" and kw["UploadId"] in aborted:
+            raise _client_error("NoSuchUpload", 404)
+        return real(**kw)
+
+    remote.client.upload_part = upload_part  # type: ignore[method-assign]
+    outer = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, deadline_s=60.0)
+    result = run_with_retry(
+        lambda: remote.put_if_absent("k", path, size=len(data), crc32c=crc32c(data), retry=_retry_parts(3)),
+        policy=outer,
+        budget=None,
+        describe="upload k",
+    )
+    assert result.created
+    assert calls["CreateMultipartUpload"] == 2
+    assert remote.get("k") == data
+    remote.close()
+
+
+def test_a_part_failing_for_good_stops_the_others(tmp_path: Path, moto_server: object) -> None:
+    """Part 1 fails for good (an expired token) while part 2 is answered
+    SlowDown: the upload fails at once with part 1's error; part 2 is not
+    retried to the end of its policy (the last round waited for every part)."""
+    data = os.urandom(2 * S3_MIN_PART_SIZE)
+    path = tmp_path / "f.tix"
+    path.write_bytes(data)
+    remote = S3Remote(
+        moto_server.bucket,  # type: ignore[attr-defined]
+        f"fatal-{time.monotonic_ns()}",
+        endpoint_url=moto_server.endpoint_url,  # type: ignore[attr-defined]
+        region="us-east-1",
+        multipart_threshold=1,
+        part_size=S3_MIN_PART_SIZE,
+        upload_concurrency=2,
+    )
+    tries: collections.Counter[int] = collections.Counter()
+
+    def upload_part(**kw: Any) -> Any:
+        tries[kw["PartNumber"]] += 1
+        if kw["PartNumber"] == 1:
+            raise _client_error("ExpiredToken", 400)
+        time.sleep(0.05)
+        raise _client_error("SlowDown", 503)
+
+    remote.client.upload_part = upload_part  # type: ignore[method-assign]
+    slow = RetryPolicy(attempts=6, base_delay_s=0.5, max_delay_s=1.0, deadline_s=30.0)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="ExpiredToken"):
+        remote.put_if_absent(
+            "k",
+            path,
+            size=len(data),
+            crc32c=crc32c(data),
+            retry=lambda op, what: run_with_retry(op, policy=slow, budget=None, describe=what),
+        )
+    assert time.monotonic() - started < 1.0
+    time.sleep(1.2)  # part 2's backoff ends: it must not try again
+    assert tries[1] == 1 and tries[2] <= 2, tries
+    assert remote.list_multipart_uploads() == []
+    remote.close()

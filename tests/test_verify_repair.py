@@ -354,3 +354,22 @@ def test_an_upload_recorded_since_the_listing_is_no_orphan(
     report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
     assert report.problems == [] and report.ok
     assert remote.get(record.key) == body
+
+
+def test_a_store_nested_at_index_does_not_shield_this_stores_own_keys(remote: Remote) -> None:
+    """A store nested at ``<prefix>/index/`` owns ``index/OWNER.json`` and
+    ``index/index/...``, never ``index/<file-id>.tix``: those stay this
+    store's orphans and stale uploads, repaired as such (they were left as
+    "another store's" for ever)."""
+    plant(remote, ["index/OWNER.json"], b'{"store_id": "nested"}')
+    orphan = data_key("1700000000000-deadbeef")
+    plant(remote, [orphan], b"orphan bytes")
+    open_upload(remote, data_key("1700000000000-cafebabe"))
+    report = verify_url(remote, deep=True, repair=True, grace_s=NO_GRACE, policy=FAST)
+    by_key = {p.key: p for p in report.problems}
+    assert (by_key[orphan].action, by_key[orphan].fixed) == ("deleted", True)
+    upload = by_key[data_key("1700000000000-cafebabe")]
+    assert (upload.kind, upload.action, upload.fixed) == ("open-multipart-upload", "aborted", True)
+    assert by_key["index/OWNER.json"].action == "left as is: another store's"
+    assert [o.key for o in remote.list()] == ["index/OWNER.json"]
+    assert remote.list_multipart_uploads() == []

@@ -135,7 +135,8 @@ class ManifestRecord:
             or record.min_ms > record.max_ms
         ):
             raise ValueError(f"{where}: manifest record fails its checks")
-        if manifest_key(record.file_id) != where:
+        own_key = manifest_key(record.file_id)
+        if where != own_key and not where.endswith("/" + own_key):  # a key, or one with its prefix
             # A record copied to another file's key: trusting it, retention
             # would delete the file it names and leave this key dangling.
             raise ValueError(f"{where}: the manifest record names file {record.file_id}, not this key's")

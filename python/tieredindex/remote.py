@@ -47,7 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tieredindex._native import CorruptFileError, crc32c
+from tieredindex._native import CorruptFileError, TieredIndexError, crc32c
 from tieredindex.faults import fault_point
 from tieredindex.pool import DaemonThreadPool
 
@@ -176,6 +176,25 @@ class ObjectNotFoundError(FileNotFoundError):
 
 class UploadCancelledError(Exception):
     """``put_if_absent`` stopped because its ``cancel`` event was set."""
+
+
+class _UploadGone(Exception):
+    """A part was answered NoSuchUpload: the upload was aborted or completed
+    meanwhile, so the part is not sent again (the upload is begun again)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _part_error(exc: Exception) -> Exception:
+    """What a part's retry raised, as the error the part itself met: the
+    retry's RemoteError wraps it (its cause), and a vanished upload is the
+    server's NoSuchUpload."""
+    cause = exc.__cause__ if isinstance(exc, TieredIndexError) and exc.__cause__ is not None else exc
+    if isinstance(cause, _UploadGone):
+        return cause.error
+    return cause if isinstance(cause, Exception) else exc
 
 
 # --------------------------------------------------------------------------
@@ -1346,6 +1365,8 @@ class S3Remote(Remote):
         # (the upload is aborted anyway).
         failed = threading.Event()
 
+        from botocore.exceptions import ClientError
+
         def send(number: int, data: bytes) -> CompletedPartTypeDef:
             checksum = crc32c_b64(crc32c(data))
 
@@ -1353,18 +1374,33 @@ class S3Remote(Remote):
                 if failed.is_set():
                     raise UploadCancelledError(f"part {number} of {full}: the upload failed")
                 fault_point("upload.part")
-                resp = self._client.upload_part(
-                    Bucket=self._bucket,
-                    Key=full,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=data,
-                    ContentLength=len(data),
-                    ChecksumCRC32C=checksum,
-                )
+                try:
+                    resp = self._client.upload_part(
+                        Bucket=self._bucket,
+                        Key=full,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=data,
+                        ContentLength=len(data),
+                        ChecksumCRC32C=checksum,
+                    )
+                except ClientError as exc:
+                    if _error_code(exc)[0] == "NoSuchUpload":
+                        raise _UploadGone(exc) from exc  # sending the part again cannot help
+                    raise
                 return resp["ETag"]
 
-            etag: str = once() if retry is None else retry(once, f"upload part {number} of {full}")
+            try:
+                etag: str = once() if retry is None else retry(once, f"upload part {number} of {full}")
+            except Exception as exc:
+                # The part's own error, for the caller's policy to judge the
+                # whole upload by (a vanished upload is begun again; a part
+                # that ran out of retries is not a fatal error of the upload).
+                # Its chain already holds the rest: kept as it is, no cycle.
+                error = _part_error(exc)
+                if error is exc:
+                    raise
+                raise error from None
             return {"PartNumber": number, "ETag": etag, "ChecksumCRC32C": checksum}
 
         done: list[CompletedPartTypeDef] = []
@@ -1387,8 +1423,11 @@ class S3Remote(Remote):
                 whole_crc = crc32c(data, whole_crc)
                 running.add(pool.submit(send, number, data))
                 del data
-            finished, running = concurrent.futures.wait(running)
-            done.extend(f.result() for f in finished)
+            while running:  # the first failure ends the upload: the rest stop retrying
+                finished, running = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_EXCEPTION
+                )
+                done.extend(f.result() for f in finished)
         except BaseException:
             failed.set()
             for f in running:

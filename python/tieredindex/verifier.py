@@ -169,7 +169,11 @@ def verify_remote(
 
     def other_store(key: str) -> str | None:
         """The prefix of the nested store ``key`` belongs to, if any: under
-        one's owner record, or a key of a store's layout below a prefix."""
+        one's owner record, or a key of a store's layout below a prefix.
+        A key of this prefix's own layout is never another store's (a store
+        nested at ``index/`` has ``index/index/...``, never ``index/<id>.tix``)."""
+        if is_layout_key(key):
+            return None
         for prefix in nested_owners:
             if key.startswith(prefix):
                 return prefix

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tieredindex import FileState, IndexStore, StoreClosedError, open_remote
+from tieredindex import CorruptFileError, FileState, IndexStore, StoreClosedError, open_remote
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, manifest_key
 
 from store_helpers import FOREVER, SwitchableRemote, small_config, wait_until
@@ -357,3 +357,39 @@ def test_a_query_past_the_deadline_never_answers_short(tmp_path: Path, remote_ur
     asker.join()
     (result,) = outcome
     assert result == [1] or isinstance(result, StoreClosedError), result
+
+
+def test_a_damaged_file_found_past_the_deadline_raises_store_closed(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query still running when the shutdown closed the journal found a
+    damaged file: noting it in the journal raised sqlite3.ProgrammingError
+    out of query(). It is StoreClosedError, as for any query the close cut."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    closed = threading.Event()
+
+    def answer_after_the_close(views: Any, *rest: Any) -> Any:
+        assert closed.wait(20)  # the shutdown returned: the journal is closed
+        file_id, view = views[0]
+        store._on_corrupt(file_id, view, CorruptFileError("damaged (test)"))
+        return []
+
+    monkeypatch.setattr(store, "_answer", answer_after_the_close)
+    outcome: list[Any] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(store.query("t", "k", 0, FOREVER))
+        except Exception as exc:
+            outcome.append(exc)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    time.sleep(0.2)
+    store.shutdown(timeout_s=0)
+    closed.set()
+    asker.join()
+    (result,) = outcome
+    assert isinstance(result, StoreClosedError), result

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -794,8 +795,9 @@ class IndexStore:
                         break
                     # A damaged local file was found and its intact entries
                     # salvaged into a new file: ask again, so this answer has them too.
-            except (ValueError, RemoteError) as exc:
-                # Past shutdown's deadline it closes what this query reads.
+            except (ValueError, RemoteError, sqlite3.Error) as exc:
+                # Past shutdown's deadline it closes what this query reads
+                # (files, the remote, the journal a damaged file is noted in).
                 if self._closing:
                     raise self._closed_under("this query", exc) from exc
                 raise

@@ -393,3 +393,20 @@ def test_a_damaged_file_found_past_the_deadline_raises_store_closed(
     asker.join()
     (result,) = outcome
     assert isinstance(result, StoreClosedError), result
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
+def test_a_shut_down_store_holds_no_file_of_its_directory(tmp_path: Path, remote_url: str) -> None:
+    """After shutdown() the process kept the sealed copies mapped: their
+    filesystem stayed busy (an unmount failed) until the process ended."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=5, cache_bytes=10**9))
+    store.start()
+    for i in range(20):
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert len(store.query("t", "k", 0, FOREVER, 100)) == 20
+    assert store.shutdown(timeout_s=20).clean
+    gc.collect()
+    root = str(tmp_path / "d")
+    mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if root in line]
+    opened = [p for p in Path("/proc/self/fd").iterdir() if root in str(p.resolve(strict=False))]
+    assert mapped == [] and opened == [], (mapped, opened)

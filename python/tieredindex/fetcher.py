@@ -58,6 +58,11 @@ class FooterCache:
             self._bytes += nbytes
             self._trim()
 
+    def clear(self) -> None:
+        with self._lock:
+            self._footers.clear()
+            self._bytes = 0
+
     def resize(self, max_bytes: int) -> None:
         with self._lock:
             self.max_bytes = max_bytes

@@ -1941,6 +1941,14 @@ class IndexStore:
                 self.journal.close()
             with contextlib.suppress(Exception):
                 self.remote.close()
+            with self._state_lock:
+                # The maps of sealed copies and the remote footers: nothing
+                # reads them once shut down, and a mapped file keeps its
+                # filesystem busy (an unmount failed until the process ended).
+                self._sealed.clear()
+                self._unsealed.clear()
+                self._remote_files.clear()
+            self._footers.clear()
             self._release_lock()
             self._retire_signal_handlers()
             _LOG.info("store %s shut down: %s", self.directory, report)

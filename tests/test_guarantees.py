@@ -250,12 +250,8 @@ def test_the_journal_commits_with_a_full_sync(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_a_file_remote_fsyncs_the_directory_it_renames_into(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An object made visible by a link or rename is durable only once its
-    directory is fsynced (a crash tests cannot show, as power loss would)."""
-    remote = open_remote((tmp_path / "remote").as_uri())
+def spy_directory_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the directories fsynced from now on (in this test)."""
     synced_dirs: list[str] = []
     real_fsync = os.fsync
 
@@ -265,6 +261,16 @@ def test_a_file_remote_fsyncs_the_directory_it_renames_into(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
+    return synced_dirs
+
+
+def test_a_file_remote_fsyncs_the_directory_it_renames_into(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object made visible by a link or rename is durable only once its
+    directory is fsynced (a crash tests cannot show, as power loss would)."""
+    remote = open_remote((tmp_path / "remote").as_uri())
+    synced_dirs = spy_directory_fsyncs(monkeypatch)
     body = b"sealed bytes"
     remote.put_if_absent("index/0000000000001-0000000a.tix", body, size=len(body), crc32c=crc32c(body))
     assert str(tmp_path / "remote" / "index") in synced_dirs
@@ -310,15 +316,7 @@ def test_the_store_id_is_durable_before_it_is_used(
     """A new store writes its identity (the owner record names it) and
     fsyncs the directory that holds its name, or power loss could give the
     same store another identity, locked out of its own prefix."""
-    synced_dirs: list[str] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            synced_dirs.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
+    synced_dirs = spy_directory_fsyncs(monkeypatch)
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
     assert (tmp_path / "d" / "STORE_ID").read_text().strip()

@@ -214,21 +214,28 @@ def test_damaged_manifest_record_fails_strict_queries(tmp_path: Path, remote_url
     store.shutdown()
 
 
-def test_damaged_local_file_salvaged_and_answered_in_the_same_query(tmp_path: Path, remote_url: str) -> None:
-    """A query that finds an entry of the current file damaged quarantines the
-    file and salvages the intact entries into a new one: this very query
-    answers from the salvaged file (it answered nothing before), and
-    status() lists the damaged file once (it listed it twice)."""
+def store_with_entry_10_damaged(tmp_path: Path, remote_url: str) -> tuple[IndexStore, Path]:
+    """A started store whose current file holds 20 entries of key "k"
+    (offsets 0-19), entry 10's timestamp changed in place (through the file:
+    the store's map sees it); and that file's path."""
     store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=100))
     store.start()
     for i in range(20):
         store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
     (path,) = (tmp_path / "d" / "active").glob("*.tix")
-    raw = path.read_bytes()
-    at = raw.index((1_010).to_bytes(8, "little"))  # entry 10's timestamp
-    with open(path, "r+b") as f:  # through the file: the store's map sees it
+    at = path.read_bytes().index((1_010).to_bytes(8, "little"))  # entry 10's timestamp
+    with open(path, "r+b") as f:
         f.seek(at)
         f.write((5).to_bytes(8, "little"))
+    return store, path
+
+
+def test_damaged_local_file_salvaged_and_answered_in_the_same_query(tmp_path: Path, remote_url: str) -> None:
+    """A query that finds an entry of the current file damaged quarantines the
+    file and salvages the intact entries into a new one: this very query
+    answers from the salvaged file (it answered nothing before), and
+    status() lists the damaged file once (it listed it twice)."""
+    store, path = store_with_entry_10_damaged(tmp_path, remote_url)
     want = [i for i in reversed(range(20)) if i != 10]
     assert offsets(store.query("t", "k", 0, FOREVER)) == want
     assert store.status().quarantined == [path.stem]
@@ -596,16 +603,7 @@ def test_a_seal_round_during_a_salvage_leaves_the_salvage_alone(
     caught it). The worker now leaves a file being made alone."""
     import tieredindex.store as store_module
 
-    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=100))
-    store.start()
-    for i in range(20):
-        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-    (path,) = (tmp_path / "d" / "active").glob("*.tix")
-    raw = path.read_bytes()
-    at = raw.index((1_010).to_bytes(8, "little"))
-    with open(path, "r+b") as f:
-        f.seek(at)
-        f.write((5).to_bytes(8, "little"))
+    store, _ = store_with_entry_10_damaged(tmp_path, remote_url)
     real_salvage = store_module.salvage
 
     def salvage_after_a_seal_round(src: Any, dest: Any) -> Any:

@@ -298,21 +298,27 @@ def test_a_sealed_files_original_leaves_the_page_cache(tmp_path: Path, remote_ur
     assert not original.exists()
 
 
-def test_a_sealed_copy_that_rots_before_its_upload_is_sealed_again(tmp_path: Path, remote_url: str) -> None:
-    """The upload re-hashes the local sealed copy; a copy that no longer
-    matches its record is sealed again from the intact original and then
-    uploaded, instead of failing every attempt as a remote error."""
+def sealed_not_uploaded(tmp_path: Path, remote_url: str) -> tuple[IndexStore, SwitchableRemote, dict, Path]:
+    """A started store with one file sealed and its upload held back (the
+    remote down): the store, its remote, the model, the sealed copy."""
     remote = SwitchableRemote(open_remote(remote_url))
     remote.down.set()
     store = IndexStore(tmp_path / "d", remote, small_config())
     store.start()
     model = fill(store, 10)
     store.seal()
-    deadline = time.monotonic() + 10
-    while not (sealed := list((tmp_path / "d" / "sealed").glob("*"))):
-        assert time.monotonic() < deadline, store.status()
-        time.sleep(0.01)
-    with open(sealed[0], "r+b") as f:  # one flipped bit in the body
+    sealed_dir = tmp_path / "d" / "sealed"
+    wait_until(lambda: list(sealed_dir.glob("*.sealed")), "the file was sealed")
+    (sealed,) = sealed_dir.glob("*.sealed")
+    return store, remote, model, sealed
+
+
+def test_a_sealed_copy_that_rots_before_its_upload_is_sealed_again(tmp_path: Path, remote_url: str) -> None:
+    """The upload re-hashes the local sealed copy; a copy that no longer
+    matches its record is sealed again from the intact original and then
+    uploaded, instead of failing every attempt as a remote error."""
+    store, remote, model, sealed = sealed_not_uploaded(tmp_path, remote_url)
+    with open(sealed, "r+b") as f:  # one flipped bit in the body
         f.seek(100)
         byte = f.read(1)[0]
         f.seek(100)
@@ -782,16 +788,8 @@ def test_a_deleted_sealed_copy_is_sealed_again(tmp_path: Path, remote_url: str) 
     """The sealed copy of a file waiting for upload deleted under the store
     failed every upload attempt as a remote error, until a restart. It is
     sealed again from the original (kept until the upload is verified)."""
-    remote = SwitchableRemote(open_remote(remote_url))
-    remote.down.set()
-    store = IndexStore(tmp_path / "d", remote, small_config())
-    store.start()
-    model = fill(store, 10)
-    store.seal()
-    sealed_dir = tmp_path / "d" / "sealed"
-    wait_until(lambda: list(sealed_dir.glob("*.sealed")), "the file was sealed")
-    (copy,) = sealed_dir.glob("*.sealed")
-    copy.unlink()
+    store, remote, model, sealed = sealed_not_uploaded(tmp_path, remote_url)
+    sealed.unlink()
     remote.down.clear()
     report = store.shutdown(timeout_s=20)
     assert report.clean, report

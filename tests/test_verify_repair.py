@@ -179,9 +179,9 @@ def test_repair_keeps_the_data_of_a_damaged_manifest_record(
     assert remote.get(f"index/{kept}.tix") == b"sealed bytes"
 
 
-def _record_object(remote: Remote, file_id: str, body: bytes) -> ManifestRecord:
-    """A data object and its manifest record, as the store uploads them."""
-    record = ManifestRecord(
+def _record_of(file_id: str, body: bytes) -> ManifestRecord:
+    """The manifest record of a one-entry file whose object is ``body``."""
+    return ManifestRecord(
         file_id=file_id,
         key=data_key(file_id),
         size=len(body),
@@ -191,6 +191,11 @@ def _record_object(remote: Remote, file_id: str, body: bytes) -> ManifestRecord:
         min_ms=1000,
         max_ms=1000,
     )
+
+
+def _record_object(remote: Remote, file_id: str, body: bytes) -> ManifestRecord:
+    """A data object and its manifest record, as the store uploads them."""
+    record = _record_of(file_id, body)
     remote.put_if_absent(record.key, body, size=len(body), crc32c=crc32c(body))
     raw = record.to_bytes()
     remote.put_if_absent(manifest_key(file_id), raw, size=len(raw), crc32c=crc32c(raw))
@@ -331,16 +336,7 @@ def test_an_upload_recorded_since_the_listing_is_no_orphan(
     only its object: repair deleted it as an orphan, leaving the new record
     naming nothing. The record is looked for again before a delete."""
     body = b"sealed bytes"
-    record = ManifestRecord(
-        file_id="0000000000001-0000000a",
-        key=data_key("0000000000001-0000000a"),
-        size=len(body),
-        crc32c=crc32c(body),
-        count=1,
-        begin_ms=0,
-        min_ms=1000,
-        max_ms=1000,
-    )
+    record = _record_of("0000000000001-0000000a", body)
     remote.put_if_absent(record.key, body, size=len(body), crc32c=crc32c(body))
     real_list = remote.list
 

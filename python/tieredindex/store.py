@@ -663,10 +663,15 @@ class IndexStore:
     def _writer_locked(self) -> tuple[str, IndexFile]:
         if self._current is None:
             failed = self._create_failed
-            if failed is not None and time.monotonic() - failed[0] < CREATE_RETRY_S:
+            wait_s = CREATE_RETRY_S - (time.monotonic() - failed[0]) if failed is not None else 0.0
+            if failed is not None and wait_s > 0:
                 # A full disk fails every put: say so without touching the
                 # disk or the journal again at each one.
-                raise OSError(failed[1].errno, f"cannot create a new index file: {failed[1]}")
+                raise OSError(
+                    failed[1].errno,
+                    f"a new index file could not be created ({failed[1]}); "
+                    f"trying again in {wait_s:.2f} s, not at every put",
+                )
             now = _now_ms()
             file_id = self._next_file_id(now)
             # Record first: a crash before the file exists leaves a record

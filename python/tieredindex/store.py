@@ -416,8 +416,29 @@ class IndexStore:
                 self._calls -= 1
                 self._calls_done.notify_all()
 
-    def _closed_under(self, what: str, exc: BaseException) -> StoreClosedError:
-        return StoreClosedError(f"{self.directory}: the store shut down during {what}: {exc}")
+    def _closed_under(self, what: str, exc: BaseException | None = None) -> StoreClosedError:
+        cause = "" if exc is None else f": {exc}"
+        return StoreClosedError(f"{self.directory}: the store shut down during {what}{cause}")
+
+    @contextlib.contextmanager
+    def _making(self, file_id: str) -> Iterator[bool]:
+        """Marks a rolled file another thread is making or reopening (a
+        salvage, a reseal), so the worker's seal leaves it alone till then,
+        and wakes the worker after. Yields False, marking nothing, when
+        another thread is on it already."""
+        with self._state_lock:
+            mine = file_id not in self._preparing
+            if mine:
+                self._preparing.add(file_id)
+        if not mine:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._state_lock:
+                self._preparing.discard(file_id)
+            self._wake.set()  # the worker may seal it now
 
     # -------------------------------------------------------------- recovery
 
@@ -513,11 +534,9 @@ class IndexStore:
     def _reseal_or_quarantine(self, rec: FileRecord, why: str) -> None:
         """The sealed copy of a not-yet-uploaded file is bad: seal again from
         the unsealed original (kept until upload), or salvage it."""
-        with self._state_lock:
-            if rec.file_id in self._preparing:
+        with self._making(rec.file_id) as mine:
+            if not mine:
                 return  # another thread is resealing or salvaging it
-            self._preparing.add(rec.file_id)
-        try:
             current = self.journal.get(rec.file_id)
             if current is None or current.state not in (FileState.SEALED, FileState.UPLOADING):
                 return  # resealed (or quarantined) meanwhile
@@ -533,10 +552,6 @@ class IndexStore:
                 return
             with self._state_lock:
                 self._unsealed[rec.file_id] = f
-        finally:
-            with self._state_lock:
-                self._preparing.discard(rec.file_id)
-            self._wake.set()  # the worker may seal it now
 
     def _salvage_into(self, rec: FileRecord, path: Path, new_id: str) -> tuple[int, str]:
         """The intact entries of ``path`` into the new ROLLED file ``new_id``;
@@ -572,14 +587,8 @@ class IndexStore:
             # take files by id, newest first; equal timestamps: later put
             # first), not after files made since.
             new_id = new_file_id(int(rec.file_id[:13]))
-            with self._state_lock:
-                self._preparing.add(new_id)
-            try:
+            with self._making(new_id):
                 kept, note = self._salvage_into(rec, path, new_id)
-            finally:
-                with self._state_lock:
-                    self._preparing.discard(new_id)
-                self._wake.set()  # the worker may seal it now
             why += note
         self.journal.transition(rec.file_id, FileState.QUARANTINED, error=why)
         if path.exists():
@@ -969,7 +978,7 @@ class IndexStore:
             successor: _View | None = self._sealed.get(file_id) or self._remote_files.get(file_id)
         if successor is None:
             if self._closing:  # closed by the shutdown, not emptied: never answer without it
-                raise StoreClosedError(f"{self.directory}: the store shut down during this query")
+                raise self._closed_under("this query")
             return []  # emptied (EMPTY) or quarantined meanwhile
         return successor.query(key, begin_ms, end_ms, max_count)
 
@@ -988,7 +997,7 @@ class IndexStore:
             for file_id, f in self._unsealed.items():
                 if f.closed:
                     if self._closing:  # perhaps closed by the shutdown, with entries
-                        raise StoreClosedError(f"{self.directory}: the store shut down during this query")
+                        raise self._closed_under("this query")
                     continue
                 low, high = self._ranges.get(file_id, (0, MAX_TIME))  # unknown after a crash: search it
                 views.pop(file_id, None)
@@ -1015,23 +1024,17 @@ class IndexStore:
             return
         # An unsealed file: roll it if current, then salvage what is intact.
         # The worker leaves it alone meanwhile (the roll wakes it).
-        with self._write_lock:
+        with self._write_lock, self._making(file_id):
+            if self._current == file_id:
+                self._roll_locked()
             with self._state_lock:
-                self._preparing.add(file_id)
-            try:
-                if self._current == file_id:
-                    self._roll_locked()
-                with self._state_lock:
-                    f = self._unsealed.pop(file_id, None)
-                if f is not None:
-                    with contextlib.suppress(Exception):
-                        f.close()
-                rec = self.journal.get(file_id)
-                if rec is not None and rec.state not in (FileState.QUARANTINED,):
-                    self._quarantine_and_salvage(rec, str(exc))
-            finally:
-                with self._state_lock:
-                    self._preparing.discard(file_id)
+                f = self._unsealed.pop(file_id, None)
+            if f is not None:
+                with contextlib.suppress(Exception):
+                    f.close()
+            rec = self.journal.get(file_id)
+            if rec is not None and rec.state not in (FileState.QUARANTINED,):
+                self._quarantine_and_salvage(rec, str(exc))
 
     def _quarantine_remote(self, file_id: str, record: ManifestRecord | None, why: str) -> None:
         """A remote file failed a check: never served again, here or after a
@@ -1751,7 +1754,7 @@ class IndexStore:
                 raise
             if self._stop.is_set() and any(p.kind == "unchecked" for p in report.problems):
                 # Checks cut short by the shutdown: a partial report.
-                raise StoreClosedError(f"{self.directory}: the store shut down during verify()")
+                raise self._closed_under("verify()")
             return report
 
     def _verify(self, deep: bool, repair: bool) -> VerifyReport:

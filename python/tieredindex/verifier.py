@@ -105,6 +105,12 @@ def verify_remote(
             continue
         records[record.key] = record
 
+    def recorded_now(file_id: str) -> bool:
+        """Whether the file's manifest record is there now: the listing is a
+        moment old, and uploads and retention go on meanwhile."""
+        mkey = manifest_key(file_id)
+        return call(partial(remote.head, mkey), f"head {mkey}") is not None
+
     def reupload(record: ManifestRecord, why: str, kind: str) -> Problem:
         if not repair:
             return Problem(kind, record.key, why)
@@ -131,8 +137,7 @@ def verify_remote(
         """The record's problem (repaired if asked), and bytes re-hashed."""
         info = call(partial(remote.head, record.key), f"head {record.key}")
         if info is None:
-            mkey = manifest_key(record.file_id)
-            if call(partial(remote.head, mkey), f"head {mkey}") is None:
+            if not recorded_now(record.file_id):
                 return None, 0  # expired since the listing (record first, then object): not damage
             return reupload(record, "listed in the manifest, missing from the remote", "missing"), 0
         if info.size != record.size:
@@ -216,9 +221,8 @@ def verify_remote(
         if file_id is not None and obj.key.startswith(DATA_PREFIX):
             # An upload may have ended since the listing: its record makes
             # the object no orphan (deleting it would leave the record naming nothing).
-            mkey = manifest_key(file_id)
             try:
-                recorded = call(partial(remote.head, mkey), f"head {mkey}") is not None
+                recorded = recorded_now(file_id)
             except Exception as exc:
                 problems.append(Problem("orphan", obj.key, detail, f"left as is: {_failure(exc)}"))
                 continue

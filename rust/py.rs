@@ -215,6 +215,11 @@ fn type_name_of(obj: &Bound<'_, PyAny>) -> String {
 /// An int argument as i128 (`None` past i128's range): a Python int, or
 /// anything with `__index__` (numpy integers), but not a float or str.
 fn index_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i128>> {
+    // A bool is an int to Python, but True as an offset or a time is a
+    // caller's mistake, not a value.
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!("{name} must be an int, not bool")));
+    }
     let int = if obj.is_instance_of::<pyo3::types::PyInt>() {
         obj.clone()
     } else {

@@ -145,3 +145,12 @@ def remote(remote_url: str) -> Iterator[Remote]:
     finally:
         with contextlib.suppress(Exception):
             r.close()
+
+
+@pytest.fixture
+def prompt_retention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retention deletes at its first pass, not once a file has looked
+    expired for ``RETENTION_CONFIRM_S`` (five minutes)."""
+    import tieredindex.store
+
+    monkeypatch.setattr(tieredindex.store, "RETENTION_CONFIRM_S", 0.0)

@@ -3,6 +3,7 @@ switch, and a child-process broker."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import time
@@ -103,6 +104,10 @@ class SwitchableRemote(Remote):
     def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         self._check()
         self.inner.abort_multipart_upload(key, upload_id)
+
+    def clock(self) -> dt.datetime:
+        self._check()
+        return self.inner.clock()
 
     def close(self) -> None:
         super().close()

@@ -217,6 +217,7 @@ def test_the_manifest_record_is_written_after_the_object_is_verified(tmp_path: P
     assert checks and checks[0] < remote.log.index(("put", record)), remote.log
 
 
+@pytest.mark.usefixtures("prompt_retention")
 def test_retention_deletes_the_record_before_the_object(tmp_path: Path, remote_url: str) -> None:
     """A crash between the two deletes leaves an orphan object (found and
     removed by verify), never a record naming a missing object."""

@@ -165,6 +165,23 @@ def test_numpy_integers_are_ints(tmp_path: Path) -> None:
     assert f.put_batch([], [], [], [], []) == 0  # empty lists (numpy makes them float64)
 
 
+def test_a_bool_is_not_taken_for_an_int(tmp_path: Path) -> None:
+    """True is an int to Python; as a time or an offset it is a mistake.
+    put() stored it as 1 while the store's query() refused it."""
+    f = IndexFile.create(tmp_path / "b.tix", slots=16, capacity=10, begin_ms=0)
+    for args, name in (
+        ((1, 2, 3, True), "timestamp_ms"),
+        ((True, 2, 3, 4), "queue_id"),
+        ((1, False, 3, 4), "offset"),
+        ((1, 2, True, 4), "size"),
+    ):
+        with pytest.raises(TypeError, match=f"{name} must be an int, not bool"):
+            f.put("k", *args)
+    with pytest.raises(TypeError, match="max_count must be an int, not bool"):
+        f.query("k", 0, 10, True)
+    assert f.count == 0
+
+
 @pytest.mark.parametrize(("slots", "capacity", "name"), [(0, 10, "slots"), (10, 0, "capacity")])
 def test_create_rejects_zero_geometry(tmp_path: Path, slots: int, capacity: int, name: str) -> None:
     with pytest.raises(ValueError, match=name):

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import tieredindex.store
 from tieredindex import CorruptFileError, FileState, IndexStore, StoreClosedError, open_remote
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, manifest_key
 
@@ -293,11 +294,15 @@ class SlowManifestListing(SwitchableRemote):
         return super().list(prefix)
 
 
-def test_a_query_in_flight_is_not_cut_while_the_shutdown_has_time(tmp_path: Path, remote_url: str) -> None:
+def test_a_query_in_flight_is_not_cut_while_the_shutdown_has_time(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A reader's first query loads the catalog. A shutdown begun meanwhile
     set its stop event first, which cut the listing; the query answered []
     from local files alone. Calls in flight now finish first (to the
     deadline)."""
+    # start() returns before the manifest is listed, so the query lists it.
+    monkeypatch.setattr(tieredindex.store, "START_LISTING_WAIT_S", 0.0)
     with IndexStore(tmp_path / "w", remote_url, small_config()) as writer:
         writer.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
     remote = SlowManifestListing(open_remote(remote_url), 1.0)

@@ -478,6 +478,7 @@ def test_catalog_refresh_resumes_after_a_failed_reload(tmp_path: Path, remote_ur
     reader.shutdown()
 
 
+@pytest.mark.usefixtures("prompt_retention")
 def test_retention_tries_again_after_a_failed_delete(
     tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

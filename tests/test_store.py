@@ -480,6 +480,7 @@ def test_second_writer_refused_reader_welcome(tmp_path: Path, remote_url: str) -
     assert owner.shutdown().clean
 
 
+@pytest.mark.usefixtures("prompt_retention")
 def test_retention_deletes_manifest_then_object(tmp_path: Path, remote_url: str) -> None:
     store = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0))
     store.start()
@@ -590,6 +591,7 @@ def test_shutdown_timeout_is_checked_before_anything_stops(
     assert store.shutdown(timeout_s=20).clean
 
 
+@pytest.mark.usefixtures("prompt_retention")
 def test_retention_runs_after_a_restart_with_nothing_to_upload(tmp_path: Path, remote_url: str) -> None:
     """A writer restarted with every file already uploaded still applies
     retention (it claims its prefix for the deletes)."""
@@ -610,6 +612,7 @@ def test_retention_runs_after_a_restart_with_nothing_to_upload(tmp_path: Path, r
     assert again.shutdown(timeout_s=20).clean
 
 
+@pytest.mark.usefixtures("prompt_retention")
 def test_retention_finishes_a_deletion_cut_short(tmp_path: Path, remote_url: str) -> None:
     """Retention deletes an expired file's manifest record, then its object.
     Stopped between the two (a crash, or deletes failing for longer than a

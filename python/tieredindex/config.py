@@ -24,15 +24,17 @@ class StoreConfig:
     slots: int = 5_000_000
     capacity: int = 20_000_000
     max_file_age_s: float = 3600.0
-    """A non-empty file older than this is rolled, so a quiet broker's index
-    does not stay local for ever."""
+    """A non-empty file older than this (by the monotonic clock) is rolled,
+    so a quiet broker's index does not stay local for ever."""
     flush_interval_s: float = 1.0
     """The background flusher msyncs the current file this often."""
     upload_concurrency: int = 8
     shutdown_timeout_s: float = 30.0
     retention_s: float | None = None
     """Remote files whose newest entry is older than this are deleted; None
-    keeps them for ever."""
+    keeps them for ever. A file goes once it has looked expired for five
+    minutes (``store.RETENTION_CONFIRM_S``), so a wall clock stepped ahead
+    for a moment deletes nothing."""
     cache_bytes: int = 1024 * MiB
     """Local disk kept for sealed files after their upload is verified
     (least recently used first out)."""
@@ -47,7 +49,8 @@ class StoreConfig:
     ``part_size`` parts, ``upload_concurrency`` at a time; smaller ones as one
     streamed PutObject."""
     orphan_grace_s: float = 3600.0
-    """verify() calls an unlisted object an orphan only once it is older."""
+    """verify() calls an unlisted object an orphan only once it is older, by
+    the remote's clock (S3: its ``Date`` header), not this host's."""
     reconcile_interval_s: float = 2.0
     """How often the background worker retries work that failed."""
     store_id: str | None = None

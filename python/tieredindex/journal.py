@@ -92,6 +92,11 @@ class FileRecord:
     created_at: float
     updated_at: float
 
+    def age_s(self, now: float) -> float:
+        """Seconds since the record was made (``now`` from ``time.time()``);
+        never negative, though the wall clock may have stepped back since."""
+        return max(0.0, now - self.created_at)
+
 
 _COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
 _MUTABLE = frozenset(_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}

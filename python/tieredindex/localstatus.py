@@ -206,10 +206,10 @@ def local_status(directory: str | os.PathLike[str]) -> LocalStatus:
         files_by_state=dict(sorted(by_state.items())),
         pending_files=[r.file_id for r in pending],
         pending_bytes=sum(r.size or 0 for r in pending),
-        oldest_pending_age_s=max((now - r.created_at for r in pending), default=None),
+        oldest_pending_age_s=max((r.age_s(now) for r in pending), default=None),
         last_error=last[1] if last else None,
         last_error_file=last[2] if last else None,
-        last_error_age_s=now - last[0] if last and last[0] is not None else None,
+        last_error_age_s=max(0.0, now - last[0]) if last and last[0] is not None else None,
         last_shutdown=view.meta.get("last_shutdown"),
         quarantined=sorted(
             {r.file_id for r in view.records if r.state is FileState.QUARANTINED}

@@ -195,7 +195,7 @@ class StoreMetrics:
                 files_by_state=dict(sorted(by_state.items())),
                 pending_files=len(pending),
                 pending_bytes=sum(f.size or 0 for f in pending),
-                oldest_pending_age_s=max((now - f.created_at for f in pending), default=None),
+                oldest_pending_age_s=max((max(0.0, now - f.created_at) for f in pending), default=None),
             )
 
 

@@ -32,6 +32,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import datetime as dt
+import email.utils
 import errno
 import hashlib
 import json
@@ -41,6 +42,7 @@ import re
 import stat
 import struct
 import threading
+import time
 import urllib.parse
 import uuid
 from abc import ABC, abstractmethod
@@ -589,6 +591,13 @@ class Remote(ABC):
         """Abort one unfinished upload; no error if it is already gone.
         ``key`` is taken as :meth:`list_multipart_uploads` reported it (only
         checked to stay under the prefix, as for :meth:`delete`)."""
+
+    def clock(self) -> dt.datetime:
+        """The remote's time now (UTC): the clock its ``last_modified`` and
+        ``initiated`` stamps come from. Ages of remote objects are measured
+        against it, never against this host's clock, which may be skewed
+        from the server's by more than any grace period."""
+        return dt.datetime.now(dt.UTC)
 
     def close(self) -> None:
         self._closed = True
@@ -1203,6 +1212,31 @@ class S3Remote(Remote):
             if client.meta.endpoint_url.startswith("https:"):
                 s3_settings["payload_signing_enabled"] = False  # botocore reads it per request
         self._client: S3Client = client
+        # The server's Date header of the latest answer, and time.monotonic()
+        # when it came: clock() reads the server's time without a call.
+        self._server_date: tuple[dt.datetime, float] | None = None
+        client.meta.events.register("after-call.s3", self._note_server_date)
+
+    def _note_server_date(self, http_response: Any = None, **_: Any) -> None:
+        try:
+            date = email.utils.parsedate_to_datetime(http_response.headers["Date"])
+        except Exception:  # no answer, no header, or one we cannot read
+            return
+        if date.tzinfo is not None:
+            self._server_date = (date.astimezone(dt.UTC), time.monotonic())
+
+    def clock(self) -> dt.datetime:
+        """The server's time: its latest ``Date`` header plus the time since
+        (whole seconds, so at most a second behind: ages come out short,
+        never long). One HeadBucket if no answer has come yet; this host's
+        clock if the server sends no date."""
+        if self._server_date is None:
+            self._check_open()
+            self._client.head_bucket(Bucket=self._bucket)
+        if self._server_date is None:
+            return super().clock()
+        date, at = self._server_date
+        return date + dt.timedelta(seconds=time.monotonic() - at)
 
     @property
     def bucket(self) -> str:

@@ -121,6 +121,13 @@ READ_BACK_CHUNK = 8 * 1024 * 1024
 # After a new index file could not be created (a full disk), puts fail at
 # once for this long instead of trying (and journalling) again each time.
 CREATE_RETRY_S = 1.0
+# start() on an empty directory waits this long at most for the remote
+# manifest's file ids, so that new files sort after them (a clock behind).
+START_LISTING_WAIT_S = 2.0
+# Retention deletes a file once it has looked expired this long by the
+# monotonic clock: a wall clock stepped ahead for a moment (a bad NTP
+# answer) must not delete for good what is to be kept.
+RETENTION_CONFIRM_S = 300.0
 
 
 def _pass_on(signum: int, frame: FrameType | None, previous: Any) -> None:
@@ -218,6 +225,7 @@ class IndexStore:
         # The maps below.
         self._state_lock = threading.RLock()
         self._current: str | None = None
+        self._current_since = 0.0  # time.monotonic() when the current file was created
         self._unsealed: dict[str, IndexFile] = {}
         self._ranges: dict[str, tuple[int, int]] = {}  # ACTIVE file -> (min, max) put
         self._sealed: dict[str, SealedIndex] = {}
@@ -229,6 +237,8 @@ class IndexStore:
         # that overlap one raise instead of answering without it.
         self._bad_remote: dict[str, RemoteQuarantine] = {}
         self._last_id_ms = 0  # the newest file id's time: new ids sort after it
+        self._ids_listed = threading.Event()  # the remote manifest's ids are noted
+        self._expired_since: dict[str, float] = {}  # retention: monotonic time first seen expired
         self._salvages = 0  # damaged local files salvaged so far (a query then asks again)
         self._in_flight: set[str] = set()
         self._sealed_originals: list[Path] = []  # page cache still to drop (worker only)
@@ -319,6 +329,7 @@ class IndexStore:
             self._store_id = self._load_store_id()
             self._journal.set_meta("store_id", self._store_id)
             report = self._recover()
+            fresh = not self._journal.files()
             # Decided now, before uploads start: one that finishes before
             # reconciliation looks must not skip the sweep of this start.
             self._work_at_start = bool(self._journal.files(PENDING_STATES))
@@ -340,6 +351,12 @@ class IndexStore:
             thread = threading.Thread(target=target, name=f"tieredindex-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        if fresh and not self._ids_listed.wait(START_LISTING_WAIT_S):
+            _LOG.warning(
+                "the remote manifest was not listed within %.0f s of start: until it is, new files "
+                "may sort before the remote's if this host's clock is behind",
+                START_LISTING_WAIT_S,
+            )
         _LOG.info("store %s started: %s", self.directory, report)
         return report
 
@@ -706,6 +723,7 @@ class IndexStore:
             with self._state_lock:
                 self._unsealed[file_id] = f
             self._current = file_id
+            self._current_since = time.monotonic()
         return self._current, self._unsealed[self._current]
 
     def _forget_never_created(self, file_id: str) -> None:
@@ -1094,13 +1112,15 @@ class IndexStore:
         ever, and fail)."""
         started = time.monotonic()
         listed = self._call(lambda: self.remote.list(MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
-        present: set[str] = set()
-        for info in listed:
-            file_id = file_id_of_key(info.key)
-            if file_id is None:
-                continue
-            present.add(file_id)
+        files = [(info, file_id) for info in listed if (file_id := file_id_of_key(info.key)) is not None]
+        # Every id before any record is read: start() on an empty directory
+        # waits for this, so that its first file sorts after the remote's.
+        for _, file_id in files:
             self._note_file_id(file_id)
+        self._ids_listed.set()
+        present: set[str] = set()
+        for info, file_id in files:
+            present.add(file_id)
             with self._state_lock:
                 known = file_id in self._remote_files or file_id in self._bad
                 bad = self._bad_remote.get(file_id)
@@ -1222,7 +1242,11 @@ class IndexStore:
                     except CorruptFileError as exc:
                         self._on_corrupt(current, f, exc)  # salvaged; the next put starts a file
                         continue
-                    age_s = (_now_ms() - f.begin_ms) / 1000
+                    # Aged by the monotonic clock: a wall clock that stepped
+                    # back (or was ahead when the file began) must not keep
+                    # a quiet broker's index local until it catches up. The
+                    # current file is always one this process created.
+                    age_s = time.monotonic() - self._current_since
                     if f.count and age_s >= self.config.max_file_age_s:
                         self._roll_locked()
             except Exception as exc:  # keep flushing; the error shows in status()
@@ -1660,6 +1684,10 @@ class IndexStore:
             for r in self.journal.files([FileState.UPLOADED])
             if r.max_ms is not None and r.max_ms < horizon and r.file_id not in listed
         ]
+        now = time.monotonic()
+        since = {file_id: self._expired_since.get(file_id, now) for file_id, _ in expired}
+        self._expired_since = since  # a file no longer expired starts again
+        expired = [(fid, key) for fid, key in expired if now - since[fid] >= RETENTION_CONFIRM_S]
         if expired:
             # Deleting is a writer's act: claim the prefix first (a store
             # with nothing to upload since its start has not claimed it yet);
@@ -1731,7 +1759,7 @@ class IndexStore:
             files_by_state=by_state,
             pending_files=[r.file_id for r in pending],
             pending_bytes=sum(r.size or 0 for r in pending),
-            oldest_pending_age_s=max((now - r.created_at for r in pending), default=None),
+            oldest_pending_age_s=max((r.age_s(now) for r in pending), default=None),
             last_error=self._last_error,
             reconciled=self._reconciled,
             aborted_multipart_uploads=self._aborted_mpus,

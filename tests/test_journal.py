@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tieredindex.journal import _SCHEMA, Journal
+from tieredindex.states import FileState
 
 # A child, so that the file-size limit that makes SQLite's writes fail
 # (EFBIG, as a full disk would) never touches the test process.
@@ -45,3 +49,38 @@ def test_a_failed_commit_reports_its_own_error(tmp_path: Path) -> None:
     assert error.startswith("OperationalError") and "cannot rollback" not in error, error
     assert "disk I/O error" in error or "full" in error, error
     assert state == "ACTIVE"
+
+
+def _uploaded(journal: Journal, file_id: str, max_ms: int) -> None:
+    journal.add(file_id, FileState.ACTIVE, begin_ms=1)
+    for state in (FileState.ROLLED, FileState.SEALED):
+        journal.transition(file_id, state)
+    journal.transition(file_id, FileState.UPLOADING, max_ms=max_ms)
+    journal.transition(file_id, FileState.UPLOADED)
+
+
+def test_questions_by_state_read_only_the_rows_asked_for(tmp_path: Path) -> None:
+    """The background loops ask for the files in a state every round. They
+    read every row (one per file ever uploaded, when files are kept for
+    ever) and filtered in Python: at 50,000 files an idle store used 28% of
+    a core and shutdown() took 3.7 s. A journal made before the index came
+    gets it when opened."""
+    path = tmp_path / "journal.db"
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA.split("CREATE INDEX")[0])
+    old.close()
+    journal = Journal(path)
+    _uploaded(journal, "0000000000001-00000001", max_ms=100)
+    _uploaded(journal, "0000000000002-00000002", max_ms=300)
+    journal.add("0000000000003-00000003", FileState.ACTIVE, begin_ms=3)
+    assert [r.file_id for r in journal.files([FileState.ACTIVE])] == ["0000000000003-00000003"]
+    assert journal.file_ids([FileState.UPLOADED]) == ["0000000000001-00000001", "0000000000002-00000002"]
+    assert [r.file_id for r in journal.uploaded_before(200)] == ["0000000000001-00000001"]
+    assert journal.count_by_state() == {FileState.UPLOADED: 2, FileState.ACTIVE: 1}
+    assert journal.states_of(["0000000000003-00000003", "0000000000009-00000009"]) == {
+        "0000000000003-00000003": FileState.ACTIVE
+    }
+    plan = journal._db.execute(
+        "EXPLAIN QUERY PLAN SELECT file_id FROM files WHERE state IN (?) ORDER BY file_id", ("ACTIVE",)
+    ).fetchall()
+    assert any("files_by_state" in str(step) for step in plan), plan

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import signal
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -227,6 +229,38 @@ def test_signal_handlers_are_given_back_after_a_shutdown(tmp_path: Path, remote_
     gc.collect()
     assert [r() for r in refs] == [None, None, None]
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+SHUTDOWN_OFF_THE_MAIN_THREAD = """
+import os, signal, sys, threading
+from tieredindex import IndexStore, StoreConfig
+sys.setrecursionlimit(120)  # what a few hundred cycles took without it
+root = sys.argv[1]
+for n in range(60):
+    store = IndexStore(root + "/d", "file://" + root + "/remote", StoreConfig(shutdown_timeout_s=20))
+    store.start()
+    store.install_signal_handlers()
+    done = threading.Thread(target=store.shutdown)
+    done.start()
+    done.join()
+os.kill(os.getpid(), signal.SIGTERM)
+print("still alive after SIGTERM", flush=True)
+"""
+
+
+def test_signal_handlers_of_stores_shut_down_off_the_main_thread_do_not_pile_up(tmp_path: Path) -> None:
+    """A shutdown off the main thread cannot give the handlers back, so each
+    start/shutdown cycle added a link to the chain a signal passes through.
+    After enough cycles SIGTERM overflowed the stack and the process went
+    on. New handlers now skip the links of stores already shut down."""
+    done = subprocess.run(
+        [sys.executable, "-c", SHUTDOWN_OFF_THE_MAIN_THREAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGTERM, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert "still alive" not in done.stdout
 
 
 def test_status_in_flight_keeps_the_journal_open(

@@ -891,3 +891,24 @@ def test_salvages_by_puts_record_no_errors(tmp_path: Path, remote_url: str) -> N
     assert sorted(e.offset for e in store.query("t", "k", 0, FOREVER, 10_000)) == acked
     assert store.shutdown(timeout_s=30).clean
     assert store.status().last_error is None
+
+
+def test_per_file_bookkeeping_goes_with_the_file(tmp_path: Path, remote_url: str) -> None:
+    """Look inside: the read stamps of files no longer cached and the
+    backoffs of files uploaded since stayed, one entry per file for the
+    life of the process (1,999 after 2,000 rolls in a reviewer's soak)."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(tmp_path / "d", remote, small_config(cache_bytes=0))
+    store.start()
+    for n in range(3):
+        store.put("t", f"k{n}", queue_id=0, offset=n, size=1, timestamp_ms=1_000 + n)
+        store.seal()
+    wait_until(lambda: len(store._retry_after) == 3, "three uploads failed")
+    remote.down.clear()
+    wait_until(lambda: store.status().remote_files == 3, "all three up")
+    for n in range(3):
+        assert [e.offset for e in store.query("t", f"k{n}", 0, FOREVER)] == [n]
+    store._evict_cache()
+    assert (store._retry_after, store._access) == ({}, {})
+    assert store.shutdown(timeout_s=20).clean

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS remote_quarantine (
     max_ms   INTEGER,             -- could be read (NULL: overlaps every query)
     at       REAL NOT NULL
 );
+-- The background loops ask for the few files in a pending state every
+-- round; a broker that keeps its files for ever holds one UPLOADED row a
+-- file, so those questions must not read every row. Added after schema 1
+-- shipped, as the table above.
+CREATE INDEX IF NOT EXISTS files_by_state ON files (state, file_id);
 """
 
 
@@ -236,10 +241,53 @@ class Journal:
 
     def files(self, states: Iterable[FileState] | None = None) -> list[FileRecord]:
         """Records, oldest file first, optionally only in ``states``."""
+        select = f"SELECT {', '.join(_COLUMNS)} FROM files"
+        args: tuple[str, ...] = ()
+        if states is None:
+            sql = f"{select} ORDER BY file_id"
+        else:
+            wanted = tuple(sorted({str(FileState(s)) for s in states}))
+            marks = ", ".join("?" * len(wanted))
+            sql, args = f"{select} WHERE state IN ({marks}) ORDER BY file_id", wanted
         with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files ORDER BY file_id").fetchall()
-        records = [_record(r) for r in rows]
-        if states is not None:
-            wanted = set(states)
-            records = [r for r in records if r.state in wanted]
-        return records
+            rows = self._db.execute(sql, args).fetchall()
+        return [_record(r) for r in rows]
+
+    def file_ids(self, states: Iterable[FileState]) -> list[str]:
+        """The ids of the files in ``states``, oldest first (no records built)."""
+        wanted = tuple(sorted({str(FileState(s)) for s in states}))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT file_id FROM files WHERE state IN ({', '.join('?' * len(wanted))}) ORDER BY file_id",
+                wanted,
+            ).fetchall()
+        return [file_id for (file_id,) in rows]
+
+    def uploaded_before(self, horizon_ms: int) -> list[FileRecord]:
+        """UPLOADED records whose newest entry is older than ``horizon_ms``
+        (what retention deletes), oldest file first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM files WHERE state = ? AND max_ms < ? ORDER BY file_id",
+                (str(FileState.UPLOADED), horizon_ms),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def count_by_state(self) -> dict[FileState, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
+        return {FileState(state): n for state, n in rows}
+
+    def states_of(self, file_ids: Iterable[str]) -> dict[str, FileState]:
+        """The state of each of ``file_ids`` that has a record."""
+        out: dict[str, FileState] = {}
+        ids = list(file_ids)
+        with self._lock:
+            for start in range(0, len(ids), 500):  # SQLite caps the ? marks of one statement
+                chunk = ids[start : start + 500]
+                rows = self._db.execute(
+                    f"SELECT file_id, state FROM files WHERE file_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                out.update((file_id, FileState(state)) for file_id, state in rows)
+        return out

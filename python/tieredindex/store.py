@@ -140,6 +140,18 @@ def _pass_on(signum: int, frame: FrameType | None, previous: Any) -> None:
         os.kill(os.getpid(), signum)  # the default action, now in place
 
 
+def _past_retired(handler: Any, signum: int) -> Any:
+    """The handler a signal reaches through ``handler``, past those of
+    stores already shut down (which only pass signals on). Installing over
+    them as they are would grow the chain by one per start/shutdown cycle
+    whose shutdown ran off the main thread (which cannot put handlers
+    back): after some hundreds, passing a signal on overflowed the stack
+    and SIGTERM no longer ended the process."""
+    while (exiting := getattr(handler, "tix_signal_exit", None)) is not None and exiting.retired:
+        handler = exiting.previous.get(signum, signal.SIG_DFL)
+    return handler
+
+
 def _is_not_found(exc: BaseException) -> bool:
     """A RemoteError whose cause (or its cause) is a missing object."""
     seen: BaseException | None = exc
@@ -329,7 +341,7 @@ class IndexStore:
             self._store_id = self._load_store_id()
             self._journal.set_meta("store_id", self._store_id)
             report = self._recover()
-            fresh = not self._journal.files()
+            fresh = not self._journal.count_by_state()
             # Decided now, before uploads start: one that finishes before
             # reconciliation looks must not skip the sweep of this start.
             self._work_at_start = bool(self._journal.files(PENDING_STATES))
@@ -466,19 +478,24 @@ class IndexStore:
             for leftover in (self.directory / sub).glob(".*.sealing"):
                 leftover.unlink()
                 removed += 1
-        known = {r.file_id for r in journal.files()}
+        # One listing of each directory, not a stat per journal row: a
+        # broker that keeps its files for ever has one row per file.
+        unsealed_here = {path.stem for path in (self.directory / ACTIVE_DIR).glob("*.tix")}
+        sealed_here = {path.stem for path in (self.directory / SEALED_DIR).glob("*.sealed")}
+        known = set(journal.file_ids(FileState))
         # An unsealed file not in the journal: created, then a crash before
         # its record? Records are written first, so this is an operator's
         # copy; adopt it if it holds entries.
-        for path in sorted((self.directory / ACTIVE_DIR).glob("*.tix")):
-            if path.stem not in known and is_file_id(path.stem):
-                journal.add(path.stem, FileState.ROLLED, begin_ms=int(path.stem[:13]))
-        known = {r.file_id for r in journal.files()}
-        for path in sorted((self.directory / SEALED_DIR).glob("*.sealed")):
-            if path.stem not in known and not self._active_path(path.stem).exists():
+        for stem in sorted(unsealed_here - known):
+            if is_file_id(stem):
+                journal.add(stem, FileState.ROLLED, begin_ms=int(stem[:13]))
+                known.add(stem)
+        for stem in sorted(sealed_here - known):
+            if stem not in unsealed_here:
                 # Its unsealed original is gone, which happens only after the
                 # upload was verified: a cached copy of an uploaded file.
-                path.unlink()
+                self._sealed_path(stem).unlink()
+                sealed_here.discard(stem)
         reopened: list[str] = []
         quarantined: list[str] = []
         salvaged: dict[str, int] = {}
@@ -518,13 +535,14 @@ class IndexStore:
             elif rec.state is FileState.CONFLICT:
                 self._open_sealed_copy(rec)  # still answers queries locally
             elif rec.state is FileState.UPLOADED:
-                self._active_path(rec.file_id).unlink(missing_ok=True)  # crash before the local delete
-                if self._open_sealed_copy(rec) is None:
+                if rec.file_id in unsealed_here:
+                    self._active_path(rec.file_id).unlink(missing_ok=True)  # crash before the local delete
+                if rec.file_id in sealed_here and self._open_sealed_copy(rec) is None:
                     self._sealed_path(rec.file_id).unlink(missing_ok=True)
                 if rec.file_id not in self._bad_remote:
                     self._add_remote(rec.file_id, self._manifest_of(rec))
         return RecoveryReport(
-            files=len(journal.files()),
+            files=sum(journal.count_by_state().values()),
             reopened=reopened,
             dropped_entries=dropped,
             quarantined=quarantined,
@@ -1487,6 +1505,9 @@ class IndexStore:
             self._record_error(exc)
             with contextlib.suppress(Exception):
                 self.journal.note_error(file_id, f"{type(exc).__name__}: {exc}")
+        else:
+            with self._state_lock:
+                self._retry_after.pop(file_id, None)  # one entry per failed file, for good, otherwise
 
     def _upload(self, file_id: str) -> None:
         """Intent, put-if-absent, verify, manifest record, outcome."""
@@ -1644,7 +1665,13 @@ class IndexStore:
             self._apply_retention(self.config.retention_s)
 
     def _evict_cache(self) -> None:
-        uploaded = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+        with self._state_lock:
+            candidates = list(self._sealed)
+            # Reads stamp every file they touch; only sealed copies are ever
+            # evicted, so the stamps of others would pile up for good.
+            self._access = {fid: at for fid, at in self._access.items() if fid in self._sealed}
+        states = self.journal.states_of(candidates)
+        uploaded = {fid for fid, state in states.items() if state is FileState.UPLOADED}
         with self._state_lock:
             # Only once the remote copy answers queries: a file just recorded
             # UPLOADED, whose remote view is not added yet, would be in none.
@@ -1659,6 +1686,7 @@ class IndexStore:
                 break
             with self._state_lock:
                 self._sealed.pop(file_id, None)
+                self._access.pop(file_id, None)
             self._sealed_path(file_id).unlink(missing_ok=True)
             total -= size
 
@@ -1681,8 +1709,8 @@ class IndexStore:
         listed = {file_id for file_id, _ in expired}
         expired += [
             (r.file_id, data_key(r.file_id))
-            for r in self.journal.files([FileState.UPLOADED])
-            if r.max_ms is not None and r.max_ms < horizon and r.file_id not in listed
+            for r in self.journal.uploaded_before(horizon)
+            if r.file_id not in listed
         ]
         now = time.monotonic()
         since = {file_id: self._expired_since.get(file_id, now) for file_id, _ in expired}
@@ -1746,11 +1774,8 @@ class IndexStore:
             raise
 
     def _status_now(self) -> StoreStatus:
-        records = self.journal.files()
-        by_state: dict[str, int] = {}
-        for r in records:
-            by_state[str(r.state)] = by_state.get(str(r.state), 0) + 1
-        pending = [r for r in records if r.state in PENDING_STATES or r.state is FileState.CONFLICT]
+        by_state = {str(state): n for state, n in sorted(self.journal.count_by_state().items())}
+        pending = self.journal.files([*PENDING_STATES, FileState.CONFLICT])
         now = time.time()
         with self._state_lock:
             bad = sorted(self._bad)
@@ -1765,7 +1790,7 @@ class IndexStore:
             aborted_multipart_uploads=self._aborted_mpus,
             remote_files=remote_files,
             # A damaged local file is in both (_bad keeps it out of queries).
-            quarantined=sorted({*bad, *(r.file_id for r in records if r.state is FileState.QUARANTINED)}),
+            quarantined=sorted({*bad, *self.journal.file_ids([FileState.QUARANTINED])}),
             closed=self._closed,
         )
 
@@ -1899,7 +1924,7 @@ class IndexStore:
                     return default
 
             def uploaded_ids() -> set[str]:
-                return {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+                return set(self.journal.file_ids([FileState.UPLOADED]))
 
             uploaded_before: set[str] = attempt("read the journal", uploaded_ids, set())
             with self._write_lock:  # waits for puts in flight
@@ -1992,7 +2017,7 @@ class IndexStore:
 
     def _pending_ids(self) -> list[str]:
         states = PENDING_STATES | {FileState.CONFLICT}
-        return [r.file_id for r in self.journal.files(states)]
+        return self.journal.file_ids(states)
 
     def install_signal_handlers(self, exit: bool = True) -> None:
         """SIGTERM and SIGINT start a graceful shutdown; then the process
@@ -2055,8 +2080,9 @@ class IndexStore:
         threading.Thread(target=run_shutdown, name="tix-signal", daemon=True).start()
         atexit.register(wait_at_exit)
         exiting.handler, exiting.at_exit = handler, wait_at_exit
+        handler.tix_signal_exit = exiting  # type: ignore[attr-defined]  # for _past_retired
         for signum in (signal.SIGTERM, signal.SIGINT):
-            exiting.previous[signum] = signal.signal(signum, handler)
+            exiting.previous[signum] = _past_retired(signal.signal(signum, handler), signum)
 
     def _retire_signal_handlers(self) -> None:
         """After a shutdown no signal started: end the waiting thread, drop

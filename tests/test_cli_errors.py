@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,9 @@ from tieredindex.layout import JOURNAL_NAME, SEALED_DIR
 from store_helpers import small_config
 
 
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(*args: str, timeout: float = 120, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "tieredindex", *args],
+        [*prefix, sys.executable, "-m", "tieredindex", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -165,6 +167,35 @@ def _stopped_store(tmp_path: Path) -> tuple[Path, str]:
         store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
     assert store.shutdown().clean
     return directory, remote_url
+
+
+def _without_root_privilege() -> list[str]:
+    """A command prefix under which file modes apply: none for a user; for
+    root, setpriv dropping the capabilities that let it read anything."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file modes cannot be made to apply")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_verify_and_query_fail_on_an_unreadable_remote_folder(tmp_path: Path) -> None:
+    """A folder under a file:// remote that cannot be read fails the
+    listing, naming it, rather than looking like an empty, healthy store."""
+    _, remote_url = _stopped_store(tmp_path)
+    locked = tmp_path / "remote" / "manifest"
+    locked.chmod(0)
+    try:
+        prefix = _without_root_privilege()
+        verify = run("verify", "--remote", remote_url, prefix=prefix)
+        query = run("query", "--remote", remote_url, "--topic", "orders", "--key", "k1", prefix=prefix)
+    finally:
+        locked.chmod(0o755)
+    for result in (verify, query):
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"Permission denied: '{locked}'" in result.stderr
+        assert "healthy" not in result.stdout and "no entries" not in result.stdout
 
 
 def _store_with_a_bogus_state(tmp_path: Path) -> tuple[Path, str, str]:

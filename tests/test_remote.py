@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -897,6 +898,46 @@ def test_local_symlinks_never_lead_out_of_the_root(tmp_path: Path) -> None:
         r.head("index/nothing.tix")
     with pytest.raises(RemoteError, match="symbolic link"):
         run_with_retry(lambda: r.get("leak"), policy=RetryPolicy(), budget=None, describe="get leak")
+
+
+def test_local_listings_fail_on_a_folder_they_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder under the root that cannot be opened fails the listing,
+    naming its path: a listing that left it out would look complete, and
+    the store, verify and the CLI all trust listings."""
+    root = tmp_path / "remote"
+    r = LocalRemote(root)
+    put(r, "index/a.tix", b"data")
+    put(r, "manifest/0000000000001-00000000.json", b"record")
+    put(r, "manifest/deeper/x.json", b"record")
+    (root / "manifest" / "deeper" / f".y.json.{'0' * 32}.tixtmp").write_bytes(b"partial")
+    locked = root / "manifest" / "deeper"
+    locked_st = locked.stat()
+    locked.chmod(0)
+    # Root's CAP_DAC_OVERRIDE ignores the mode: refuse it as the kernel does for anyone else.
+    real_open = os.open
+
+    def open_as_a_user(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.stat(path, dir_fd=dir_fd, follow_symlinks=False), locked_st):
+                raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", open_as_a_user)
+    try:
+        for listing in (
+            r.list,
+            lambda: r.list("manifest/"),
+            lambda: r.list("manifest/d"),
+            lambda: r.list("manifest/deeper/"),
+            r.list_multipart_uploads,
+        ):
+            with pytest.raises(PermissionError, match=re.escape(f"'{locked}'")):
+                listing()
+        assert [o.key for o in r.list("index/")] == ["index/a.tix"]  # a readable folder still lists
+    finally:
+        locked.chmod(0o755)
 
 
 def test_local_concurrent_puts_have_one_winner(tmp_path: Path) -> None:

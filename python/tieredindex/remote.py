@@ -804,7 +804,7 @@ class LocalRemote(Remote):
                     if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                         self._refuse_link(fd, seg, key, "/".join(dirs[: i + 1]))
                     if create or exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                        raise
+                        raise self._named(exc, "/".join(dirs[: i + 1])) from None
                     os.close(fd)
                     return None
                 os.close(fd)
@@ -1045,20 +1045,43 @@ class LocalRemote(Remote):
             os.close(fd)
 
     def _walk(self, what: str, dirs: list[str]) -> Iterator[tuple[str, list[str], int]]:
-        """``(relative directory, file names, its descriptor)`` for every
-        directory below ``ROOT/dirs...``, skipping dot-directories and never
-        descending into a link (``os.fwalk``); nothing if it is missing."""
+        """``(relative directory, names of what is not a directory, its
+        descriptor)`` for every directory below ``ROOT/dirs...``, top down,
+        skipping dot-directories and never descending into a link; nothing
+        if it is missing. A directory that cannot be read raises the
+        ``OSError``, naming its path: a listing that left it out would look
+        complete, and the store, verify and the CLI all trust listings."""
         top = self._open_dir(what, dirs, create=False)
         if top is None:
             return
-        base = "/".join(dirs)
+        yield from self._walk_from(top, "/".join(dirs))
+
+    def _walk_from(self, fd: int, rel: str) -> Iterator[tuple[str, list[str], int]]:
+        """:meth:`_walk` from the open directory ``fd`` (closed at the end)."""
         try:
-            for dirpath, dirnames, filenames, dirfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                rel = dirpath[2:].replace(os.sep, "/") if dirpath != "." else ""
-                yield "/".join(p for p in (base, rel) if p), filenames, dirfd
+            try:
+                with os.scandir(fd) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            except OSError as exc:
+                raise self._named(exc, rel) from None
+            yield rel, [name for name, is_dir in entries if not is_dir], fd
+            for name, is_dir in entries:
+                if not is_dir or name.startswith("."):
+                    continue
+                sub_rel = f"{rel}/{name}" if rel else name
+                try:
+                    sub = os.open(name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # removed, or replaced by a file or a link, since the scan
+                    raise self._named(exc, sub_rel) from None
+                yield from self._walk_from(sub, sub_rel)
         finally:
-            os.close(top)
+            os.close(fd)
+
+    def _named(self, exc: OSError, rel: str) -> OSError:
+        """``exc`` naming ``ROOT/rel`` (the OS names only the last segment)."""
+        return OSError(exc.errno, exc.strerror, os.path.join(self._root, rel))
 
     def list(self, prefix: str = "") -> ObjectList:
         self._check_open()
@@ -1077,6 +1100,8 @@ class LocalRemote(Remote):
                     st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
+                except OSError as exc:
+                    raise self._named(exc, key) from None
                 if stat.S_ISREG(st.st_mode):  # never a link, whatever it points at
                     found.append(ObjectInfo(key, st.st_size, None, _mtime(st)))
         found.sort(key=lambda info: info.key.encode("utf-8", "surrogateescape"))
@@ -1097,6 +1122,8 @@ class LocalRemote(Remote):
                     st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
+                except OSError as exc:
+                    raise self._named(exc, f"{rel_dir}/{name}" if rel_dir else name) from None
                 if stat.S_ISREG(st.st_mode):
                     out.append(MultipartUpload(key, name, _mtime(st)))
         out.sort(key=lambda u: (u.key, u.upload_id))

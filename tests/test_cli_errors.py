@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tieredindex import IndexFile, IndexStore
-from tieredindex.layout import JOURNAL_NAME, SEALED_DIR
+from tieredindex import IndexFile, IndexStore, open_remote
+from tieredindex.layout import JOURNAL_NAME, MANIFEST_PREFIX, OWNER_KEY, SEALED_DIR
 
 from store_helpers import small_config
 
@@ -110,11 +110,10 @@ def test_query_out_of_range_numbers_are_usage_errors(tmp_path: Path, args: list[
 
 
 def test_query_accepts_the_largest_numbers(tmp_path: Path) -> None:
-    remote = tmp_path / "remote"
-    remote.mkdir()
+    _, remote_url = _stopped_store(tmp_path)
     top = str(2**63 - 1)
     result = run(
-        "query", "--remote", remote.as_uri(), "--topic", "t", "--key", "k",
+        "query", "--remote", remote_url, "--topic", "t", "--key", "k",
         "--begin", top, "--end", top, "--max", top, "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -149,13 +148,12 @@ def test_verify_grace_must_be_finite_and_not_negative(tmp_path: Path, grace: str
 
 
 def test_verify_grace_zero_is_accepted(tmp_path: Path) -> None:
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    result = run("verify", "--remote", remote.as_uri(), "--grace", "0")
+    _, remote_url = _stopped_store(tmp_path)
+    result = run("verify", "--remote", remote_url, "--grace", "0")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# ---------------------------------------------------------------- journal
+# ----------------------------------------------------------------- remote
 
 
 def _stopped_store(tmp_path: Path) -> tuple[Path, str]:
@@ -167,6 +165,36 @@ def _stopped_store(tmp_path: Path) -> tuple[Path, str]:
         store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
     assert store.shutdown().clean
     return directory, remote_url
+
+
+@pytest.mark.parametrize("command", ["verify", "query"])
+def test_a_prefix_with_no_store_is_an_error_naming_it(tmp_path: Path, remote_url: str, command: str) -> None:
+    """A wrong or empty prefix (a typo) is not a healthy, empty store."""
+    if remote_url.startswith("file:"):
+        (tmp_path / "remote").mkdir()
+    args = ["--topic", "t", "--key", "k"] if command == "query" else []
+    result = run(command, "--remote", remote_url, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    where = open_remote(remote_url).url
+    assert f"no tieredindex store at {where} (no OWNER.json, no manifest records" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_prefix_with_data_but_no_owner_record_is_still_a_store(tmp_path: Path) -> None:
+    """The owner record is written at the first upload only (and a store
+    may have lost it): its manifest records, or even data objects alone,
+    still make the prefix a store."""
+    _, remote_url = _stopped_store(tmp_path)
+    remote = open_remote(remote_url)
+    remote.delete(OWNER_KEY)
+    query = run("query", "--remote", remote_url, "--topic", "orders", "--key", "k1", "--json")
+    assert query.returncode == 0, query.stderr
+    assert len(json.loads(query.stdout)) == len(range(1, 120, 7))
+    for record in remote.list(MANIFEST_PREFIX):
+        remote.delete(record.key)
+    verify = run("verify", "--remote", remote_url)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "0 files checked" in verify.stdout and "healthy" in verify.stdout
 
 
 def _without_root_privilege() -> list[str]:
@@ -196,6 +224,9 @@ def test_verify_and_query_fail_on_an_unreadable_remote_folder(tmp_path: Path) ->
         assert result.returncode == 1, result.stdout + result.stderr
         assert f"Permission denied: '{locked}'" in result.stderr
         assert "healthy" not in result.stdout and "no entries" not in result.stdout
+
+
+# ---------------------------------------------------------------- journal
 
 
 def _store_with_a_bogus_state(tmp_path: Path) -> tuple[Path, str, str]:

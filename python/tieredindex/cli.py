@@ -3,7 +3,7 @@
 Exit status: 0 success (``verify``: healthy; ``inspect``: intact), 1 the
 command ran and found problems or could not finish (corrupt file,
 unreachable remote, failed checks), 2 bad usage (unknown option, invalid
-URL, missing directory...). User mistakes get a message saying what to do
+URL, missing directory, a remote prefix holding no store...). User mistakes get a message saying what to do
 next, never a traceback.
 """
 
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,26 @@ def _open_remote(url: str, endpoint_url: str | None, *, must_exist: bool = True)
         return open_remote(url, endpoint_url=endpoint_url)
     except ValueError as exc:
         raise UsageError(f"{exc} (use file:///absolute/path or s3://bucket/prefix)") from None
+
+
+def _require_store(remote: Remote) -> None:
+    """A usage error unless the prefix holds a store: an owner record, a
+    manifest record or a data object (the owner record is written at the
+    first upload only). A typo in the prefix otherwise looks like a healthy,
+    empty store. One HEAD when the owner record is there."""
+    from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY, file_id_of_key
+    from tieredindex.remotecheck import retrying_call
+
+    call = retrying_call()
+    if call(partial(remote.head, OWNER_KEY), f"head {OWNER_KEY}") is not None:
+        return
+    for prefix in (MANIFEST_PREFIX, DATA_PREFIX):
+        if any(file_id_of_key(o.key) for o in call(partial(remote.list, prefix), f"list {prefix}")):
+            return
+    raise UsageError(
+        f"no tieredindex store at {remote.url} (no {OWNER_KEY}, no manifest records, no data objects): "
+        "check the --remote URL"
+    )
 
 
 def _store_dir(value: str, *, must_be_store: bool = True) -> Path:
@@ -206,8 +227,15 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UsageError(f"--begin ({begin}) is after --end ({end})")
     if not args.topic:
         raise UsageError("--topic must not be empty")
-    _open_remote(args.remote, args.endpoint_url).close()  # checks the URL before any store exists
-    directory = _store_dir(args.dir) if args.dir else None
+    remote = _open_remote(args.remote, args.endpoint_url)  # checks the URL before any store exists
+    try:
+        directory = _store_dir(args.dir) if args.dir else None
+        if directory is None:  # a stopped store's own files may be all there is (nothing uploaded yet)
+            _require_store(remote)
+    except RemoteError as exc:
+        raise Failure(f"the remote could not be read: {exc}\n({REMOTE_HINT})") from None
+    finally:
+        remote.close()
     config = StoreConfig(endpoint_url=args.endpoint_url, retry=DEFAULT_POLICY)
     with tempfile.TemporaryDirectory(prefix="tieredindex-query-") as tmp:
         store = IndexStore(directory or Path(tmp) / "store", args.remote, config)
@@ -253,15 +281,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from tieredindex.remotecheck import verify_url
 
     remote = _open_remote(args.remote, args.endpoint_url)
-    directory = _store_dir(args.dir) if args.dir else None
-    if args.repair and directory is not None:
-        pid = holder_pid(directory)
-        if pid is not None:
-            raise Failure(
-                f"a live store (pid {pid}) holds {directory}: stop it before --repair, or let it "
-                "repair itself (IndexStore.verify(repair=True))"
-            )
     try:
+        directory = _store_dir(args.dir) if args.dir else None
+        if args.repair and directory is not None:
+            pid = holder_pid(directory)
+            if pid is not None:
+                raise Failure(
+                    f"a live store (pid {pid}) holds {directory}: stop it before --repair, or let it "
+                    "repair itself (IndexStore.verify(repair=True))"
+                )
+        _require_store(remote)
         with Progress("verify", 0, unit="files", enabled=args.deep) as bar:
             report = verify_url(
                 remote,
@@ -365,7 +394,8 @@ exit status: 0 intact, 1 corrupt (the problems say where), 2 bad usage""",
   tieredindex verify --remote file:///srv/tix --deep
   tieredindex verify --remote file:///srv/tix --dir /var/lib/broker/index --deep --repair
 
-exit status: 0 healthy, 1 problems found (or left after --repair), 2 bad usage""",
+exit status: 0 healthy, 1 problems found (or left after --repair), 2 bad usage
+(including a --remote prefix that holds no store)""",
     "status": """examples:
   tieredindex status --dir /var/lib/broker/index
   tieredindex status --dir /var/lib/broker/index --json""",

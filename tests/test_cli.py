@@ -196,19 +196,50 @@ def test_query_unreachable_remote_exits_1(tmp_path: Path) -> None:
     assert "the remote could not be read" in result.stderr and "--endpoint-url" in result.stderr
 
 
-def test_query_corrupt_remote_object_exits_1_naming_it(tmp_path: Path) -> None:
+def _damage(remote_url: str, key: str) -> None:
+    """Flips bits in every block of the remote object ``key`` (its size and
+    recorded checksum made to match, so only reading it finds out)."""
+    remote = open_remote(remote_url)
+    bad = bytearray(remote.get(key))
+    for i in range(64, len(bad) - 100, 7):
+        bad[i] ^= 0x10
+    remote.delete(key)
+    remote.put_if_absent(key, bytes(bad), size=len(bad), crc32c=crc32c(bytes(bad)))
+
+
+def test_query_answers_from_the_good_files_when_one_fails_a_check(tmp_path: Path) -> None:
+    """One damaged remote file is skipped, not the whole answer: the entries
+    of the others are printed, stderr says once which file was skipped and
+    why, and the exit status (3) says the answer is incomplete."""
+    remote_url = (tmp_path / "remote").as_uri()
+    model = populate(tmp_path / "d", remote_url)  # files of entries 0-49, 50-99, 100-119
+    oldest = sorted(o.key for o in open_remote(remote_url).list(DATA_PREFIX))[0]
+    _damage(remote_url, oldest)
+    file_id = oldest[len(DATA_PREFIX) : -len(".tix")]
+    result = run("query", "--remote", remote_url, "--topic", "orders", "--key", "k1", "--json")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert json.loads(result.stdout) == [e for e in model["k1"] if e["timestamp_ms"] >= 1_050]
+    assert "incomplete" in result.stderr and "1 file" in result.stderr
+    assert f"{file_id}: " in result.stderr and "fails its checksum" in result.stderr
+    assert result.stderr.count("fails its checksum") == 1  # once: no ERROR log line besides it
+    text = run("query", "--remote", remote_url, "--topic", "orders", "--key", "k2")
+    assert text.returncode == 3, text.stdout + text.stderr
+    assert f"{len([e for e in model['k2'] if e['timestamp_ms'] >= 1_050])} entries" in text.stdout
+    # A window that file cannot hold entries of is answered in full.
+    newer = run("query", "--remote", remote_url, "--topic", "orders", "--key", "k1", "--begin", "1100")
+    assert newer.returncode == 0, newer.stdout + newer.stderr
+    assert newer.stderr == ""
+
+
+def test_query_of_a_single_damaged_file_says_no_entries_and_incomplete(tmp_path: Path) -> None:
     remote_url = (tmp_path / "remote").as_uri()
     populate(tmp_path / "d", remote_url, n=40)
-    remote = open_remote(remote_url)
-    [obj] = remote.list(DATA_PREFIX)
-    bad = bytearray(remote.get(obj.key))
-    for i in range(64, len(bad) - 100, 7):  # damage every block
-        bad[i] ^= 0x10
-    remote.delete(obj.key)
-    remote.put_if_absent(obj.key, bytes(bad), size=len(bad), crc32c=crc32c(bytes(bad)))
+    [obj] = open_remote(remote_url).list(DATA_PREFIX)
+    _damage(remote_url, obj.key)
     result = run("query", "--remote", remote_url, "--topic", "orders", "--key", "k1")
-    assert result.returncode == 1
-    assert obj.key in result.stderr
+    assert result.returncode == 3
+    assert "no entries for key 'k1'" in result.stdout
+    assert obj.key in result.stderr and "incomplete" in result.stderr
 
 
 # ----------------------------------------------------------------- verify

@@ -3,13 +3,15 @@
 Exit status: 0 success (``verify``: healthy; ``inspect``: intact), 1 the
 command ran and found problems or could not finish (corrupt file,
 unreachable remote, failed checks), 2 bad usage (unknown option, invalid
-URL, missing directory, a remote prefix holding no store...). User mistakes get a message saying what to do
-next, never a traceback.
+URL, missing directory, a remote prefix holding no store...), 3 (``query``)
+an incomplete answer: files that failed a check were left out. User
+mistakes get a message saying what to do next, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -17,12 +19,12 @@ import os
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tieredindex._native import RemoteError, StoreLockedError, TieredIndexError
+from tieredindex._native import CorruptFileError, RemoteError, StoreLockedError, TieredIndexError
 from tieredindex.console import (
     Progress,
     format_ms,
@@ -33,7 +35,13 @@ from tieredindex.console import (
 )
 from tieredindex.remote import Remote, open_remote
 
+if TYPE_CHECKING:
+    from tieredindex import Entry
+    from tieredindex.store import IndexStore
+
 MAX_TIME = 2**63 - 1
+INCOMPLETE = 3
+"""``query``'s exit status when files that failed a check were left out of its answer."""
 MAX_COUNT = 2**63 - 1
 """The largest ``max_count`` the native queries accept (an i64)."""
 REMOTE_HINT = (
@@ -247,7 +255,8 @@ def cmd_query(args: argparse.Namespace) -> int:
                 "(leave out --dir), or stop the broker first"
             ) from None
         try:
-            entries = store.query(args.topic, args.key, begin, end, args.max, strict=True)
+            with _reported_here(args.verbose):
+                entries, skipped = _answer(store, args.topic, args.key, begin, end, args.max)
             status = store.status()
         except RemoteError as exc:
             raise Failure(f"the remote could not be read: {exc}\n({REMOTE_HINT})") from None
@@ -255,25 +264,63 @@ def cmd_query(args: argparse.Namespace) -> int:
             store.shutdown()
     if status.last_error and not entries:
         raise Failure(f"the remote could not be read: {status.last_error}\n({REMOTE_HINT})")
-    incomplete = bool(status.quarantined)
-    if incomplete:
+    if skipped:
+        n = len(skipped)
         print(
-            f"tieredindex query: {len(status.quarantined)} file(s) failed a check and were skipped, so the "
-            f"answer may be incomplete: {', '.join(status.quarantined)} (run tieredindex verify)",
+            f"tieredindex query: incomplete answer: {n} file{'s' if n > 1 else ''} that could hold entries "
+            f"failed a check and {'were' if n > 1 else 'was'} skipped "
+            f"(see tieredindex verify --remote {args.remote}):\n"
+            + "\n".join(f"  {file_id}: {why}" for file_id, why in sorted(skipped.items())),
             file=sys.stderr,
         )
+    code = INCOMPLETE if skipped else 0
     if args.json:
         _print_json([e._asdict() for e in entries])
-        return 1 if incomplete else 0
+        return code
     if not entries:
         window = "" if args.begin is None and args.end is None else f" between {begin} and {end}"
         print(f"no entries for key {args.key!r} in topic {args.topic!r}{window}")
-        return 1 if incomplete else 0
+        return code
     rows = [(e.timestamp_ms, format_ms(e.timestamp_ms), e.queue_id, e.offset, e.size) for e in entries]
     print(table(["timestamp_ms", "time (UTC)", "queue_id", "offset", "size"], rows, numeric=(0, 2, 3, 4)))
     more = " (the --max limit: there may be more)" if len(entries) == args.max else ""
     print(f"{len(entries)} entries, newest first{more}")
-    return 1 if incomplete else 0
+    return code
+
+
+def _answer(
+    store: IndexStore, topic: str, key: str, begin: int, end: int, max_count: int
+) -> tuple[list[Entry], dict[str, str]]:
+    """The entries, and the remote files that could hold some but failed a
+    check (file id -> why). Strict first: an unreadable remote raises (no
+    answer to trust). A file that fails a check is quarantined and raises
+    too: then the files that pass answer alone."""
+    try:
+        return store.query(topic, key, begin, end, max_count, strict=True), {}
+    except CorruptFileError:
+        pass
+    error_before = store.status().last_error
+    entries = store.query(topic, key, begin, end, max_count)
+    error = store.status().last_error
+    if error != error_before:  # a read failed: the remote, not a file, is the problem
+        raise Failure(f"the remote could not be read: {error}\n({REMOTE_HINT})")
+    skipped = {q.file_id: q.reason for q in store.journal.remote_quarantine() if q.overlaps(begin, end)}
+    return entries, skipped
+
+
+@contextlib.contextmanager
+def _reported_here(verbose: int) -> Iterator[None]:
+    """What fails in here the command reports itself: without -v, the
+    library's ERROR lines would say it a second time (for every thread, a
+    --dir store's uploads too, while it lasts)."""
+    logger = logging.getLogger("tieredindex")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -388,7 +435,11 @@ exit status: 0 intact, 1 corrupt (the problems say where), 2 bad usage""",
     "query": """examples:
   tieredindex query --remote file:///srv/tix --topic orders --key order-42
   tieredindex query --remote s3://my-bucket/tix --topic orders --key order-42 \\
-      --begin 1718000000000 --end 1718003600000 --max 10 --json""",
+      --begin 1718000000000 --end 1718003600000 --max 10 --json
+
+exit status: 0 answered (found or not), 1 the remote could not be read, 2 bad usage
+(including a --remote prefix that holds no store), 3 incomplete: the files that
+passed their checks answered, those that failed one (named on stderr) were skipped""",
     "verify": """examples:
   tieredindex verify --remote s3://my-bucket/tix
   tieredindex verify --remote file:///srv/tix --deep

@@ -456,6 +456,18 @@ def test_demo_removes_its_temporary_folder(tmp_path: Path) -> None:
     assert list(scratch.iterdir()) == []
 
 
+def test_a_failed_demo_keeps_the_broker_log_it_points_to(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch), TIEREDINDEX_FAULTS="put.after_write:exit:100")
+    result = run("demo", "--messages", "500", "--capacity", "200", "--no-progress", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the broker exited early (status 99)" in result.stderr
+    log = Path(result.stderr.split("(full log: ")[1].split(")")[0])
+    assert "INFO tieredindex" in log.read_text()
+    assert list(scratch.iterdir()) == [log.parent] and list(log.parent.iterdir()) == [log]
+
+
 def test_demo_on_s3(tmp_path: Path, moto_server: Any) -> None:
     result = run(
         "demo", "--messages", "1500", "--capacity", "400", "--queries", "20", "--no-progress",

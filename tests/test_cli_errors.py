@@ -134,6 +134,23 @@ def test_demo_geometry_above_u32_is_a_usage_error(tmp_path: Path, option: str) -
     assert not (tmp_path / "demo").exists()  # refused before anything ran
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--messages", "99999999999999999999"], "--messages must be at most 1000000000"),
+        (["--messages", "3000", "--capacity", "1"], "--capacity 1 makes 3,000 index files"),
+        (["--capacity", "1"], "give --capacity 1000 or more"),
+    ],
+)
+def test_demo_sizes_it_cannot_run_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    """Too many messages overflow the demo's timestamps; too small a
+    capacity makes more files than the broker can hold open."""
+    result = run("demo", *args, "--no-progress", "--dir", str(tmp_path / "demo"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "demo").exists()  # refused before anything ran
+
+
 # ----------------------------------------------------------------- verify
 
 

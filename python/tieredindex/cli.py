@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from tieredindex.store import IndexStore
 
 MAX_TIME = 2**63 - 1
+DEMO_MAX_MESSAGES = 10**9
+"""The demo's timestamps (ten messages per millisecond, ending now) and
+offsets stay valid far beyond it, but each entry takes ~40 bytes on the
+local disk and again in the remote: 40 GB here."""
 INCOMPLETE = 3
 """``query``'s exit status when files that failed a check were left out of its answer."""
 MAX_COUNT = 2**63 - 1
@@ -160,12 +164,19 @@ def _positive(name: str, maximum: int | None = None) -> Callable[[str], int]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tieredindex.demo import DemoError, DemoOptions, default_slots, run_demo
+    from tieredindex.demo import DemoError, DemoOptions, default_slots, max_files, run_demo
 
     if args.capacity > 2**32 - 2:
         raise UsageError("--capacity must be below 2**32 - 1")
     if args.slots is not None and args.slots > 2**32 - 2:
         raise UsageError("--slots must be below 2**32 - 1")
+    files, most = -(-args.messages // args.capacity), max_files()
+    if files > most:
+        raise UsageError(
+            f"--capacity {args.capacity} makes {files:,} index files of {args.messages:,} messages, and the "
+            f"demo makes at most {most:,} (the broker holds each open; ulimit -n): give --capacity "
+            f"{-(-args.messages // most)} or more, or fewer --messages"
+        )
     if args.remote is not None:
         _open_remote(args.remote, args.endpoint_url, must_exist=False).close()
     if args.dir:
@@ -504,10 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
         "alone; every answer is checked. Runs in a temporary folder unless --dir is given.",
     )
     demo.add_argument(
-        "--messages", type=_positive("--messages"), default=1_000_000, help="messages to index (1000000)"
+        "--messages",
+        type=_positive("--messages", DEMO_MAX_MESSAGES),
+        default=1_000_000,
+        help=f"messages to index (1000000, at most {DEMO_MAX_MESSAGES})",
     )
     demo.add_argument(
-        "--capacity", type=_positive("--capacity"), default=120_000, help="entries per index file (120000)"
+        "--capacity",
+        type=_positive("--capacity"),
+        default=120_000,
+        help="entries per index file (120000; the demo makes at most 1000 files)",
     )
     demo.add_argument("--slots", type=_positive("--slots"), help="hash slots per file (capacity / 4)")
     demo.add_argument("--queries", type=_positive("--queries"), default=300, help="queries to check (300)")

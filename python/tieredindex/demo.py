@@ -46,6 +46,16 @@ from tieredindex.store import IndexStore
 
 FOREVER = 2**63 - 1
 IDLE_TIMEOUT_S = 60.0
+MAX_FILES = 1000
+
+
+def max_files() -> int:
+    """The most index files a demo may make: the broker holds a descriptor
+    per file, so at most half of the open-file limit (ulimit -n)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_FILES if soft == resource.RLIM_INFINITY else max(1, min(MAX_FILES, soft // 2))
 
 
 class DemoError(Exception):
@@ -101,17 +111,33 @@ def run_demo(opts: DemoOptions) -> int:
         remote_url = (work / "remote").resolve().as_uri()
     else:
         remote_url = opts.remote.rstrip("/") + "/" + run
+    ok = False
     try:
         ok = _run(opts, work, remote_url)
     finally:
         if cleanup:
-            shutil.rmtree(work, ignore_errors=True)
+            _remove_all_but(work, None if ok else work / "broker.log")
     if cleanup:
         where = "" if opts.remote is None else f"; the uploaded objects stay in {remote_url}"
+        if not ok and work.exists():
+            where += f"; the broker's log stays in {work / 'broker.log'}"
         _say(f"(temporary folder removed{where}; keep everything with --dir DIR)")
     else:
         _say(f"files kept in {work} (broker/: store, reader/: new store, broker.log: the broker's log)")
     return 0 if ok else 1
+
+
+def _remove_all_but(work: Path, keep: Path | None) -> None:
+    """Removes the temporary folder, or all in it but ``keep`` (a failed
+    demo's broker log, which its error message points to)."""
+    if keep is None or not keep.is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for path in work.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path != keep:
+            path.unlink(missing_ok=True)
 
 
 def _run(opts: DemoOptions, work: Path, remote_url: str) -> bool:

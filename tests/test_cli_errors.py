@@ -243,6 +243,47 @@ def test_verify_and_query_fail_on_an_unreadable_remote_folder(tmp_path: Path) ->
         assert "healthy" not in result.stdout and "no entries" not in result.stdout
 
 
+def test_a_file_given_for_a_directory_is_not_a_directory(tmp_path: Path) -> None:
+    _, remote_url = _stopped_store(tmp_path)
+    afile = tmp_path / "x.tix"
+    afile.write_bytes(b"")
+    for args in (
+        ["status", "--dir", str(afile)],
+        ["verify", "--remote", afile.as_uri()],
+        ["query", "--remote", afile.as_uri(), "--topic", "t", "--key", "k"],
+        ["query", "--remote", remote_url, "--dir", str(afile), "--topic", "t", "--key", "k"],
+        ["rocketmq", "audit", "--store-path", str(afile), "--tiered-path", str(tmp_path)],
+    ):
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert (
+            f"{afile}: not a directory" in result.stderr
+            or f"{afile.as_uri()}: not a directory" in result.stderr
+        )
+        assert "no such" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["verify", "--remote", "REMOTE"],
+        ["query", "--remote", "REMOTE", "--topic", "t", "--key", "k"],
+        ["demo", "--remote", "REMOTE"],
+        ["demo"],  # the demo's own local directory
+    ],
+)
+def test_endpoint_url_without_an_s3_remote_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
+    _, remote_url = _stopped_store(tmp_path)
+    args = [remote_url if a == "REMOTE" else a for a in args]
+    if args[0] == "demo":
+        args += ["--messages", "500", "--capacity", "200", "--queries", "5", "--no-progress"]
+        args += ["--dir", str(tmp_path / "demo")]
+    result = run(*args, "--endpoint-url", "http://127.0.0.1:9000")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--endpoint-url is for an s3:// remote" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "demo").exists()
+
+
 # ---------------------------------------------------------------- journal
 
 

@@ -77,10 +77,13 @@ def _open_remote(url: str, endpoint_url: str | None, *, must_exist: bool = True)
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:
         raise UsageError(f"invalid remote url {url!r}: {exc}") from None
+    if parts.scheme.lower() == "file" and endpoint_url:
+        raise UsageError(f"--endpoint-url is for an s3:// remote; {url} is a directory")
     if parts.scheme.lower() == "file" and must_exist:
         path = Path(urllib.parse.unquote(parts.path))
         if path.is_absolute() and not path.is_dir():
-            raise UsageError(f"{url}: no such directory; give the remote a store uploads to")
+            problem = "not a directory" if path.exists() else "no such directory"
+            raise UsageError(f"{url}: {problem}; give the directory a store uploads to")
     try:
         return open_remote(url, endpoint_url=endpoint_url)
     except ValueError as exc:
@@ -179,6 +182,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     if args.remote is not None:
         _open_remote(args.remote, args.endpoint_url, must_exist=False).close()
+    elif args.endpoint_url:
+        raise UsageError(
+            "--endpoint-url is for an s3:// remote; without --remote the demo uploads to a directory"
+        )
     if args.dir:
         work = Path(args.dir)
         if work.exists() and (not work.is_dir() or any(work.iterdir())):

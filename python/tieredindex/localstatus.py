@@ -56,7 +56,8 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
     ``unknown_states`` instead."""
     path = Path(directory) / JOURNAL_NAME
     if not Path(directory).is_dir():
-        raise NotAStoreError(f"{directory}: no such directory")
+        problem = "not a directory" if Path(directory).exists() else "no such directory"
+        raise NotAStoreError(f"{directory}: {problem}")
     if not path.is_file():
         raise NotAStoreError(f"{directory}: not a store directory (no {JOURNAL_NAME})")
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"

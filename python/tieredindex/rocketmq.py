@@ -846,7 +846,8 @@ def _cmd_audit(args: Any) -> int:
     for name in ("store_path", "tiered_path"):
         value = getattr(args, name)
         if not Path(value).is_dir():
-            return _usage(f"--{name.replace('_', '-')} {value}: no such directory")
+            problem = "not a directory" if Path(value).exists() else "no such directory"
+            return _usage(f"--{name.replace('_', '-')} {value}: {problem}")
     for name in ("max_slots", "max_items"):
         value = getattr(args, name)
         if value is not None and not 1 <= value < 2**31:

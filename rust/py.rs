@@ -2,10 +2,11 @@
 //! Everything below calls the plain-Rust core.
 //!
 //! Rules: extract arguments while holding the GIL, then run heavy work with
-//! the GIL released (`py.detach`) and panics caught ([`without_gil`]), so
-//! neither a long seal nor a bug can stall or crash the interpreter.
+//! the GIL released ([`detached`]) and panics caught ([`without_gil`]), so
+//! neither a long seal nor a bug can stall or crash the interpreter, nor a
+//! seal still running when the interpreter exits.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
@@ -88,11 +89,89 @@ fn without_gil<T: Send>(
     py: Python<'_>,
     f: impl FnOnce() -> crate::Result<T> + Send,
 ) -> PyResult<T> {
-    let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
+    let outcome = detached(py, || catch_unwind(AssertUnwindSafe(f)));
     match outcome {
         Ok(result) => result.map_err(PyErr::from),
         Err(panic) => Err(panic_error(&panic)),
     }
+}
+
+/// `py.detach(f)` for an `f` that runs core code only (PyO3 is not told the
+/// thread let go of the GIL, so `f` must not touch Python objects), except
+/// for how the thread comes back.
+///
+/// Why: CPython before 3.14 ends a thread that takes the GIL back while the
+/// interpreter finalizes (a daemon thread whose seal outlived the program)
+/// with `pthread_exit`, and its forced unwind through these frames and
+/// PyO3's `catch_unwind` aborts the process (cpython#87135, pyo3#6084). Such
+/// a thread parks for ever instead, as CPython 3.14 does: it checks before
+/// it asks for the GIL and, should finalization start while it waits, the
+/// unwind runs a guard that parks it (what pyo3-ffi does in
+/// `PyGILState_Ensure`).
+fn detached<T>(_py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+    // Finalizing already while this thread holds the GIL: it is the thread
+    // that finalizes (a finalizer calling us), which takes the GIL back.
+    let finalizer = interpreter_finalizing();
+    // SAFETY: `_py` proves this thread holds the GIL, whose thread state
+    // PyEval_SaveThread hands back; `reattach` restores it exactly once,
+    // also after a panic of `f`.
+    let tstate = unsafe { pyo3::ffi::PyEval_SaveThread() };
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    reattach(tstate, finalizer);
+    outcome.unwrap_or_else(|panic| resume_unwind(panic))
+}
+
+fn reattach(tstate: *mut pyo3::ffi::PyThreadState, finalizer: bool) {
+    // "C-unwind": a pthread_exit in it unwinds into this frame, which then
+    // drops the guard below (pyo3-ffi declares it "C": no cleanup here).
+    extern "C-unwind" {
+        fn PyEval_RestoreThread(tstate: *mut pyo3::ffi::PyThreadState);
+    }
+    if !finalizer && interpreter_finalizing() {
+        park_for_ever();
+    }
+    let guard = ParkOnUnwind;
+    // SAFETY: `tstate` is this thread's state, saved by `detached` and not
+    // restored since.
+    unsafe { PyEval_RestoreThread(tstate) };
+    std::mem::forget(guard);
+}
+
+/// Dropped only by an unwind out of `PyEval_RestoreThread`.
+struct ParkOnUnwind;
+
+impl Drop for ParkOnUnwind {
+    fn drop(&mut self) {
+        park_for_ever();
+    }
+}
+
+fn park_for_ever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Whether the interpreter is finalizing; callable without the GIL.
+/// `Py_IsFinalizing` (3.13+) or `_Py_IsFinalizing` (3.11, 3.12), looked up
+/// at run time: naming the one this Python lacks would fail the import.
+fn interpreter_finalizing() -> bool {
+    type IsFinalizing = unsafe extern "C" fn() -> std::ffi::c_int;
+    static IS_FINALIZING: std::sync::OnceLock<Option<IsFinalizing>> = std::sync::OnceLock::new();
+    let found = IS_FINALIZING.get_or_init(|| {
+        [c"Py_IsFinalizing", c"_Py_IsFinalizing"]
+            .into_iter()
+            .find_map(|name| {
+                // SAFETY: dlsym reads a NUL-terminated name and returns an
+                // address or null.
+                let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+                // SAFETY: both are `int (void)` functions of the C API.
+                (!sym.is_null())
+                    .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, IsFinalizing>(sym) })
+            })
+    });
+    // SAFETY: either function only reads the runtime's finalizing flag.
+    found.is_some_and(|is_finalizing| unsafe { is_finalizing() } != 0)
 }
 
 /// Runs `f` holding the GIL (short calls), still catching panics.
@@ -729,7 +808,7 @@ impl PyIndexFile {
     fn summary(&self, py: Python<'_>) -> Summary {
         self.core
             .try_summary()
-            .unwrap_or_else(|| py.detach(|| self.core.summary()))
+            .unwrap_or_else(|| detached(py, || self.core.summary()))
     }
 }
 

@@ -1,12 +1,13 @@
 """A broker-like child process for crash and signal tests.
 
-Usage: broker_child.py DIR REMOTE_URL COUNT [--then shutdown|wait]
+Usage: broker_child.py DIR REMOTE_URL COUNT [--then shutdown|wait|exit]
 
 Puts COUNT messages, printing each offset once its put returned (the
 acknowledgement the parent records), then shuts down (exit 0 if clean, 1
-if not) or waits for a signal. Settings come from the environment:
-TIX_CAPACITY (entries per file), TIX_PART_SIZE (multipart part size and
-threshold), TIX_SHUTDOWN_S.
+if not), waits for a signal, or (``exit``) returns without shutdown(), so
+the interpreter ends while the store's background work still runs.
+Settings come from the environment: TIX_CAPACITY (entries per file),
+TIX_PART_SIZE (multipart part size and threshold), TIX_SHUTDOWN_S.
 """
 
 import os
@@ -42,6 +43,8 @@ def main() -> int:
     if then == "wait":
         while True:
             time.sleep(0.1)
+    if then == "exit":
+        return 0
     report = store.shutdown()
     return 0 if report.clean else 1
 

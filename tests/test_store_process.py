@@ -158,3 +158,27 @@ def test_sigkill_at_random_moment(tmp_path: Path, remote_url: str, delay: float)
     assert store.shutdown(timeout_s=60).clean
     assert_remote_has(tmp_path, remote_url, acked)
     assert open_remote(remote_url).list_multipart_uploads() == []
+
+
+@pytest.mark.crash
+def test_exit_without_shutdown_during_background_work(tmp_path: Path) -> None:
+    """A program that ends without shutdown() while seals and uploads run in
+    the store's daemon threads exits 0, every time, and a restart answers
+    every put it made. (CPython before 3.14 ends a daemon thread that takes
+    the GIL back during finalization with pthread_exit; its unwind through
+    the native module's frames aborted the process: SIGABRT, "FATAL:
+    exception not rethrown".) Capacity 1: each put rolls a file, so the
+    exit always lands among seals and uploads."""
+    for run in range(10):
+        directory = tmp_path / f"d{run}"
+        remote_url = f"file://{tmp_path / f'remote{run}'}"
+        child = run_child(directory, remote_url, 200, then="exit", capacity=1)
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, f"run {run}: exit status {child.returncode}: {err[-2000:]}"
+        acked = acknowledged(out)
+        assert len(acked) == 200, err[-2000:]
+        store = IndexStore(directory, remote_url, small_config(capacity=1))
+        store.start()
+        found = {e.offset for k in range(13) for e in store.query("orders", f"k{k}", 0, FOREVER, 100_000)}
+        store.shutdown(timeout_s=0)
+        assert found == set(acked), f"run {run}: lost {sorted(set(acked) - found)[:10]}"

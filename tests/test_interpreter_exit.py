@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 # A daemon thread hashes with the GIL released, over and over, while the
 # main thread exits. The last exit function is one C call that holds the GIL
@@ -57,3 +58,45 @@ def test_native_call_ending_while_the_interpreter_finalizes() -> None:
         )
         assert child.returncode == 0, f"run {run}: exit status {child.returncode}: {child.stderr[-2000:]}"
         assert child.stdout == "collected 2745926978\n", child.stderr[-2000:]
+
+
+# A store that shut down must be freed (the exit hook holds stores weakly);
+# one that never shut down must have no thread left when the last exit
+# function (registered first) runs, just before finalization.
+STORE_SCRIPT = r"""
+import atexit, sys, threading
+
+
+def threads_left():
+    names = sorted(t.name for t in threading.enumerate() if t.name.startswith("tieredindex"))
+    print("left:", names, flush=True)
+
+
+atexit.register(threads_left)  # registered first: runs last
+
+import gc, weakref
+from tieredindex import IndexStore, StoreConfig
+
+work = sys.argv[1]
+config = StoreConfig(slots=4, capacity=1)
+done = IndexStore(f"{work}/done", f"file://{work}/remote-done", config)
+done.start()
+done.put("t", "k", queue_id=0, offset=0, size=1, timestamp_ms=1_000)
+done.shutdown()
+freed = weakref.ref(done)
+del done
+gc.collect()
+print("freed:", freed() is None, flush=True)
+store = IndexStore(f"{work}/store", f"file://{work}/remote", config)
+store.start()
+for i in range(200):
+    store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+"""
+
+
+def test_exit_stops_the_threads_of_a_store_never_shut_down(tmp_path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", STORE_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == ["freed: True", "left: []"], child.stderr[-2000:]

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 const ENV_VAR: &str = "TIEREDINDEX_FAULTS";
 
 /// Points reachable in the core.
-pub const POINTS: &[&str] = &["seal.compact"];
+pub const POINTS: &[&str] = &["seal.compact", "create.after_preallocate"];
 
 struct Armed {
     nth: u32,

@@ -2,7 +2,9 @@
 //!
 //! # Unsealed (writable) file
 //!
-//! Preallocated to its full size at create, then memory-mapped.
+//! Preallocated to its full size at create, then memory-mapped; made under
+//! a temporary name and renamed once its header is on disk, so a file under
+//! its own name always has a header (`IndexFile::create`).
 //!
 //! ```text
 //! offset  size  field

@@ -67,6 +67,20 @@ pub fn sync_parent_dir(path: &Path) -> Result<()> {
     handle.sync_all().map_err(|e| Error::io(dir, e))
 }
 
+/// A name for a temporary file beside `dest`: `.NAME.PID.NANOS.SUFFIX`, so
+/// that recovery can find what a crash left by its suffix.
+pub fn temp_path(dest: &Path, suffix: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{}.{nanos}.{suffix}", std::process::id()))
+}
+
 /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
 pub fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
     use std::ffi::CString;
@@ -268,6 +282,14 @@ impl FileMap {
             at = end.max(start + 1);
         }
         regions
+    }
+
+    /// Renames the mapped file to `to`, which must not exist; the map and
+    /// the lock stay (they belong to the file, not to its name).
+    pub fn rename_no_replace(&mut self, to: &Path) -> Result<()> {
+        rename_no_replace(&self.path, to)?;
+        self.path = to.to_path_buf();
+        Ok(())
     }
 
     /// fsync of the file (metadata included).

@@ -2,7 +2,7 @@
 //! whole file, a buffer, or byte ranges of a remote object (layout in
 //! `format.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::checksum::{crc32c, crc32c_append};
@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::index::SealSource;
 use crate::keyhash::slot_of;
-use crate::mapping::{rename_no_replace, sync_parent_dir, FileMap, ReadMap};
+use crate::mapping::{rename_no_replace, sync_parent_dir, temp_path, FileMap, ReadMap};
 
 /// The slot count of the sealed form: about one slot per entry, never more
 /// than the unsealed file had, at least one.
@@ -85,7 +85,7 @@ pub(crate) fn write_sealed(dest: &Path, src: &SealSource<'_>, durable: bool) -> 
     let slots = sealed_slots(src.slots, src.count);
     let geo = Geometry::new(slots, src.count, DEFAULT_BLOCK_SIZE)
         .ok_or_else(|| Error::invalid("capacity", "file too large to seal"))?;
-    let tmp = temp_path(dest);
+    let tmp = temp_path(dest, "sealing");
     let result = (|| {
         let mut map = FileMap::create(&tmp, geo.object_len())?;
         // One populate call instead of a page fault per 4 KiB page.
@@ -106,18 +106,6 @@ pub(crate) fn write_sealed(dest: &Path, src: &SealSource<'_>, durable: bool) -> 
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-fn temp_path(dest: &Path) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.{}.{nanos}.sealing", std::process::id()))
 }
 
 /// Checks entries `range` and counts them per bucket; returns the counts

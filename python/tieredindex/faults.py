@@ -23,6 +23,7 @@ POINTS = frozenset(
         "roll.after_journal",
         "seal.before",
         "seal.compact",  # in the Rust core, half way through compaction (rust/faults.rs)
+        "create.after_preallocate",  # in the Rust core: a new file's space taken, no header yet
         "seal.after_file",
         "seal.after_journal",
         "upload.after_intent",

@@ -14,6 +14,7 @@ import pytest
 
 from tieredindex import IndexStore, open_remote
 from tieredindex.faults import POINTS
+from tieredindex.layout import ACTIVE_DIR, QUARANTINE_DIR
 
 from store_helpers import FOREVER, small_config
 
@@ -182,3 +183,28 @@ def test_exit_without_shutdown_during_background_work(tmp_path: Path) -> None:
         found = {e.offset for k in range(13) for e in store.query("orders", f"k{k}", 0, FOREVER, 100_000)}
         store.shutdown(timeout_s=0)
         assert found == set(acked), f"run {run}: lost {sorted(set(acked) - found)[:10]}"
+
+
+@pytest.mark.crash
+def test_sigkill_inside_file_creation_quarantines_nothing(tmp_path: Path) -> None:
+    """A kill while IndexFile.create makes the second file (its space taken,
+    its header not yet written) leaves nothing for recovery to take for a
+    damaged file: no quarantine, no temporary file left, no put lost. (The
+    file of zeros was quarantined for good, 782 MB at the default geometry.)"""
+    directory, remote_url = tmp_path / "d", f"file://{tmp_path / 'remote'}"
+    child = run_child(directory, remote_url, 200, faults="create.after_preallocate:kill:2", capacity=40)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, f"the fault did not fire: {err[-2000:]}"
+    acked = acknowledged(out)
+    assert len(acked) == 40, err[-2000:]
+    store = IndexStore(directory, remote_url, small_config(capacity=40))
+    report = store.start()
+    assert report.quarantined == []
+    assert report.removed_temp_files == 1
+    assert store.status().quarantined == []
+    assert list((directory / QUARANTINE_DIR).iterdir()) == []
+    assert [p.name for p in (directory / ACTIVE_DIR).iterdir() if p.name.startswith(".")] == []
+    found = {e.offset for k in range(13) for e in store.query("orders", f"k{k}", 0, FOREVER, 100_000)}
+    assert found == set(acked)
+    assert store.shutdown().clean
+    assert_remote_has(tmp_path, remote_url, acked)

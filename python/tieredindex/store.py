@@ -476,10 +476,13 @@ class IndexStore:
     def _recover(self) -> RecoveryReport:
         journal = self.journal
         removed = 0
+        # Temporary files of a seal or of a file creation (rust/index.rs
+        # IndexFile::create) a crash cut short: no put reached either.
         for sub in (ACTIVE_DIR, SEALED_DIR):
-            for leftover in (self.directory / sub).glob(".*.sealing"):
-                leftover.unlink()
-                removed += 1
+            for pattern in (".*.sealing", ".*.creating"):
+                for leftover in (self.directory / sub).glob(pattern):
+                    leftover.unlink()
+                    removed += 1
         # One listing of each directory, not a stat per journal row: a
         # broker that keeps its files for ever has one row per file.
         unsealed_here = {path.stem for path in (self.directory / ACTIVE_DIR).glob("*.tix")}

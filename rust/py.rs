@@ -297,7 +297,9 @@ fn index_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i128>> {
     // A bool is an int to Python, but True as an offset or a time is a
     // caller's mistake, not a value.
     if obj.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(PyTypeError::new_err(format!("{name} must be an int, not bool")));
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, not bool"
+        )));
     }
     let int = if obj.is_instance_of::<pyo3::types::PyInt>() {
         obj.clone()

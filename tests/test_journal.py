@@ -84,3 +84,50 @@ def test_questions_by_state_read_only_the_rows_asked_for(tmp_path: Path) -> None
         "EXPLAIN QUERY PLAN SELECT file_id FROM files WHERE state IN (?) ORDER BY file_id", ("ACTIVE",)
     ).fetchall()
     assert any("files_by_state" in str(step) for step in plan), plan
+
+
+# An older journal (before the files_by_state index), opened on a disk that
+# refuses every write: the index is the first write of the open. The file
+# size limit makes writes fail (EFBIG, as a full disk would) once SQLite's
+# shared-memory file exists, which a reader's connection makes beforehand.
+OPEN_ON_A_FULL_DISK = textwrap.dedent(
+    """
+    import resource, signal, sqlite3, sys
+    from tieredindex.journal import Journal
+    from tieredindex.states import FileState
+    path = sys.argv[1]
+    j = Journal(path)
+    j.add("0000000000001-deadbeef", FileState.ACTIVE, begin_ms=1)
+    j._db.execute("DROP INDEX files_by_state")
+    j.close()
+    reader = sqlite3.connect(path)
+    reader.execute("SELECT COUNT(*) FROM files").fetchone()
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, hard))
+    try:
+        Journal(path)
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    print([r.file_id for r in Journal(path).files()])
+    """
+)
+
+
+def test_a_full_disk_at_open_is_not_a_damaged_journal(tmp_path: Path) -> None:
+    """Creating the new index in an older journal on a full disk raised
+    CorruptFileError, and the store then set the whole journal aside and
+    rebuilt it from local files (forgetting every uploaded file). A write
+    that fails at open is the disk's trouble: an OSError naming the
+    journal, which stays as it was."""
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_ON_A_FULL_DISK, str(tmp_path / "journal.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    error, rows = done.stdout.strip().splitlines()
+    assert error.startswith("OSError ") and "journal.db: the journal could not be opened" in error, error
+    assert rows == "['0000000000001-deadbeef']"

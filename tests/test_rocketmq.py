@@ -610,3 +610,19 @@ def test_audit_import_geometry_error_is_a_finding(
         import_into_store([path], tmp_path / "work2", remote.as_uri())
     with pytest.raises(CorruptFileError, match=str(T0)):
         import_into_store([path], tmp_path / "work2", remote.as_uri(), max_items=29)
+
+
+def test_an_import_killed_before_its_rename_leaves_no_file_behind(tmp_path: Path) -> None:
+    """An import converts each file under a temporary name in the store's
+    directory, full size, then renames it. A kill in between left that file
+    for good: nothing removed it. The store the next import (or a broker)
+    starts on the directory now does."""
+    work = tmp_path / "work"
+    (work / "active").mkdir(parents=True)
+    leftover = work / "active" / ".rocketmq-import-4242.tmp"
+    leftover.write_bytes(b"\0" * 4096)
+    store = IndexStore(work, (tmp_path / "remote").as_uri(), StoreConfig(slots=16, capacity=10))
+    report = store.start()
+    store.shutdown()
+    assert not leftover.exists()
+    assert report.removed_temp_files == 1

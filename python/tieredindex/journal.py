@@ -107,6 +107,16 @@ _COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
 _MUTABLE = frozenset(_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
 
 
+def _is_damage(exc: Exception) -> bool:
+    """Whether an error opening the journal means the journal is damaged: a
+    failed quick_check or a state no version wrote (raised without an SQLite
+    code), or SQLite's own word that the file is no sound database (CORRUPT,
+    NOTADB). Anything else (FULL, IOERR, CANTOPEN, READONLY, ...) is the
+    disk's or the system's trouble, not the journal's."""
+    code = getattr(exc, "sqlite_errorname", None)
+    return code is None or code == "SQLITE_NOTADB" or code.startswith("SQLITE_CORRUPT")
+
+
 def _record(row: tuple[Any, ...]) -> FileRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["state"] = FileState(values["state"])
@@ -134,6 +144,11 @@ class Journal:
                 FileState(state)
         except (sqlite3.DatabaseError, ValueError) as exc:
             self._db.close()
+            if not _is_damage(exc):
+                # A full disk or an I/O error (the schema's new index is a
+                # write on an older journal) is no reason to set the journal
+                # aside and rebuild it: the caller fails, the journal stays.
+                raise OSError(f"{self.path}: the journal could not be opened: {exc}") from exc
             raise CorruptFileError(f"{self.path}: journal is damaged: {exc}") from exc
         version = self.get_meta("schema_version")
         if version is None:

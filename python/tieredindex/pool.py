@@ -70,11 +70,6 @@ class DaemonThreadPool(Executor):
             with self._lock:
                 self._idle += 1
 
-    def threads(self) -> list[threading.Thread]:
-        """The threads started so far."""
-        with self._lock:
-            return list(self._threads)
-
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             if self._closed:

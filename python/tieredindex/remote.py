@@ -1044,26 +1044,33 @@ class LocalRemote(Remote):
         finally:
             os.close(fd)
 
-    def _walk(self, what: str, dirs: list[str]) -> Iterator[tuple[str, list[str], int]]:
+    def _walk(
+        self, what: str, dirs: list[str], *, strict: bool = True
+    ) -> Iterator[tuple[str, list[str], int]]:
         """``(relative directory, names of what is not a directory, its
         descriptor)`` for every directory below ``ROOT/dirs...``, top down,
         skipping dot-directories and never descending into a link; nothing
         if it is missing. A directory that cannot be read raises the
         ``OSError``, naming its path: a listing that left it out would look
-        complete, and the store, verify and the CLI all trust listings."""
+        complete, and the store, verify and the CLI all trust listings.
+        Not ``strict``: a folder below the top that cannot be read is
+        skipped with a warning instead."""
         top = self._open_dir(what, dirs, create=False)
         if top is None:
             return
-        yield from self._walk_from(top, "/".join(dirs))
+        yield from self._walk_from(top, "/".join(dirs), strict)
 
-    def _walk_from(self, fd: int, rel: str) -> Iterator[tuple[str, list[str], int]]:
+    def _walk_from(self, fd: int, rel: str, strict: bool = True) -> Iterator[tuple[str, list[str], int]]:
         """:meth:`_walk` from the open directory ``fd`` (closed at the end)."""
         try:
             try:
                 with os.scandir(fd) as it:
                     entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
             except OSError as exc:
-                raise self._named(exc, rel) from None
+                if strict or not rel:
+                    raise self._named(exc, rel) from None
+                _LOG.warning("%s", self._named(exc, rel))
+                return
             yield rel, [name for name, is_dir in entries if not is_dir], fd
             for name, is_dir in entries:
                 if not is_dir or name.startswith("."):
@@ -1074,8 +1081,11 @@ class LocalRemote(Remote):
                 except OSError as exc:
                     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                         continue  # removed, or replaced by a file or a link, since the scan
-                    raise self._named(exc, sub_rel) from None
-                yield from self._walk_from(sub, sub_rel)
+                    if strict:
+                        raise self._named(exc, sub_rel) from None
+                    _LOG.warning("%s", self._named(exc, sub_rel))
+                    continue
+                yield from self._walk_from(sub, sub_rel, strict)
         finally:
             os.close(fd)
 
@@ -1112,7 +1122,10 @@ class LocalRemote(Remote):
     def list_multipart_uploads(self) -> UploadList:
         self._check_open()
         out: list[MultipartUpload] = []
-        for rel_dir, filenames, dirfd in self._walk("", []):
+        # Not strict: it walks the whole root, where a folder no store made
+        # (lost+found at a volume's root) may be unreadable; a store's own
+        # uploads are where it could write. Object listings stay strict.
+        for rel_dir, filenames, dirfd in self._walk("", [], strict=False):
             for name in filenames:
                 m = _TMP_RE.match(name)
                 if m is None:
@@ -1284,6 +1297,9 @@ class S3Remote(Remote):
     def close(self) -> None:
         if not self._closed:
             super().close()
+            # A client handed in may outlive this remote: it must not keep
+            # it (and run its hook on every call) for good.
+            self._client.meta.events.unregister("after-call.s3", self._note_server_date)
             self._client.close()
 
     def _full(self, key: str) -> str:

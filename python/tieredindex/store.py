@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from functools import partial
@@ -364,7 +363,6 @@ class IndexStore:
             thread = threading.Thread(target=target, name=f"tieredindex-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        _STARTED.add(self)
         if fresh and not self._ids_listed.wait(START_LISTING_WAIT_S):
             _LOG.warning(
                 "the remote manifest was not listed within %.0f s of start: until it is, new files "
@@ -476,10 +474,12 @@ class IndexStore:
     def _recover(self) -> RecoveryReport:
         journal = self.journal
         removed = 0
-        # Temporary files of a seal or of a file creation (rust/index.rs
-        # IndexFile::create) a crash cut short: no put reached either.
+        # Temporary files of a seal, of a file creation (rust/index.rs
+        # IndexFile::create) or of a RocketMQ import (rocketmq.py, which
+        # starts a store on the directory when it is done) a crash cut
+        # short: no put reached any of them, and each may be full size.
         for sub in (ACTIVE_DIR, SEALED_DIR):
-            for pattern in (".*.sealing", ".*.creating"):
+            for pattern in (".*.sealing", ".*.creating", ".rocketmq-import-*.tmp"):
                 for leftover in (self.directory / sub).glob(pattern):
                     leftover.unlink()
                     removed += 1
@@ -2122,40 +2122,5 @@ class IndexStore:
             sys.stdout.flush()
             sys.exit(exiting.code if exiting.code is not None else 1)
 
-    def _stop_at_exit(self, deadline: float) -> None:
-        """The interpreter exits and shutdown() was never called: stops the
-        background threads as a crash would (no last seal or upload: the
-        next start() recovers) and waits until ``deadline`` for them to
-        leave their native calls."""
-        self._stop.set()
-        self._wake.set()
-        pools = [pool for pool in (self._uploads, self._reads) if pool is not None]
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
-        for thread in [*self._threads, *(t for pool in pools for t in pool.threads())]:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
     def __repr__(self) -> str:
         return f"IndexStore({str(self.directory)!r}, {self.remote.url!r})"
-
-
-# Started stores, weakly: the exit hook must not keep one alive.
-_STARTED: weakref.WeakSet[IndexStore] = weakref.WeakSet()
-# How long the interpreter's exit waits for stores never shut down.
-EXIT_WAIT_S = 2.0
-
-
-def _stop_stores_at_exit() -> None:
-    """Stops the background threads of stores never shut down before the
-    interpreter finalizes. Safety does not rest on it (a thread still in a
-    native call when finalization starts parks: rust/py.rs), but threads
-    stopped here end cleanly instead of parking, and are done logging before
-    logging's exit hook closes its handlers. Registered at import, so it
-    runs after the exit hooks of install_signal_handlers() (whose shutdown
-    it must not cut short) and before logging's."""
-    deadline = time.monotonic() + EXIT_WAIT_S
-    for store in list(_STARTED):
-        store._stop_at_exit(deadline)
-
-
-atexit.register(_stop_stores_at_exit)

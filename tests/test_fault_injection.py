@@ -327,6 +327,37 @@ def test_a_part_that_fails_for_good_fails_the_upload_and_aborts_it(
         remote.close()
 
 
+def test_an_abort_answered_500_is_tried_again(tmp_path: Path, moto_server: object) -> None:
+    """moto (like S3 on a bad day) answered an abort 500 once in a CI run:
+    the failed upload and its parts stayed stored until a reconciliation.
+    The abort of a failed upload gets a few quick tries."""
+    from botocore.exceptions import ClientError
+
+    data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
+    path = tmp_path / "f.tix"
+    path.write_bytes(data)
+    with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        remote, _ = _part_remote(moto_server, proxy.endpoint_url, f"parts-{time.monotonic_ns()}")
+        proxy.set_faults({"500": 1.0}, match=r"^PUT \S*partNumber=2")
+        real_abort = remote.client.abort_multipart_upload
+        aborts: list[str] = []
+
+        def abort_failing_once(**kw: Any) -> Any:
+            aborts.append(kw["UploadId"])
+            if len(aborts) == 1:
+                error = {"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}
+                raise ClientError(error, "AbortMultipartUpload")  # type: ignore[arg-type]
+            return real_abort(**kw)
+
+        remote.client.abort_multipart_upload = abort_failing_once  # type: ignore[method-assign]
+        with pytest.raises(ClientError, match=r"InternalError"):
+            remote.put_if_absent("k", path, size=len(data), crc32c=crc32c(data), retry=_retry_parts(3))
+        proxy.set_faults({})
+        assert len(aborts) == 2
+        assert remote.list_multipart_uploads() == []
+        remote.close()
+
+
 def test_the_store_resends_a_failed_part_only(tmp_path: Path, moto_server: object) -> None:
     """The store runs each part under its retry policy: a 503 on one part
     costs that part, not a second multipart upload; the shutdown is clean

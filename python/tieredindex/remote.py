@@ -47,11 +47,13 @@ import urllib.parse
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tieredindex._native import CorruptFileError, TieredIndexError, crc32c
 from tieredindex.faults import fault_point
 from tieredindex.pool import DaemonThreadPool
+from tieredindex.retry import RetryPolicy, run_with_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -84,6 +86,8 @@ MiB = 1024 * 1024
 # shutdown that uploads the last file.
 DEFAULT_MULTIPART_THRESHOLD = 100 * 1000 * 1000
 DEFAULT_PART_SIZE = 8 * MiB
+# How hard the abort of a failed multipart upload is tried (_abort_quietly).
+ABORT_POLICY = RetryPolicy(attempts=3, base_delay_s=0.05, max_delay_s=0.2, deadline_s=1.0)
 S3_MIN_PART_SIZE = 5 * MiB
 S3_MAX_PARTS = 10_000
 _READ_CHUNK = 8 * MiB
@@ -1517,11 +1521,19 @@ class S3Remote(Remote):
         return done
 
     def _abort_quietly(self, full: str, upload_id: str) -> None:
-        try:
-            self._abort(full, upload_id)
-        except Exception as exc:  # never mask the original failure
-            from tieredindex.retry import describe_error
+        from tieredindex.retry import describe_error
 
+        try:
+            # A few quick tries: an abort that fails (a 500) leaves the upload
+            # and its parts stored until reconciliation sweeps them. Bounded,
+            # so that a dead remote does not hold back the original error.
+            run_with_retry(
+                partial(self._abort, full, upload_id),
+                policy=ABORT_POLICY,
+                budget=None,
+                describe=f"abort upload of {full}",
+            )
+        except Exception as exc:  # never mask the original failure
             _LOG.warning(
                 "%s: could not abort multipart upload of %r (%s); it stays listed until aborted: %s",
                 self.url,

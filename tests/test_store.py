@@ -19,7 +19,7 @@ from tieredindex import (
     open_remote,
 )
 from tieredindex.journal import Journal
-from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
+from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY
 from tieredindex.remote import Remote
 
 from store_helpers import FOREVER, SwitchableRemote, open_upload, small_config, wait_until
@@ -912,3 +912,24 @@ def test_per_file_bookkeeping_goes_with_the_file(tmp_path: Path, remote_url: str
     store._evict_cache()
     assert (store._retry_after, store._access) == ({}, {})
     assert store.shutdown(timeout_s=20).clean
+
+
+def test_the_prefix_is_claimed_at_the_first_put_not_at_the_first_upload(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A broker stopped before its first file filled paid for the claim of
+    its prefix (a round trip) at shutdown, on the way of its last file. The
+    claim now follows the first put; a store that only reads never claims."""
+    remote = open_remote(remote_url)
+    reader = IndexStore(tmp_path / "r", remote_url, small_config())
+    reader.start()
+    reader.query("t", "k", 0, FOREVER)
+    store = IndexStore(tmp_path / "d", remote_url, small_config(reconcile_interval_s=3600.0))
+    store.start()
+    time.sleep(0.2)
+    assert remote.head(OWNER_KEY) is None
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    wait_until(lambda: remote.head(OWNER_KEY) is not None, "the prefix claimed")
+    assert [r.state for r in store.journal.files()] == [FileState.ACTIVE]  # nothing uploaded yet
+    assert store.shutdown(timeout_s=20).clean
+    assert reader.shutdown(timeout_s=20).clean

@@ -250,6 +250,7 @@ class IndexStore:
         self._bad_remote: dict[str, RemoteQuarantine] = {}
         self._last_id_ms = 0  # the newest file id's time: new ids sort after it
         self._ids_listed = threading.Event()  # the remote manifest's ids are noted
+        self._remote_wake = threading.Event()  # the remote loop's next round is due now
         self._expired_since: dict[str, float] = {}  # retention: monotonic time first seen expired
         self._salvages = 0  # damaged local files salvaged so far (a query then asks again)
         self._in_flight: set[str] = set()
@@ -747,6 +748,8 @@ class IndexStore:
                 self._unsealed[file_id] = f
             self._current = file_id
             self._current_since = time.monotonic()
+            if not self._claimed:
+                self._remote_wake.set()  # claim the prefix now (_claim_when_writing)
         return self._current, self._unsealed[self._current]
 
     def _forget_never_created(self, file_id: str) -> None:
@@ -1308,7 +1311,7 @@ class IndexStore:
         start), refresh the catalog, retention."""
         while not self._stop.is_set():
             was_reconciled = self._reconciled
-            for step in (self._reconcile, self._retain_now_and_then):
+            for step in (self._reconcile, self._claim_when_writing, self._retain_now_and_then):
                 if self._stop.is_set():
                     return
                 try:
@@ -1318,7 +1321,16 @@ class IndexStore:
             if self._reconciled and not was_reconciled:
                 self._wake.set()  # the worker may schedule uploads now
             self._notify()
-            self._stop.wait(self.config.reconcile_interval_s)
+            self._remote_wake.wait(self.config.reconcile_interval_s)
+            self._remote_wake.clear()
+
+    def _claim_when_writing(self) -> None:
+        """Claims the prefix once there is a file to upload, not at its first
+        upload: for a broker stopped before its first file filled, that is
+        the shutdown, where the claim's round trip would hold back the last
+        file. A store that never puts (a reader) never claims."""
+        if not self._claimed and self._refused is None and self._current is not None:
+            self._ensure_claimed()
 
     def _reconcile(self) -> None:
         """Once: list the manifest; if there is upload work, claim the prefix
@@ -1962,6 +1974,7 @@ class IndexStore:
                 # stop event cuts their remote calls and the close their files.
                 self._calls_done.wait_for(lambda: self._calls == 0, max(0.0, deadline - time.monotonic()))
             self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
+            self._remote_wake.set()
             self._wake.set()
             for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()) + 0.05)

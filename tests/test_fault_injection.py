@@ -320,7 +320,9 @@ def test_a_part_that_fails_for_good_fails_the_upload_and_aborts_it(
             remote.put_if_absent("k", path, size=len(data), crc32c=crc32c(data), retry=_retry_parts(3))
         assert proxy.counters()["faults"]["500"] == 3
         assert calls["CreateMultipartUpload"] == 1 and calls["CompleteMultipartUpload"] == 0
-        assert calls["AbortMultipartUpload"] == 1
+        # Once, or again if moto answered the abort 500 (its race with parts
+        # still in flight; AWS says an abort may have to be repeated).
+        assert calls["AbortMultipartUpload"] >= 1
         proxy.set_faults({})
         assert remote.list_multipart_uploads() == []
         assert remote.head("k") is None

@@ -144,14 +144,17 @@ def test_retries_and_failures_are_logged_without_credentials(
     wait_for(lambda: store.status().reconciled)
     remote.down.set()
     fill(store, 60)
-    wait_for(lambda: store.metrics().failures > 0)
+
+    def failed_uploads() -> list[str]:
+        return [m for r in caplog.records if "failed:" in (m := r.getMessage()) and "file " in m]
+
+    # An upload's failure, not only the claim of the prefix (which follows the first put).
+    wait_for(lambda: store.metrics().failures > 0 and bool(failed_uploads()))
     remote.down.clear()
     assert store.shutdown(timeout_s=20).clean
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "retrying" in text and "attempt" in text
-    failed = [
-        r.getMessage() for r in caplog.records if "failed:" in r.getMessage() and "file " in r.getMessage()
-    ]
+    failed = failed_uploads()
     assert failed and all("attempt" in line for line in failed)
     assert secret not in text and "abc&" not in text
 

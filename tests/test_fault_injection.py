@@ -272,6 +272,14 @@ def _part_remote(server: object, endpoint: str, prefix: str) -> tuple[S3Remote, 
     return remote, calls
 
 
+def _three_part_file(tmp_path: Path) -> tuple[bytes, Path]:
+    """Random bytes that go up in three parts of _part_remote, and their file."""
+    data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
+    path = tmp_path / "f.tix"
+    path.write_bytes(data)
+    return data, path
+
+
 def _retry_parts(attempts: int) -> Callable[[Callable[[], object], str], object]:
     policy = RetryPolicy(attempts=attempts, base_delay_s=0.01, max_delay_s=0.05, deadline_s=30.0)
     return lambda op, what: run_with_retry(op, policy=policy, budget=None, describe=what)
@@ -281,9 +289,7 @@ def test_a_failed_part_is_sent_again_not_the_whole_upload(tmp_path: Path, moto_s
     """Part 2 of 3 is answered 500, then cut by a reset mid-body: that part
     alone is sent again (the caller's retry policy runs each part); the
     upload is not begun again, and what is stored is exactly the file."""
-    data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
-    path = tmp_path / "f.tix"
-    path.write_bytes(data)
+    data, path = _three_part_file(tmp_path)
     with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
         remote, calls = _part_remote(moto_server, proxy.endpoint_url, f"parts-{time.monotonic_ns()}")
         proxy.set_faults({}, match=r"^PUT \S*partNumber=2")
@@ -310,9 +316,7 @@ def test_a_part_that_fails_for_good_fails_the_upload_and_aborts_it(
     upload by), is aborted, and leaves nothing."""
     from botocore.exceptions import ClientError
 
-    data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
-    path = tmp_path / "f.tix"
-    path.write_bytes(data)
+    data, path = _three_part_file(tmp_path)
     with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
         remote, calls = _part_remote(moto_server, proxy.endpoint_url, f"parts-{time.monotonic_ns()}")
         proxy.set_faults({"500": 1.0}, match=r"^PUT \S*partNumber=2")
@@ -335,9 +339,7 @@ def test_an_abort_answered_500_is_tried_again(tmp_path: Path, moto_server: objec
     The abort of a failed upload gets a few quick tries."""
     from botocore.exceptions import ClientError
 
-    data = os.urandom(3 * S3_MIN_PART_SIZE - 1000)
-    path = tmp_path / "f.tix"
-    path.write_bytes(data)
+    data, path = _three_part_file(tmp_path)
     with NetProxy(moto_server.endpoint_url) as proxy:  # type: ignore[attr-defined]
         remote, _ = _part_remote(moto_server, proxy.endpoint_url, f"parts-{time.monotonic_ns()}")
         proxy.set_faults({"500": 1.0}, match=r"^PUT \S*partNumber=2")

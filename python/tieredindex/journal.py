@@ -117,6 +117,12 @@ def _is_damage(exc: Exception) -> bool:
     return code is None or code == "SQLITE_NOTADB" or code.startswith("SQLITE_CORRUPT")
 
 
+def _in_states(states: Iterable[FileState]) -> tuple[str, tuple[str, ...]]:
+    """``state IN (?, ...)`` and its arguments (the index files_by_state answers it)."""
+    wanted = tuple(sorted({str(FileState(s)) for s in states}))
+    return f"state IN ({', '.join('?' * len(wanted))})", wanted
+
+
 def _record(row: tuple[Any, ...]) -> FileRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["state"] = FileState(values["state"])
@@ -261,20 +267,18 @@ class Journal:
         if states is None:
             sql = f"{select} ORDER BY file_id"
         else:
-            wanted = tuple(sorted({str(FileState(s)) for s in states}))
-            marks = ", ".join("?" * len(wanted))
-            sql, args = f"{select} WHERE state IN ({marks}) ORDER BY file_id", wanted
+            clause, args = _in_states(states)
+            sql = f"{select} WHERE {clause} ORDER BY file_id"
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [_record(r) for r in rows]
 
     def file_ids(self, states: Iterable[FileState]) -> list[str]:
         """The ids of the files in ``states``, oldest first (no records built)."""
-        wanted = tuple(sorted({str(FileState(s)) for s in states}))
+        clause, args = _in_states(states)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT file_id FROM files WHERE state IN ({', '.join('?' * len(wanted))}) ORDER BY file_id",
-                wanted,
+                f"SELECT file_id FROM files WHERE {clause} ORDER BY file_id", args
             ).fetchall()
         return [file_id for (file_id,) in rows]
 

@@ -21,7 +21,7 @@ from typing import Any
 from tieredindex._native import CorruptFileError
 from tieredindex.journal import FileRecord
 from tieredindex.layout import ACTIVE_DIR, JOURNAL_NAME, LOCK_NAME, QUARANTINE_DIR, SEALED_DIR
-from tieredindex.states import PENDING_STATES, FileState
+from tieredindex.states import UNFINISHED_STATES, FileState
 
 _COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
 
@@ -188,7 +188,7 @@ def local_status(directory: str | os.PathLike[str]) -> LocalStatus:
     by_state: dict[str, int] = {}
     for r in view.records:
         by_state[str(r.state)] = by_state.get(str(r.state), 0) + 1
-    pending = [r for r in view.records if r.state in PENDING_STATES or r.state is FileState.CONFLICT]
+    pending = [r for r in view.records if r.state in UNFINISHED_STATES]
     # The newest of: the store's last error (journal meta, "<unix time>
     # <message>", written by the store when its error changes: an
     # unreachable remote fails no file in particular) and the newest error

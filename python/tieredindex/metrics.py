@@ -20,12 +20,12 @@ import time
 from typing import Any
 
 from tieredindex.journal import FileRecord
-from tieredindex.states import PENDING_STATES, FileState
+from tieredindex.states import UNFINISHED_STATES, FileState
 
 UPLOAD_LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Upper bounds of the upload latency histogram (seconds); +Inf is implied."""
 
-_PENDING = PENDING_STATES | {FileState.CONFLICT}
+_PENDING = UNFINISHED_STATES
 
 
 @dataclasses.dataclass(frozen=True)

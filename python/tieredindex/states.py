@@ -53,6 +53,8 @@ FINAL_STATES = frozenset({FileState.UPLOADED, FileState.EMPTY, FileState.QUARANT
 
 PENDING_STATES = frozenset({FileState.ACTIVE, FileState.ROLLED, FileState.SEALED, FileState.UPLOADING})
 """States whose entries are not yet in the remote store."""
+UNFINISHED_STATES = PENDING_STATES | {FileState.CONFLICT}
+"""Pending, or held back by a conflict: the files status reports as not remote."""
 
 TRANSITIONS: dict[FileState, frozenset[FileState]] = {
     FileState.ACTIVE: frozenset({FileState.ROLLED, FileState.QUARANTINED}),

@@ -86,7 +86,7 @@ from tieredindex.remote import (
 )
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
 from tieredindex.retry import RetryBudget, run_with_retry
-from tieredindex.states import PENDING_STATES, FileState
+from tieredindex.states import PENDING_STATES, UNFINISHED_STATES, FileState
 
 _LOG = logging.getLogger("tieredindex")
 T = TypeVar("T")
@@ -1792,7 +1792,7 @@ class IndexStore:
 
     def _status_now(self) -> StoreStatus:
         by_state = {str(state): n for state, n in sorted(self.journal.count_by_state().items())}
-        pending = self.journal.files([*PENDING_STATES, FileState.CONFLICT])
+        pending = self.journal.files(UNFINISHED_STATES)
         now = time.time()
         with self._state_lock:
             bad = sorted(self._bad)
@@ -2034,8 +2034,7 @@ class IndexStore:
             return report
 
     def _pending_ids(self) -> list[str]:
-        states = PENDING_STATES | {FileState.CONFLICT}
-        return self.journal.file_ids(states)
+        return self.journal.file_ids(UNFINISHED_STATES)
 
     def install_signal_handlers(self, exit: bool = True) -> None:
         """SIGTERM and SIGINT start a graceful shutdown; then the process

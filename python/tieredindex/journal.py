@@ -104,6 +104,7 @@ class FileRecord:
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM files"  # whole records, for _record
 _MUTABLE = frozenset(_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
 
 
@@ -247,28 +248,23 @@ class Journal:
 
     def get(self, file_id: str) -> FileRecord | None:
         with self._lock:
-            row = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM files WHERE file_id = ?", (file_id,)
-            ).fetchone()
+            row = self._db.execute(f"{_SELECT} WHERE file_id = ?", (file_id,)).fetchone()
         return None if row is None else _record(row)
 
     def _get_locked(self, file_id: str) -> FileRecord:
-        row = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM files WHERE file_id = ?", (file_id,)
-        ).fetchone()
+        row = self._db.execute(f"{_SELECT} WHERE file_id = ?", (file_id,)).fetchone()
         if row is None:
             raise KeyError(f"no journal record for file {file_id}")
         return _record(row)
 
     def files(self, states: Iterable[FileState] | None = None) -> list[FileRecord]:
         """Records, oldest file first, optionally only in ``states``."""
-        select = f"SELECT {', '.join(_COLUMNS)} FROM files"
         args: tuple[str, ...] = ()
         if states is None:
-            sql = f"{select} ORDER BY file_id"
+            sql = f"{_SELECT} ORDER BY file_id"
         else:
             clause, args = _in_states(states)
-            sql = f"{select} WHERE {clause} ORDER BY file_id"
+            sql = f"{_SELECT} WHERE {clause} ORDER BY file_id"
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [_record(r) for r in rows]
@@ -287,7 +283,7 @@ class Journal:
         (what retention deletes), oldest file first."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM files WHERE state = ? AND max_ms < ? ORDER BY file_id",
+                f"{_SELECT} WHERE state = ? AND max_ms < ? ORDER BY file_id",
                 (str(FileState.UPLOADED), horizon_ms),
             ).fetchall()
         return [_record(r) for r in rows]

@@ -331,11 +331,11 @@ class SlowManifestListing(SwitchableRemote):
 def test_a_query_in_flight_is_not_cut_while_the_shutdown_has_time(
     tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A reader's first query loads the catalog. A shutdown begun meanwhile
-    set its stop event first, which cut the listing; the query answered []
-    from local files alone. Calls in flight now finish first (to the
-    deadline)."""
-    # start() returns before the manifest is listed, so the query lists it.
+    """A reader's first query loads the catalog (or waits for the load the
+    worker began at start). A shutdown begun meanwhile set its stop event
+    first, which cut the listing; the query answered [] from local files
+    alone. Calls in flight now finish first (to the deadline)."""
+    # start() returns before the manifest is listed, so the query needs it.
     monkeypatch.setattr(tieredindex.store, "START_LISTING_WAIT_S", 0.0)
     with IndexStore(tmp_path / "w", remote_url, small_config()) as writer:
         writer.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
@@ -344,8 +344,8 @@ def test_a_query_in_flight_is_not_cut_while_the_shutdown_has_time(
     reader.start()
     answers: list[Any] = []
     asker = threading.Thread(target=lambda: answers.append(reader.query("t", "k", 0, FOREVER)))
-    remote.listing.clear()
     asker.start()
+    wait_until(lambda: reader._calls == 1, "the query in flight")
     assert remote.listing.wait(10)
     assert reader.shutdown(timeout_s=20).clean
     asker.join()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from tieredindex import (
     FileState,
     IndexStore,
+    RemoteError,
+    RetryPolicy,
     StoreClosedError,
     StoreLockedError,
     TieredIndexError,
@@ -22,7 +25,7 @@ from tieredindex.journal import Journal
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY
 from tieredindex.remote import Remote
 
-from store_helpers import FOREVER, SwitchableRemote, open_upload, small_config, wait_until
+from store_helpers import FOREVER, Outage, SwitchableRemote, open_upload, small_config, wait_until
 
 
 def fill(store: IndexStore, n: int, *, topic: str = "orders", keys: int = 7, t0: int = 1_000) -> dict:
@@ -128,6 +131,77 @@ def test_a_querys_remote_files_are_read_at_once(tmp_path: Path, remote_url: str)
     assert_answers(fresh, model)  # the same answers, order and de-duplication as a sequential read
     assert fresh.status().remote_files == 10
     assert remote.most_at_once > 1
+    fresh.shutdown()
+
+
+class RecordReads(SwitchableRemote):
+    """Counts whole-object reads (manifest records): in flight at once, and
+    per key. Each is held a moment so that reads started together overlap."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__(inner)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_at_once = 0
+        self.per_key: collections.Counter[str] = collections.Counter()
+        self.fail: set[str] = set()  # keys whose read raises a retryable error
+
+    def get(self, key: str) -> bytes:
+        with self._lock:
+            self.in_flight += 1
+            self.most_at_once = max(self.most_at_once, self.in_flight)
+            self.per_key[key] += 1
+        try:
+            time.sleep(0.02)
+            if key in self.fail:
+                raise Outage(f"cannot read {key} (test)")
+            return super().get(key)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_a_new_store_reads_the_manifest_records_at_once_and_once(tmp_path: Path, remote_url: str) -> None:
+    """A store on an empty directory reads every file's record before its
+    first query: at once (up to upload_concurrency), not one round trip
+    after another, and once, though its first query and its start-up
+    reconciliation both load the catalog."""
+    store = IndexStore(tmp_path / "a", remote_url, small_config())
+    store.start()
+    model = fill(store, 480)  # ten files
+    assert store.shutdown().clean
+    remote = RecordReads(open_remote(remote_url))
+    config = small_config(upload_concurrency=4)
+    fresh = IndexStore(tmp_path / "b", remote, config)
+    fresh.start()
+    assert_answers(fresh, model)
+    assert fresh.status().remote_files == 10
+    assert 1 < remote.most_at_once <= config.upload_concurrency
+    records = [key for key in remote.per_key if key.startswith(MANIFEST_PREFIX)]
+    assert len(records) == 10
+    assert all(remote.per_key[key] == 1 for key in records), remote.per_key
+    fresh.shutdown()
+
+
+def test_an_unreadable_record_fails_the_catalog_as_a_whole(tmp_path: Path, remote_url: str) -> None:
+    """Read at once, the records still fail the load as one sequential read
+    would: a strict query raises rather than answer without a file, and
+    once the record reads again, every file answers."""
+    store = IndexStore(tmp_path / "a", remote_url, small_config())
+    store.start()
+    model = fill(store, 480)  # ten files
+    assert store.shutdown().clean
+    remote = RecordReads(open_remote(remote_url))
+    keys = sorted(info.key for info in remote.inner.list(MANIFEST_PREFIX))
+    remote.fail.add(keys[len(keys) // 2])
+    config = small_config(retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.01, deadline_s=1.0))
+    fresh = IndexStore(tmp_path / "b", remote, config)
+    fresh.start()
+    with pytest.raises(RemoteError):
+        fresh.query("orders", "k1", 0, FOREVER, strict=True)
+    remote.fail.clear()
+    wait_until(lambda: fresh.status().remote_files == 10, "the catalog loaded once the record reads")
+    assert_answers(fresh, model)
     fresh.shutdown()
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -369,3 +372,63 @@ def test_a_store_nested_at_index_does_not_shield_this_stores_own_keys(remote: Re
     assert by_key["index/OWNER.json"].action == "left as is: another store's"
     assert [o.key for o in remote.list()] == ["index/OWNER.json"]
     assert remote.list_multipart_uploads() == []
+
+
+def test_checks_run_at_once_and_repairs_one_at_a_time(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over many files, verify reads (records, HEADs, re-hashes) several at
+    a time, where one after another they would add up to two round trips a
+    file; its repairs, which delete and write, still run one at a time and
+    in the manifest's order, and each is reported on its own file."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    store.start()
+    for i in range(100):  # ten files
+        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    remote = open_remote(remote_url)
+    records = sorted(info.key for info in remote.list("manifest/"))
+    assert len(records) == 10
+    damaged = [ManifestRecord.from_bytes(remote.get(records[n]), records[n]).key for n in (2, 7)]
+    for key in damaged:  # same size, other bytes, stored as another tool would
+        size = next(info.size for info in remote.list(key))
+        remote.delete(key)
+        plant(remote, [key], b"\x00" * size)
+
+    lock = threading.Lock()
+    now = {"reads": 0, "writes": 0}
+    most = {"reads": 0, "writes": 0}
+    written: list[str] = []
+
+    def counted(kind: str, real: Any) -> Any:
+        def call(key: str, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                now[kind] += 1
+                most[kind] = max(most[kind], now[kind])
+                if kind == "writes":
+                    written.append(key)
+            try:
+                time.sleep(0.02)
+                return real(key, *args, **kwargs)
+            finally:
+                with lock:
+                    now[kind] -= 1
+
+        return call
+
+    monkeypatch.setattr(remote, "head", counted("reads", remote.head))
+    monkeypatch.setattr(remote, "get", counted("reads", remote.get))
+    monkeypatch.setattr(remote, "put_if_absent", counted("writes", remote.put_if_absent))
+    report = verify_url(
+        remote, deep=False, repair=True, directory=tmp_path / "d", grace_s=NO_GRACE, policy=FAST
+    )
+
+    assert [(p.kind, p.key, p.fixed) for p in report.problems] == [
+        ("checksum-mismatch", key, True) for key in damaged
+    ]
+    assert most["reads"] > 1
+    assert most["writes"] == 1 and written == damaged
+    monkeypatch.undo()
+    again = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
+    assert again.ok and again.problems == []
+    remote.close()

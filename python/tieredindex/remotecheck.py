@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tieredindex._native import crc32c
 from tieredindex.layout import SEALED_DIR
 from tieredindex.localstatus import read_journal
-from tieredindex.remote import Remote
+from tieredindex.remote import Remote, crc32c_of_file
 from tieredindex.reports import VerifyReport
 from tieredindex.retry import RetryBudget, RetryPolicy, run_with_retry
 from tieredindex.verifier import verify_remote
@@ -50,10 +49,9 @@ def local_copies(directory: Path | None) -> Callable[[str], Path | None]:
     def find(file_id: str) -> Path | None:
         rec = view.get(file_id)
         path = directory / SEALED_DIR / f"{file_id}.sealed"
-        if rec is None or rec.crc32c is None or not path.is_file():
+        if rec is None or rec.crc32c is None or not path.is_file() or path.stat().st_size != rec.size:
             return None
-        data = path.read_bytes()
-        return path if len(data) == rec.size and crc32c(data) == rec.crc32c else None
+        return path if crc32c_of_file(path) == rec.crc32c else None  # in chunks: files run to GBs
 
     return find
 

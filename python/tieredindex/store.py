@@ -1903,6 +1903,7 @@ class IndexStore:
             local_copy=local_copy,
             in_flight=in_flight,
             grace_s=self.config.orphan_grace_s,
+            concurrency=self.config.upload_concurrency,
         )
         self._metrics.add_verification_failures(sum(p.kind != "orphan" for p in report.problems))
         self._ensure_catalog()  # what verify() finds is quarantined against the catalog

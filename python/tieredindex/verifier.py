@@ -9,16 +9,19 @@ its bytes re-hashed even without ``deep``: a size alone proves nothing. Objects 
 record names are orphans once older than the grace period; unfinished
 multipart uploads not in flight here are reported too.
 
-Objects are handled one at a time: an operation on one that fails for good
+Objects are handled one by one: an operation on one that fails for good
 (an unreadable record, a failed repair, a stray name the remote refuses) is
 reported on that object and the rest are still checked. Only the two
-listings the whole check stands on fail it.
+listings the whole check stands on fail it. The reads (records, HEADs, deep
+re-hashes) run ``concurrency`` at a time, since over N files they would
+otherwise add up to 2N round trips; repairs, which write and delete, run one
+after another, in the manifest's order, as the report lists them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -34,13 +37,16 @@ from tieredindex.layout import (
     is_layout_key,
     manifest_key,
 )
+from tieredindex.pool import DaemonThreadPool
 from tieredindex.remote import Remote, RetryCall
 from tieredindex.reports import Problem, VerifyReport
 from tieredindex.retry import describe_error
 
 _LOG = logging.getLogger("tieredindex")
 T = TypeVar("T")
+U = TypeVar("U")
 DEEP_CHUNK = 16 * 1024 * 1024
+DEFAULT_CONCURRENCY = 8
 
 
 def _failure(exc: Exception) -> str:
@@ -61,6 +67,32 @@ def _deep_crc(remote: Remote, call: RetryCall, key: str, size: int) -> tuple[int
     return crc, read
 
 
+def _each_at_once(
+    items: Sequence[T], work: Callable[[T], U], concurrency: int
+) -> Iterator[tuple[T, U | Exception]]:
+    """``(item, work(item) or the exception it raised)``, in the order of
+    ``items``, with up to ``concurrency`` items worked on at once. The
+    threads are daemons (pool.py): one stuck in a hung call does not hold
+    the process at exit."""
+    if concurrency < 2 or len(items) < 2:
+        for item in items:
+            try:
+                yield item, work(item)
+            except Exception as exc:
+                yield item, exc
+        return
+    pool = DaemonThreadPool(concurrency, "tieredindex-verify")
+    try:
+        futures = [pool.submit(work, item) for item in items]
+        for item, future in zip(items, futures, strict=True):
+            try:
+                yield item, future.result()
+            except Exception as exc:
+                yield item, exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def verify_remote(
     remote: Remote,
     *,
@@ -71,6 +103,7 @@ def verify_remote(
     in_flight: Container[str],
     grace_s: float,
     progress: Callable[[int, int], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> VerifyReport:
     problems: list[Problem] = []
     objects = call(lambda: remote.list(""), "list objects")
@@ -89,13 +122,14 @@ def verify_remote(
         if file_id is not None:
             unrecorded[data_key(file_id)] = mkey
 
-    for mkey in manifest_keys:
-        try:
-            raw: bytes = call(partial(remote.get, mkey), f"get {mkey}")
-        except Exception as exc:
+    def read_record(mkey: str) -> bytes:
+        return call(partial(remote.get, mkey), f"get {mkey}")  # type: ignore[no-any-return]
+
+    for mkey, raw in _each_at_once(manifest_keys, read_record, concurrency):
+        if isinstance(raw, Exception):
             # Unread is not damaged: a read that failed (the remote down for a
             # while) says nothing about the record.
-            bad_manifest(mkey, f"could not read it: {_failure(exc)}", kind="unchecked")
+            bad_manifest(mkey, f"could not read it: {_failure(raw)}", kind="unchecked")
             continue
         try:
             record = ManifestRecord.from_bytes(raw, mkey)
@@ -132,19 +166,19 @@ def verify_remote(
         _LOG.warning("repair: re-uploaded %s from %s (%s)", record.key, path, "ok" if fixed else "still bad")
         return Problem(kind, record.key, why, f"re-uploaded from {path}", fixed)
 
-    def check(record: ManifestRecord) -> tuple[Problem | None, int]:
-        """The record's problem (repaired if asked), and bytes re-hashed."""
+    def check(record: ManifestRecord) -> tuple[tuple[str, str] | None, int]:
+        """The record's damage, as (kind, why), if any; and bytes re-hashed.
+        Reads only: the repair is the caller's."""
         info = call(partial(remote.head, record.key), f"head {record.key}")
         if info is None:
             if not recorded_now(record.file_id):
                 return None, 0  # expired since the listing (record first, then object): not damage
-            return reupload(record, "listed in the manifest, missing from the remote", "missing"), 0
+            return ("missing", "listed in the manifest, missing from the remote"), 0
         if info.size != record.size:
-            why = f"object is {info.size} bytes, manifest records {record.size}"
-            return reupload(record, why, "size-mismatch"), 0
+            return ("size-mismatch", f"object is {info.size} bytes, manifest records {record.size}"), 0
         if info.crc32c is not None and info.crc32c != record.crc32c:
             why = f"object metadata has crc32c {info.crc32c:#010x}, manifest records {record.crc32c:#010x}"
-            return reupload(record, why, "checksum-mismatch"), 0
+            return ("checksum-mismatch", why), 0
         if not deep and info.crc32c is not None:
             return None, 0
         crc, read = _deep_crc(remote, call, record.key, record.size)
@@ -152,18 +186,21 @@ def verify_remote(
             why = f"bytes hash to {crc:#010x} over {read} bytes, manifest records {record.crc32c:#010x}"
             if info.crc32c is None:
                 why += " (the object has no recorded crc32c)"
-            return reupload(record, why, "checksum-mismatch"), read
+            return ("checksum-mismatch", why), read
         return None, read
 
     checked_bytes = 0
-    for n, record in enumerate(records.values(), 1):
+    checks = _each_at_once(list(records.values()), check, concurrency)
+    for n, (record, checked) in enumerate(checks, 1):
         try:
-            problem, read = check(record)
+            if isinstance(checked, Exception):
+                raise checked
+            damage, read = checked
+            checked_bytes += read
+            if damage is not None:
+                problems.append(reupload(record, damage[1], damage[0]))
         except Exception as exc:
-            problem, read = Problem("unchecked", record.key, f"could not check it: {_failure(exc)}"), 0
-        checked_bytes += read
-        if problem is not None:
-            problems.append(problem)
+            problems.append(Problem("unchecked", record.key, f"could not check it: {_failure(exc)}"))
         if progress is not None:
             progress(n, len(records))
 

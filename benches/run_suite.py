@@ -78,6 +78,7 @@ def plan(quick: bool) -> list[Step]:
             "TIX_BENCH_SIZES_MIB": "16",
             "TIX_BENCH_ROUNDS": "1",
             "TIX_BENCH_RSS_MB": "64",
+            "TIX_BENCH_CATALOG_FILES": "40",
         }
         return [
             Step("disk", "Disk and memory limits", _pytest("test_disk_bench.py"),
@@ -101,12 +102,13 @@ def plan(quick: bool) -> list[Step]:
         Step("rocketmq", "RocketMQ compacted-file verify", _pytest("test_rocketmq_bench.py"), {},
              "rocketmq.json"),
         # Round trip x bandwidth, the store's default part size and concurrency.
-        Step("remote-grid", "Remote: links", _pytest("test_remote_bench.py", "-k", "not rss"),
+        Step("remote-grid", "Remote: links",
+             _pytest("test_remote_bench.py", "-k", "not rss and not catalog and not verify"),
              {"TIX_BENCH_LINKS": "0:inf,10:inf,50:inf,0:200,10:200,50:200,50:100,0:50,10:50,50:50",
               "TIX_BENCH_SIZES_MIB": "64", "TIX_BENCH_ROUNDS": "3"}, "remote-grid.json"),
         # Issue 3's example link once more over plain http, beside the https grid.
         Step("remote-http", "Remote: the example link over plain http",
-             _pytest("test_remote_bench.py", "-k", "not rss and not query"),
+             _pytest("test_remote_bench.py", "-k", "not rss and not query and not catalog and not verify"),
              {"TIX_BENCH_SCHEME": "http", "TIX_BENCH_LINKS": "50:100", "TIX_BENCH_SIZES_MIB": "64",
               "TIX_BENCH_ROUNDS": "3"}, "remote-http.json"),
         # Issue 3's SIGTERM figure on its example link, round by round: its
@@ -115,6 +117,12 @@ def plan(quick: bool) -> list[Step]:
              _pytest("test_remote_bench.py", "-k", "seal_anchor or sigterm"),
              {"TIX_BENCH_LINKS": "50:100", "TIX_BENCH_SIZES_MIB": "64", "TIX_BENCH_ROUNDS": "9"},
              "remote-sigterm.json"),
+        # A prefix of many files on issue 3's example link: what a fresh store's
+        # first query and a verify cost before any file is read.
+        Step("remote-catalog", "Remote: a prefix of many files",
+             _pytest("test_remote_bench.py", "-k", "catalog or verify"),
+             {"TIX_BENCH_LINKS": "50:100", "TIX_BENCH_CATALOG_FILES": "200", "TIX_BENCH_ROUNDS": "3"},
+             "remote-catalog.json"),
         # A file above the multipart threshold on issue 3's example link.
         Step("remote-multipart", "Remote: a multipart-sized upload",
              _pytest("test_remote_bench.py", "-k", "test_upload and not rss"),
@@ -366,6 +374,10 @@ class Report:
         self.http = Bench(results / "remote-http.json")
         self.sigterm = Bench(results / "remote-sigterm.json")
         self.rss = Bench(results / "remote-rss.json")
+        catalog = Bench(results / "remote-catalog.json")
+        self.catalog, self.catalog_step = (
+            (catalog, "remote-catalog") if catalog else (self.grid, "remote-grid")
+        )
         crit = results / "criterion.json"
         self.crit: dict[str, Any] = json.loads(crit.read_text()) if crit.exists() else {}
         self.out: list[str] = []
@@ -1143,6 +1155,63 @@ class Report:
                 )
             )
 
+    def catalog_section(self) -> None:
+        """A fresh store's first query, and a shallow verify, over a prefix of
+        many files: per file, a record to read (and for verify a HEAD)."""
+        runs = [
+            (what, per_file, extra, x)
+            for name, what, per_file, extra in (
+                ("test_remote_catalog[", "fresh store: `start()` + first query", 1, 3),
+                ("test_remote_verify[", "`tieredindex verify` (shallow)", 2, 1),
+            )
+            for x in self.catalog.where(name)
+        ]
+        if not runs:
+            return
+        files = runs[0][3]["extra_info"]["files"]
+        self.w(
+            f"**A prefix of {files} files**: what a store on an empty directory pays before its first answer "
+            "(it lists the manifest and reads every file's record: the remote layout describes itself), and "
+            "what a shallow verify pays (each file's record and a HEAD of its object). The files are small, so "
+            "round trips are the whole cost. The anchor is one GET of a record through the same link; the "
+            "floor is the listing, then the per-file requests as many at once as the store runs "
+            "(`upload_concurrency`), plus the first query's own file (footer, slot, entries) or verify's "
+            "listing of uploads:",
+            "",
+        )
+        rows = []
+        for what, per_file, extra, x in runs:
+            i = x["extra_info"]
+            got, get_s, at_once = x["stats"]["median"], i["get_s"], i["concurrency"]
+            requests = 1 + per_file * -(-i["files"] // at_once) + extra
+            one_by_one = (1 + per_file * i["files"] + extra) * get_s
+            rows.append(
+                (
+                    what,
+                    f"{i['rtt_ms']:g} ms / " + ("unlimited" if i["mbps"] is None else f"{i['mbps']:g} MB/s"),
+                    fmt_s(got),
+                    fmt_s(get_s),
+                    f"{fmt_s(requests * get_s)} ({requests} GETs)",
+                    fmt_x(ratio(got, requests * get_s)),
+                    fmt_s(one_by_one),
+                )
+            )
+            if i["rtt_ms"] == 50 and i["mbps"] == 100:
+                self.headlines.append(
+                    (
+                        f"{what}, {i['files']} remote files, 50 ms / 100 MB/s link",
+                        fmt_s(got),
+                        f"floor {fmt_s(requests * get_s)} ({requests} GETs; one by one {fmt_s(one_by_one)})",
+                        fmt_x(ratio(got, requests * get_s)),
+                    )
+                )
+        self.w(
+            table(["what", "link", "time", "one GET", "floor", "time / floor", "one by one"], rows),
+            "",
+            self.how(self.catalog_step),
+            "",
+        )
+
     def sigterm_rounds(self) -> None:
         """The `remote-sigterm` step: every round of the SIGTERM figure on
         issue 3's example link, stopped at each step of the shutdown, and how
@@ -1468,6 +1537,7 @@ class Report:
                 "",
             )
             self.w(self.how("remote-grid"), "")
+        self.catalog_section()
         multipart = self.remote_links(self.multipart)
         if multipart:
             r = multipart[0]

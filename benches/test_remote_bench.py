@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tieredindex import IndexFile, IndexStore, SealedIndex, StoreConfig, crc32c
+from tieredindex import IndexFile, IndexStore, SealedIndex, StoreConfig, crc32c, open_remote
 from tieredindex.layout import MANIFEST_PREFIX, ManifestRecord, index_key
 from tieredindex.remote import S3Remote
 
@@ -726,6 +726,100 @@ def test_remote_query(benchmark: Any, link: tuple[Link, ProxyProcess], moto: Mot
     RESULTS[("query", str(spec), "")] = {"seconds": secs, "files": QUERY_FILES, "ranged_get_s": get_s}
 
 
+CATALOG_FILES = int(os.environ.get("TIX_BENCH_CATALOG_FILES", "200"))
+
+
+def small_get_seconds(endpoint: str, key: str, rounds: int) -> float:
+    """The median time of one whole GET of a small object (a manifest
+    record) through the same link."""
+    client = boto3_client(endpoint)
+    client.get_object(Bucket=BUCKET, Key=key)["Body"].read()  # connection
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        times.append(time.perf_counter() - started)
+    client.close()
+    return median(times)
+
+
+@pytest.fixture(scope="module")
+def catalog_prefix(moto: Moto, tmp: Path) -> Iterator[str]:
+    """A prefix of CATALOG_FILES small uploaded files, written straight to
+    moto (not through the link); the url of the store that wrote them."""
+    prefix = f"catalog-{uuid.uuid4().hex[:8]}"
+    url = f"s3://{BUCKET}/{prefix}/"
+    config = StoreConfig(
+        slots=64, capacity=4, endpoint_url=moto.endpoint_url, region="us-east-1", shutdown_timeout_s=300.0
+    )
+    writer = IndexStore(tmp / f"{prefix}-writer", url, config)
+    writer.start()
+    for i in range(CATALOG_FILES * config.capacity):
+        writer.put("orders", f"k{i}", queue_id=0, offset=i, size=100, timestamp_ms=1_000_000 + i)
+    assert writer.shutdown().clean
+    yield url
+    clean_prefix(moto, prefix)
+
+
+def _catalog_result(name: str, benchmark: Any, spec: Link, proxy: ProxyProcess, moto: Moto, url: str) -> None:
+    prefix = url.removeprefix(f"s3://{BUCKET}/")
+    record = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}{MANIFEST_PREFIX}")["Contents"][0]
+    get_s = small_get_seconds(proxy.endpoint_url, record["Key"], ROUNDS * 3)
+    info = {"files": CATALOG_FILES, "get_s": get_s, "concurrency": DEFAULTS.upload_concurrency}
+    benchmark.extra_info.update(info, **_link_info(spec))
+    RESULTS[(name, str(spec), "")] = {"seconds": benchmark.stats.stats.median, **info}
+
+
+def test_remote_catalog(
+    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path, catalog_prefix: str
+) -> None:
+    """A fresh store on an empty directory, over a prefix of CATALOG_FILES
+    uploaded files: ``start()`` and a first query (of one file's time range,
+    so one file is read), which lists the manifest and reads every file's
+    record (the remote layout describes itself; a reader, a restarted broker
+    on a new disk and every CLI query pay this)."""
+    spec, proxy = link
+    config = StoreConfig(
+        slots=64, capacity=4, endpoint_url=proxy.endpoint_url, region="us-east-1", shutdown_timeout_s=120.0
+    )
+    made = iter(range(10**6))
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (IndexStore(tmp / f"catalog-reader-{next(made)}", catalog_prefix, config),), {}
+
+    def first_query(reader: IndexStore) -> None:
+        reader.start()
+        got = reader.query("orders", "k0", 1_000_000, 1_000_000, 10)  # one file's time range
+        assert [e.offset for e in got] == [0]
+        assert reader.status().remote_files == CATALOG_FILES
+        reader.shutdown()
+
+    benchmark.group = f"catalog {spec}"
+    benchmark.pedantic(first_query, setup=setup, rounds=ROUNDS, iterations=1)
+    _catalog_result("catalog", benchmark, spec, proxy, moto, catalog_prefix)
+
+
+def test_remote_verify(
+    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, catalog_prefix: str
+) -> None:
+    """``tieredindex verify`` (shallow) of the same CATALOG_FILES files
+    through the link: a listing, then per file its record (GET) and a HEAD
+    of its object."""
+    from tieredindex.remotecheck import verify_url
+
+    spec, proxy = link
+    remote = open_remote(catalog_prefix, endpoint_url=proxy.endpoint_url, region="us-east-1")
+
+    def verify() -> None:
+        report = verify_url(remote, deep=False, repair=False)
+        assert report.ok and report.checked_files == CATALOG_FILES
+
+    benchmark.group = f"verify {spec}"
+    benchmark.pedantic(verify, rounds=ROUNDS, iterations=1)
+    remote.close()
+    _catalog_result("verify", benchmark, spec, proxy, moto, catalog_prefix)
+
+
 # --------------------------------------------------------------------------
 # Memory while uploading a 600 MB file
 
@@ -896,6 +990,30 @@ def _table() -> list[str]:
                     f"{floor * 1000:.1f} = 2 ranged GETs of {query['ranged_get_s'] * 1000:.1f} "
                     f"(file by file: {query['files'] * floor * 1000:.0f})",
                     f"{query['seconds'] / floor:.2f}",
+                    "",
+                    "",
+                )
+            )
+        for name, what, per_file, extra in (
+            ("catalog", "fresh store, first query over {} remote files", 1, 3),
+            ("verify", "shallow verify of {} remote files", 2, 1),
+        ):
+            result = RESULTS.get((name, spec, ""))
+            if not result:
+                continue
+            files, get_s, at_once = result["files"], result["get_s"], result["concurrency"]
+            # A listing, the per-file requests `at_once` at a time, and the rest
+            # (the first query's own file: footer, slot, entries; verify's
+            # listing of uploads).
+            requests = 1 + per_file * -(-files // at_once) + extra
+            floor = get_s * requests
+            rows.append(
+                (
+                    f"{what.format(files)} ms [{spec}]",
+                    f"{result['seconds'] * 1000:.0f}",
+                    f"{floor * 1000:.0f} = {requests} round trips of {get_s * 1000:.1f} ({at_once} at once; "
+                    f"one by one: {(1 + per_file * files + extra) * get_s * 1000:.0f})",
+                    f"{result['seconds'] / floor:.2f}",
                     "",
                     "",
                 )

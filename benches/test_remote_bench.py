@@ -71,9 +71,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tieredindex import IndexFile, IndexStore, SealedIndex, StoreConfig, crc32c, open_remote
+from tieredindex import IndexFile, IndexStore, SealedIndex, StoreConfig, crc32c, open_remote, verifier
 from tieredindex.layout import MANIFEST_PREFIX, ManifestRecord, index_key
-from tieredindex.remote import S3Remote
+from tieredindex.remote import READS_PER_UPLOAD, S3Remote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -761,11 +761,13 @@ def catalog_prefix(moto: Moto, tmp: Path) -> Iterator[str]:
     clean_prefix(moto, prefix)
 
 
-def _catalog_result(name: str, benchmark: Any, spec: Link, proxy: ProxyProcess, moto: Moto, url: str) -> None:
+def _catalog_result(
+    name: str, benchmark: Any, spec: Link, proxy: ProxyProcess, moto: Moto, url: str, at_once: int
+) -> None:
     prefix = url.removeprefix(f"s3://{BUCKET}/")
     record = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}{MANIFEST_PREFIX}")["Contents"][0]
     get_s = small_get_seconds(proxy.endpoint_url, record["Key"], ROUNDS * 3)
-    info = {"files": CATALOG_FILES, "get_s": get_s, "concurrency": DEFAULTS.upload_concurrency}
+    info = {"files": CATALOG_FILES, "get_s": get_s, "concurrency": at_once}
     benchmark.extra_info.update(info, **_link_info(spec))
     RESULTS[(name, str(spec), "")] = {"seconds": benchmark.stats.stats.median, **info}
 
@@ -796,7 +798,35 @@ def test_remote_catalog(
 
     benchmark.group = f"catalog {spec}"
     benchmark.pedantic(first_query, setup=setup, rounds=ROUNDS, iterations=1)
-    _catalog_result("catalog", benchmark, spec, proxy, moto, catalog_prefix)
+    _catalog_result(
+        "catalog", benchmark, spec, proxy, moto, catalog_prefix, READS_PER_UPLOAD * config.upload_concurrency
+    )
+
+
+def test_remote_wide_query(
+    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path, catalog_prefix: str
+) -> None:
+    """A query over every one of the CATALOG_FILES files (all time: how a
+    broker looks a message up by key), the catalog and footers already
+    loaded: at least one ranged read of each file's slot record."""
+    spec, proxy = link
+    config = StoreConfig(
+        slots=64, capacity=4, endpoint_url=proxy.endpoint_url, region="us-east-1", shutdown_timeout_s=120.0
+    )
+    reader = IndexStore(tmp / f"wide-reader-{uuid.uuid4().hex[:8]}", catalog_prefix, config)
+    reader.start()
+
+    def query() -> None:
+        got = reader.query("orders", "k0", 0, 10**15, 10)
+        assert [e.offset for e in got] == [0]
+
+    query()  # the catalog and every file's footer
+    benchmark.group = f"wide query {spec}"
+    benchmark.pedantic(query, rounds=ROUNDS, iterations=1)
+    reader.shutdown()
+    _catalog_result(
+        "wide", benchmark, spec, proxy, moto, catalog_prefix, READS_PER_UPLOAD * config.upload_concurrency
+    )
 
 
 def test_remote_verify(
@@ -817,7 +847,7 @@ def test_remote_verify(
     benchmark.group = f"verify {spec}"
     benchmark.pedantic(verify, rounds=ROUNDS, iterations=1)
     remote.close()
-    _catalog_result("verify", benchmark, spec, proxy, moto, catalog_prefix)
+    _catalog_result("verify", benchmark, spec, proxy, moto, catalog_prefix, verifier.DEFAULT_CONCURRENCY)
 
 
 # --------------------------------------------------------------------------
@@ -995,24 +1025,25 @@ def _table() -> list[str]:
                 )
             )
         for name, what, per_file, extra in (
-            ("catalog", "fresh store, first query over {} remote files", 1, 3),
-            ("verify", "shallow verify of {} remote files", 2, 1),
+            ("catalog", "fresh store, first query over {} remote files", 1, 4),
+            ("verify", "shallow verify of {} remote files", 2, 2),
+            ("wide", "query over all {} remote files, footers cached", 1, 0),
         ):
             result = RESULTS.get((name, spec, ""))
             if not result:
                 continue
             files, get_s, at_once = result["files"], result["get_s"], result["concurrency"]
-            # A listing, the per-file requests `at_once` at a time, and the rest
-            # (the first query's own file: footer, slot, entries; verify's
-            # listing of uploads).
-            requests = 1 + per_file * -(-files // at_once) + extra
+            # The per-file requests `at_once` at a time, and the rest (the
+            # manifest listing and the first query's own file: footer, slot,
+            # entries; verify's two listings).
+            requests = per_file * -(-files // at_once) + extra
             floor = get_s * requests
             rows.append(
                 (
                     f"{what.format(files)} ms [{spec}]",
                     f"{result['seconds'] * 1000:.0f}",
                     f"{floor * 1000:.0f} = {requests} round trips of {get_s * 1000:.1f} ({at_once} at once; "
-                    f"one by one: {(1 + per_file * files + extra) * get_s * 1000:.0f})",
+                    f"one by one: {(per_file * files + extra) * get_s * 1000:.0f})",
                     f"{result['seconds'] / floor:.2f}",
                     "",
                     "",

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from tieredindex._native import CorruptFileError, RemoteError, crc32c
 from tieredindex.remote import (
+    READS_PER_UPLOAD,
     KeyEscapesError,
     LocalRemote,
     ObjectNotFoundError,
@@ -445,9 +446,10 @@ def test_s3_client_settings(s3_remote: S3Remote, moto_server: Any) -> None:
     assert cfg.request_checksum_calculation == "when_required"
     assert cfg.response_checksum_validation == "when_required"
     assert cfg.s3 == {"addressing_style": "path"}
-    # A store's uploads and a query's reads, each upload_concurrency at once, never wait for a connection.
+    # A store's uploads (upload_concurrency at once), its small reads (READS_PER_UPLOAD
+    # times that) and its upkeep never wait for a connection.
     with S3Remote(moto_server.bucket, endpoint_url=moto_server.endpoint_url, upload_concurrency=8) as wide:
-        assert wide.client.meta.config.max_pool_connections == 18  # type: ignore[attr-defined]
+        assert wide.client.meta.config.max_pool_connections == 8 + READS_PER_UPLOAD * 8 + 2  # type: ignore[attr-defined]
     assert s3_remote.client.meta.endpoint_url == moto_server.endpoint_url
     assert s3_remote.url == f"s3://{moto_server.bucket}/{s3_remote.prefix}"
     assert s3_remote.prefix.endswith("/")

@@ -80,6 +80,12 @@ __all__ = [
 _LOG = logging.getLogger("tieredindex")
 
 MiB = 1024 * 1024
+# Small reads (manifest records, a query's slot records and runs of entries)
+# run this many times `upload_concurrency` at once: each is a round trip of
+# latency, not bandwidth, so a query over N remote files or a catalog of N
+# records takes N / (reads at once) round trips. Measured over 200 files on a
+# 50 ms link: a wide query 2.6 s at 8 at once, 0.96 s at 32.
+READS_PER_UPLOAD = 4
 # AWS's guidance: "when your object size reaches 100 MB, you should consider
 # using multipart uploads". Below it one PutObject is two round trips and one
 # request fewer to fail than create + parts + complete, which shortens the
@@ -1236,8 +1242,9 @@ class S3Remote(Remote):
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
                 s3=s3_settings,
-                # A store's uploads and a query's reads each run `upload_concurrency` at once.
-                max_pool_connections=max(10, 2 * self._concurrency + 2),
+                # A store's uploads run `upload_concurrency` at once, its reads
+                # READS_PER_UPLOAD times that; two more for its upkeep.
+                max_pool_connections=max(10, (1 + READS_PER_UPLOAD) * self._concurrency + 2),
             )
             client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config

@@ -77,6 +77,7 @@ from tieredindex.observe import ObservedJournal
 from tieredindex.pool import DaemonThreadPool
 from tieredindex.remote import (
     META_SIZE,
+    READS_PER_UPLOAD,
     MultipartUpload,
     ObjectInfo,
     PutResult,
@@ -358,7 +359,7 @@ class IndexStore:
         # Daemon threads (see pool.py): one stuck in a hung SDK call must not
         # keep the process alive after shutdown() returned.
         self._uploads = DaemonThreadPool(self.config.upload_concurrency, "tieredindex-upload")
-        self._reads = DaemonThreadPool(self.config.upload_concurrency, "tieredindex-read")
+        self._reads = DaemonThreadPool(READS_PER_UPLOAD * self.config.upload_concurrency, "tieredindex-read")
         for name, target in (
             ("flusher", self._flusher_loop),
             ("worker", self._worker_loop),
@@ -993,7 +994,7 @@ class IndexStore:
         self, views: list[tuple[str, _View]], key: bytes, begin_ms: int, end_ms: int, limits: dict[str, int]
     ) -> dict[str, Future[list[Entry]]]:
         """Starts the queries of a query's remote files all at once (up to
-        ``upload_concurrency`` in flight): each costs two ranged GETs, which
+        READS_PER_UPLOAD x ``upload_concurrency`` in flight): each costs two ranged GETs, which
         would otherwise add up, round trip after round trip, file by file.
         The caller takes the results in the views' order, so the answer and
         its errors are those of a sequential read."""
@@ -1210,7 +1211,7 @@ class IndexStore:
 
     def _read_records(self, keys: list[str]) -> list[Callable[[], bytes]]:
         """Starts reading the manifest records ``keys``, up to
-        ``upload_concurrency`` at a time: a new store over a prefix of N files
+        READS_PER_UPLOAD x ``upload_concurrency`` at a time: a new store over a prefix of N files
         would otherwise wait N round trips, one record after another, before
         its first query (100 s for 2,000 files over a 50 ms link). Returns,
         in order, a call that gives each record or raises its error, so the

@@ -21,7 +21,7 @@ import tieredindex.store
 from tieredindex import CorruptFileError, FileState, IndexStore, StoreClosedError, open_remote
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, manifest_key
 
-from store_helpers import FOREVER, SwitchableRemote, small_config, wait_until
+from store_helpers import FOREVER, Outage, SwitchableRemote, small_config, wait_until
 
 N = 60  # entries of key "k", 12 files of 5
 
@@ -449,3 +449,64 @@ def test_a_shut_down_store_holds_no_file_of_its_directory(tmp_path: Path, remote
     mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if root in line]
     opened = [p for p in Path("/proc/self/fd").iterdir() if root in str(p.resolve(strict=False))]
     assert mapped == [] and opened == [], (mapped, opened)
+
+
+class SlowRecordsAfterAFailedListing(SwitchableRemote):
+    """Its manifest listings fail until ``listable`` is set (the worker's
+    load at start fails for good, so the catalog is loaded by the first
+    query); every record read takes ``delay`` seconds."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+        self.failed_listings = 0
+        self.listable = threading.Event()
+        self.reading = threading.Event()
+
+    def list(self, prefix: str = "") -> list:
+        if not self.listable.is_set():
+            self.failed_listings += 1
+            raise Outage("listing fails (test)")
+        return super().list(prefix)
+
+    def get(self, key: str) -> bytes:
+        self.reading.set()
+        record = super().get(key)
+        time.sleep(self.delay)  # read, then slow to answer: it succeeds, past the shutdown's deadline
+        return record
+
+
+def test_a_catalog_load_cut_by_the_deadline_raises_store_closed(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query loading the catalog when the shutdown's deadline passes: the
+    record reads still queued are cancelled with the read pool. The query
+    raised concurrent.futures.CancelledError; it raises StoreClosedError,
+    as every call cut by the shutdown does."""
+    monkeypatch.setattr(tieredindex.store, "START_LISTING_WAIT_S", 0.0)
+    with IndexStore(tmp_path / "w", remote_url, small_config(capacity=1)) as writer:
+        for i in range(12):  # twelve files
+            writer.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    remote = SlowRecordsAfterAFailedListing(open_remote(remote_url), 0.5)
+    # upload_concurrency=1: READS_PER_UPLOAD records read at once, the rest queued.
+    config = small_config(upload_concurrency=1, reconcile_interval_s=3600.0)
+    reader = IndexStore(tmp_path / "r", remote, config)
+    reader.start()
+    wait_until(lambda: remote.failed_listings >= config.retry.attempts, "the worker's load failed")
+    time.sleep(0.2)  # its last attempt's error handled
+    remote.listable.set()
+    outcome: list[Any] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(reader.query("t", "k", 0, FOREVER))
+        except Exception as exc:
+            outcome.append(exc)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    assert remote.reading.wait(10)
+    reader.shutdown(timeout_s=0.2)
+    asker.join(10)
+    [answer] = outcome
+    assert isinstance(answer, StoreClosedError), answer

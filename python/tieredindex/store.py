@@ -1220,12 +1220,18 @@ class IndexStore:
         def read(key: str) -> bytes:
             return self._call(partial(self.remote.get, key), f"get {key}")
 
+        def outcome(key: str, reading: Future[bytes]) -> bytes:
+            try:
+                return reading.result()
+            except CancelledError:  # by shutdown, before it ran: read in line (its stop event cuts it)
+                return read(key)
+
         if len(keys) < 2 or self._reads is None:
             return [partial(read, key) for key in keys]
         started: list[Callable[[], bytes]] = []
         for key in keys:
             try:
-                started.append(self._reads.submit(read, key).result)
+                started.append(partial(outcome, key, self._reads.submit(read, key)))
             except RuntimeError:  # shutdown closed the pool meanwhile: the rest are read in line
                 started.append(partial(read, key))
         return started

@@ -994,8 +994,9 @@ class IndexStore:
         self, views: list[tuple[str, _View]], key: bytes, begin_ms: int, end_ms: int, limits: dict[str, int]
     ) -> dict[str, Future[list[Entry]]]:
         """Starts the queries of a query's remote files all at once (up to
-        READS_PER_UPLOAD x ``upload_concurrency`` in flight): each costs two ranged GETs, which
-        would otherwise add up, round trip after round trip, file by file.
+        READS_PER_UPLOAD x ``upload_concurrency`` in flight): each costs two
+        ranged GETs, which would otherwise add up, round trip after round
+        trip, file by file.
         The caller takes the results in the views' order, so the answer and
         its errors are those of a sequential read."""
         remote = [(file_id, view) for file_id, view in views if isinstance(view, RemoteIndexFile)]
@@ -1211,11 +1212,12 @@ class IndexStore:
 
     def _read_records(self, keys: list[str]) -> list[Callable[[], bytes]]:
         """Starts reading the manifest records ``keys``, up to
-        READS_PER_UPLOAD x ``upload_concurrency`` at a time: a new store over a prefix of N files
-        would otherwise wait N round trips, one record after another, before
-        its first query (100 s for 2,000 files over a 50 ms link). Returns,
-        in order, a call that gives each record or raises its error, so the
-        catalog is built, and fails, as a sequential read would."""
+        READS_PER_UPLOAD x ``upload_concurrency`` at a time: a new store over
+        a prefix of N files would otherwise wait N round trips, one record
+        after another, before its first query (100 s for 2,000 files over a
+        50 ms link). Returns, in order, a call that gives each record or
+        raises its error, so the catalog is built, and fails, as a
+        sequential read would."""
 
         def read(key: str) -> bytes:
             return self._call(partial(self.remote.get, key), f"get {key}")

@@ -6,10 +6,12 @@ manifest record. Every state change is journaled (``journal.py``) before
 the side effect it announces; ``states.py`` documents the states.
 
 Threads: callers (put, query, ...), one flusher (msync every
-``flush_interval_s``, age rolls), one worker (reconcile with the remote,
-seal, schedule uploads, cache and retention), and an upload pool of
-``upload_concurrency`` threads. Every remote call runs under the retry
-policy with the shutdown deadline, and every wait is on an event, so
+``flush_interval_s``, age rolls), one worker (seal, schedule uploads,
+cache), one for remote upkeep (reconcile, the catalog, retention), an
+upload pool of ``upload_concurrency`` threads, and a read pool of
+READS_PER_UPLOAD times that (a query's remote files, the catalog's
+records: small reads, each a round trip). Every remote call runs under the
+retry policy with the shutdown deadline, and every wait is on an event, so
 shutdown can always cut them short.
 """
 

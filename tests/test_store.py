@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import tieredindex.store
 from tieredindex import (
     FileState,
     IndexStore,
@@ -1007,3 +1008,50 @@ def test_the_prefix_is_claimed_at_the_first_put_not_at_the_first_upload(
     assert [r.state for r in store.journal.files()] == [FileState.ACTIVE]  # nothing uploaded yet
     assert store.shutdown(timeout_s=20).clean
     assert reader.shutdown(timeout_s=20).clean
+
+
+class FailingManifestListing(SwitchableRemote):
+    """Its listings of the manifest fail while ``failing`` is set."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__(inner)
+        self.failing = threading.Event()
+
+    def list(self, prefix: str = "") -> list:
+        if self.failing.is_set() and prefix == MANIFEST_PREFIX:
+            raise Outage("manifest listing fails (test)")
+        return super().list(prefix)
+
+
+def test_a_repair_whose_reload_fails_leaves_the_catalog_unloaded(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify(repair=True) lifts the quarantine of what it repaired and
+    reloads the catalog to serve it again. A reload that failed kept the
+    catalog "loaded" without the repaired file: a strict query answered
+    without its entries instead of raising, for up to CATALOG_REFRESH_S."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(cache_bytes=10**9))
+    store.start()
+    model = fill(store, 10)
+    assert store.shutdown().clean
+    remote = open_remote(remote_url)
+    (obj,) = remote.list(DATA_PREFIX)
+    good = remote.get(obj.key)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    remote.delete(obj.key)
+    remote.put_if_absent(obj.key, bytes(bad), size=len(bad), crc32c=crc32c(bytes(bad)))
+
+    flaky = FailingManifestListing(open_remote(remote_url))
+    owner = IndexStore(tmp_path / "d", flaky, small_config(cache_bytes=10**9, reconcile_interval_s=3600.0))
+    owner.start()
+    assert [p.kind for p in owner.verify(deep=True).problems] == ["checksum-mismatch"]  # quarantined
+    flaky.failing.set()  # the reload after the repair fails
+    assert [p.fixed for p in owner.verify(deep=True, repair=True).problems] == [True]
+    key = next(iter(model))
+    with pytest.raises(RemoteError):  # not an answer without the repaired file
+        owner.query("orders", key, 0, FOREVER, strict=True)
+    flaky.failing.clear()
+    monkeypatch.setattr(tieredindex.store, "CATALOG_RETRY_S", 0.0)
+    assert_answers(owner, model)
+    owner.shutdown()

@@ -1120,7 +1120,12 @@ class IndexStore:
         "unreadable" off as "not found". After a failed listing, queries do
         not try again for CATALOG_RETRY_S (the worker keeps trying): during
         an outage each would otherwise wait out the retry policy."""
-        if self._catalog_loaded_at is not None and not reload:
+        if reload:
+            # Not loaded until reloaded: a reload that fails must leave the
+            # catalog to be loaded again (by queries, the worker), not one
+            # "loaded" without the files it was to add.
+            self._catalog_loaded_at = None
+        elif self._catalog_loaded_at is not None:
             return
         failed = self._catalog_failed
         if failed is not None and time.monotonic() - failed[0] < CATALOG_RETRY_S:

@@ -1055,3 +1055,36 @@ def test_a_repair_whose_reload_fails_leaves_the_catalog_unloaded(
     monkeypatch.setattr(tieredindex.store, "CATALOG_RETRY_S", 0.0)
     assert_answers(owner, model)
     owner.shutdown()
+
+
+def test_a_failed_catalog_load_leaves_no_record_reads_behind(tmp_path: Path, remote_url: str) -> None:
+    """A catalog load that fails on one record stops there, as a sequential
+    read did: the reads of the records after it, queued in the read pool,
+    are cancelled. They went on, and each load tried again (every
+    reconcile_interval_s while the catalog is not loaded) read every record
+    after the bad one once more."""
+    store = IndexStore(tmp_path / "a", remote_url, small_config(capacity=1))
+    store.start()
+    for i in range(40):  # forty files
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    remote = RecordReads(open_remote(remote_url))
+    keys = sorted(info.key for info in remote.inner.list(MANIFEST_PREFIX))
+    assert len(keys) == 40
+    denied = keys[0]
+    real_get = remote.inner.get
+
+    def get(key: str) -> bytes:
+        if key == denied:
+            raise PermissionError(f"AccessDenied: {key} (test)")  # fatal: not retried
+        return real_get(key)
+
+    remote.inner.get = get  # type: ignore[method-assign]
+    config = small_config(upload_concurrency=1, reconcile_interval_s=3600.0)
+    fresh = IndexStore(tmp_path / "b", remote, config)
+    fresh.start()
+    wait_until(lambda: "AccessDenied" in (fresh.status().last_error or ""), "the worker's load failed")
+    time.sleep(0.5)  # what the pool still had would be read by now (40 x 20 ms / 4 at once)
+    read = sum(remote.per_key[key] for key in keys)
+    assert read <= 2 * READS_PER_UPLOAD * config.upload_concurrency, read
+    fresh.shutdown()

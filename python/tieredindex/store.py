@@ -1174,7 +1174,7 @@ class IndexStore:
             return (known, bad) if not known or (bad is not None and bad.max_ms is None) else None
 
         unread = [(info, file_id) for info, file_id in files if to_read(file_id) is not None]
-        reads = self._read_records([info.key for info, _ in unread])
+        reads, futures = self._read_records([info.key for info, _ in unread])
         for (info, file_id), read in zip(unread, reads, strict=True):
             try:
                 raw = read()
@@ -1182,6 +1182,8 @@ class IndexStore:
                 if _is_not_found(exc):  # expired between the listing and now
                     present.discard(file_id)
                     continue
+                for future in futures:  # the load stops here: the reads still queued are not done
+                    future.cancel()
                 raise
             # Asked again now that the record is here: an upload or a
             # quarantine may have made the file known while it was read.
@@ -1217,14 +1219,15 @@ class IndexStore:
         self._catalog_loaded_at = time.monotonic()
         self._catalog_failed = None
 
-    def _read_records(self, keys: list[str]) -> list[Callable[[], bytes]]:
+    def _read_records(self, keys: list[str]) -> tuple[list[Callable[[], bytes]], list[Future[bytes]]]:
         """Starts reading the manifest records ``keys``, up to
         READS_PER_UPLOAD x ``upload_concurrency`` at a time: a new store over
         a prefix of N files would otherwise wait N round trips, one record
         after another, before its first query (100 s for 2,000 files over a
         50 ms link). Returns, in order, a call that gives each record or
         raises its error, so the catalog is built, and fails, as a
-        sequential read would."""
+        sequential read would; and the reads started in the pool (to cancel
+        those still queued)."""
 
         def read(key: str) -> bytes:
             return self._call(partial(self.remote.get, key), f"get {key}")
@@ -1236,14 +1239,16 @@ class IndexStore:
                 return read(key)
 
         if len(keys) < 2 or self._reads is None:
-            return [partial(read, key) for key in keys]
+            return [partial(read, key) for key in keys], []
         started: list[Callable[[], bytes]] = []
+        futures: list[Future[bytes]] = []
         for key in keys:
             try:
-                started.append(partial(outcome, key, self._reads.submit(read, key)))
+                futures.append(self._reads.submit(read, key))
+                started.append(partial(outcome, key, futures[-1]))
             except RuntimeError:  # shutdown closed the pool meanwhile: the rest are read in line
                 started.append(partial(read, key))
-        return started
+        return started, futures
 
     def _add_remote(self, file_id: str, record: ManifestRecord) -> None:
         with self._state_lock:

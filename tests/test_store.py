@@ -1088,3 +1088,42 @@ def test_a_failed_catalog_load_leaves_no_record_reads_behind(tmp_path: Path, rem
     read = sum(remote.per_key[key] for key in keys)
     assert read <= 2 * READS_PER_UPLOAD * config.upload_concurrency, read
     fresh.shutdown()
+
+
+class SlowFailingManifestListing(SwitchableRemote):
+    """Its manifest listings fail, each after ``delay`` seconds (a remote
+    that times out); counted."""
+
+    def __init__(self, inner: Remote, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+        self.listings = 0
+
+    def list(self, prefix: str = "") -> list:
+        if prefix == MANIFEST_PREFIX:
+            self.listings += 1
+            time.sleep(self.delay)
+            raise TimeoutError("manifest listing timed out (test)")
+        return super().list(prefix)
+
+
+def test_first_queries_in_an_outage_share_the_failed_catalog_load(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queries that wait for a catalog load take its outcome, failed too:
+    they each waited for the lock, then ran a failing load of their own,
+    one after another (the n-th query waited n loads)."""
+    monkeypatch.setattr(tieredindex.store, "START_LISTING_WAIT_S", 0.0)
+    remote = SlowFailingManifestListing(open_remote(remote_url), 0.5)
+    policy = RetryPolicy(attempts=1, base_delay_s=0.01, max_delay_s=0.01, deadline_s=5.0)
+    store = IndexStore(tmp_path / "d", remote, small_config(reconcile_interval_s=3600.0, retry=policy))
+    store.start()
+    wait_until(lambda: "timed out" in (store.status().last_error or ""), "the worker's load failed")
+    before = remote.listings
+    askers = [threading.Thread(target=store.query, args=("t", "k", 0, FOREVER)) for _ in range(4)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(30)
+    assert remote.listings - before <= 2, remote.listings - before
+    store.shutdown(timeout_s=1)

@@ -289,6 +289,8 @@ class IndexStore:
         # One catalog load at a time: a first query and the worker's start-up
         # reconciliation would otherwise each read every record.
         self._catalog_lock = threading.Lock()
+        self._catalog_loads = 0  # loads ended, loaded or failed
+        self._catalog_error: RemoteError | None = None  # why the last load failed
         self._catalog_failed: tuple[float, str] | None = None  # when, why
         self._remote_added: dict[str, float] = {}  # when each remote file was learnt of
         self._footers = FooterCache()  # of remote files, bounded: shared by all of them
@@ -1148,11 +1150,23 @@ class IndexStore:
         and forgets those whose record is gone (expired by the writer's
         retention: a reader of its prefix would otherwise read them for
         ever, and fail). ``unless_loaded``: nothing if another thread's load
-        finished while this one waited for it."""
+        finished while this one waited for it, and its error if that load
+        failed (queries waiting in a remote outage would otherwise each wait
+        out a load of their own, one after another)."""
+        ended = self._catalog_loads
         with self._catalog_lock:
             if unless_loaded and self._catalog_loaded_at is not None:
                 return
-            self._load_catalog_once()
+            if unless_loaded and self._catalog_loads != ended and self._catalog_error is not None:
+                raise RemoteError(str(self._catalog_error)) from self._catalog_error
+            self._catalog_error = None
+            try:
+                self._load_catalog_once()
+            except RemoteError as exc:
+                self._catalog_error = exc
+                raise
+            finally:
+                self._catalog_loads += 1
 
     def _load_catalog_once(self) -> None:
         started = time.monotonic()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tieredindex import IndexStore, open_remote
+from tieredindex import IndexStore, open_remote, verifier
 from tieredindex._native import crc32c
 from tieredindex.layout import ManifestRecord, data_key, manifest_key
 from tieredindex.remote import LocalRemote, Remote, S3Remote
@@ -431,4 +431,42 @@ def test_checks_run_at_once_and_repairs_one_at_a_time(
     monkeypatch.undo()
     again = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
     assert again.ok and again.problems == []
+    remote.close()
+
+
+def test_a_deep_verify_rehashes_few_objects_at_once(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each deep re-hash holds a 16 MiB chunk: however many checks run at
+    once, only DEEP_READS_AT_ONCE objects are downloaded at a time."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    store.start()
+    for i in range(100):  # ten files
+        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    remote = open_remote(remote_url)
+    lock = threading.Lock()
+    now = {"head": 0, "get_range": 0}
+    most = {"head": 0, "get_range": 0}
+
+    def counted(kind: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                now[kind] += 1
+                most[kind] = max(most[kind], now[kind])
+            try:
+                time.sleep(0.02)
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    now[kind] -= 1
+
+        return call
+
+    monkeypatch.setattr(remote, "head", counted("head", remote.head))
+    monkeypatch.setattr(remote, "get_range", counted("get_range", remote.get_range))
+    report = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
+    assert report.ok and report.checked_files == 10
+    assert most["head"] > 1
+    assert 1 <= most["get_range"] <= verifier.DEEP_READS_AT_ONCE
     remote.close()

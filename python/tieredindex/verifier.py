@@ -12,15 +12,17 @@ multipart uploads not in flight here are reported too.
 Objects are handled one by one: an operation on one that fails for good
 (an unreadable record, a failed repair, a stray name the remote refuses) is
 reported on that object and the rest are still checked. Only the two
-listings the whole check stands on fail it. The reads (records, HEADs, deep
-re-hashes) run ``concurrency`` at a time, since over N files they would
-otherwise add up to 2N round trips; repairs, which write and delete, run one
-after another, in the manifest's order, as the report lists them.
+listings the whole check stands on fail it. The reads (records, HEADs) run
+``concurrency`` at a time, since over N files they would otherwise add up to
+2N round trips, and deep re-hashes DEEP_READS_AT_ONCE at a time (memory);
+repairs, which write and delete, run one after another, in the manifest's
+order, as the report lists them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Container, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -47,6 +49,9 @@ T = TypeVar("T")
 U = TypeVar("U")
 DEEP_CHUNK = 16 * 1024 * 1024
 DEFAULT_CONCURRENCY = 8
+# Deep re-hashes at once, whatever the concurrency: each holds a DEEP_CHUNK
+# (and the SDK's copy of it), and two keep a link busy between chunks.
+DEEP_READS_AT_ONCE = 2
 
 
 def _failure(exc: Exception) -> str:
@@ -181,7 +186,8 @@ def verify_remote(
             return ("checksum-mismatch", why), 0
         if not deep and info.crc32c is not None:
             return None, 0
-        crc, read = _deep_crc(remote, call, record.key, record.size)
+        with deep_reads:
+            crc, read = _deep_crc(remote, call, record.key, record.size)
         if read != record.size or crc != record.crc32c:
             why = f"bytes hash to {crc:#010x} over {read} bytes, manifest records {record.crc32c:#010x}"
             if info.crc32c is None:
@@ -189,6 +195,7 @@ def verify_remote(
             return ("checksum-mismatch", why), read
         return None, read
 
+    deep_reads = threading.BoundedSemaphore(DEEP_READS_AT_ONCE)
     checked_bytes = 0
     checks = _each_at_once(list(records.values()), check, concurrency)
     for n, (record, checked) in enumerate(checks, 1):

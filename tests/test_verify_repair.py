@@ -437,8 +437,9 @@ def test_checks_run_at_once_and_repairs_one_at_a_time(
 def test_a_deep_verify_rehashes_few_objects_at_once(
     tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each deep re-hash holds a 16 MiB chunk: however many checks run at
-    once, only DEEP_READS_AT_ONCE objects are downloaded at a time."""
+    """Each deep re-hash holds a chunk, and each thread's allocator keeps
+    what it read: however many checks run at once, objects are downloaded
+    DEEP_READS_AT_ONCE at a time, on as many threads."""
     store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
     store.start()
     for i in range(100):  # ten files
@@ -448,12 +449,14 @@ def test_a_deep_verify_rehashes_few_objects_at_once(
     lock = threading.Lock()
     now = {"head": 0, "get_range": 0}
     most = {"head": 0, "get_range": 0}
+    threads: dict[str, set[int]] = {"head": set(), "get_range": set()}
 
     def counted(kind: str, real: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
             with lock:
                 now[kind] += 1
                 most[kind] = max(most[kind], now[kind])
+                threads[kind].add(threading.get_ident())
             try:
                 time.sleep(0.02)
                 return real(*args, **kwargs)
@@ -469,4 +472,5 @@ def test_a_deep_verify_rehashes_few_objects_at_once(
     assert report.ok and report.checked_files == 10
     assert most["head"] > 1
     assert 1 <= most["get_range"] <= verifier.DEEP_READS_AT_ONCE
+    assert len(threads["get_range"]) <= verifier.DEEP_READS_AT_ONCE < len(threads["head"])
     remote.close()

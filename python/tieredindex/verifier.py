@@ -22,7 +22,6 @@ order, as the report lists them.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Container, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -40,14 +39,14 @@ from tieredindex.layout import (
     manifest_key,
 )
 from tieredindex.pool import DaemonThreadPool
-from tieredindex.remote import Remote, RetryCall
+from tieredindex.remote import ObjectInfo, Remote, RetryCall
 from tieredindex.reports import Problem, VerifyReport
 from tieredindex.retry import describe_error
 
 _LOG = logging.getLogger("tieredindex")
 T = TypeVar("T")
 U = TypeVar("U")
-DEEP_CHUNK = 16 * 1024 * 1024
+DEEP_CHUNK = 8 * 1024 * 1024
 DEFAULT_CONCURRENCY = 8
 # Deep re-hashes at once, whatever the concurrency: each holds a DEEP_CHUNK
 # (and the SDK's copy of it), and two keep a link busy between chunks.
@@ -171,23 +170,26 @@ def verify_remote(
         _LOG.warning("repair: re-uploaded %s from %s (%s)", record.key, path, "ok" if fixed else "still bad")
         return Problem(kind, record.key, why, f"re-uploaded from {path}", fixed)
 
-    def check(record: ManifestRecord) -> tuple[tuple[str, str] | None, int]:
-        """The record's damage, as (kind, why), if any; and bytes re-hashed.
-        Reads only: the repair is the caller's."""
+    def head_check(record: ManifestRecord) -> tuple[tuple[str, str] | None, ObjectInfo | None]:
+        """The record's damage, as (kind, why), if the HEAD settles it; else
+        the object's info when its bytes are to be re-hashed. Reads only:
+        the repair is the caller's."""
         info = call(partial(remote.head, record.key), f"head {record.key}")
         if info is None:
             if not recorded_now(record.file_id):
-                return None, 0  # expired since the listing (record first, then object): not damage
-            return ("missing", "listed in the manifest, missing from the remote"), 0
+                return None, None  # expired since the listing (record first, then object): not damage
+            return ("missing", "listed in the manifest, missing from the remote"), None
         if info.size != record.size:
-            return ("size-mismatch", f"object is {info.size} bytes, manifest records {record.size}"), 0
+            return ("size-mismatch", f"object is {info.size} bytes, manifest records {record.size}"), None
         if info.crc32c is not None and info.crc32c != record.crc32c:
             why = f"object metadata has crc32c {info.crc32c:#010x}, manifest records {record.crc32c:#010x}"
-            return ("checksum-mismatch", why), 0
-        if not deep and info.crc32c is not None:
-            return None, 0
-        with deep_reads:
-            crc, read = _deep_crc(remote, call, record.key, record.size)
+            return ("checksum-mismatch", why), None
+        return None, (info if deep or info.crc32c is None else None)
+
+    def deep_check(item: tuple[ManifestRecord, ObjectInfo]) -> tuple[tuple[str, str] | None, int]:
+        """The damage the object's bytes show, if any; and bytes re-hashed."""
+        record, info = item
+        crc, read = _deep_crc(remote, call, record.key, record.size)
         if read != record.size or crc != record.crc32c:
             why = f"bytes hash to {crc:#010x} over {read} bytes, manifest records {record.crc32c:#010x}"
             if info.crc32c is None:
@@ -195,15 +197,26 @@ def verify_remote(
             return ("checksum-mismatch", why), read
         return None, read
 
-    deep_reads = threading.BoundedSemaphore(DEEP_READS_AT_ONCE)
+    # HEADs at once; then re-hashes on their own DEEP_READS_AT_ONCE threads:
+    # each thread's allocator keeps the chunks it read, so fewer threads is
+    # less memory, not just fewer chunks in flight (8 threads: +127 MiB).
+    heads = list(_each_at_once(list(records.values()), head_check, concurrency))
+    rehash = [
+        (record, got[1]) for record, got in heads if not isinstance(got, Exception) and got[1] is not None
+    ]
+    rehashed = _each_at_once(rehash, deep_check, DEEP_READS_AT_ONCE)
     checked_bytes = 0
-    checks = _each_at_once(list(records.values()), check, concurrency)
-    for n, (record, checked) in enumerate(checks, 1):
+    for n, (record, got) in enumerate(heads, 1):
         try:
-            if isinstance(checked, Exception):
-                raise checked
-            damage, read = checked
-            checked_bytes += read
+            if isinstance(got, Exception):
+                raise got
+            damage, info = got
+            if info is not None:  # the next re-hash is this record's
+                _, hashed = next(rehashed)
+                if isinstance(hashed, Exception):
+                    raise hashed
+                damage, read = hashed
+                checked_bytes += read
             if damage is not None:
                 problems.append(reupload(record, damage[1], damage[0]))
         except Exception as exc:

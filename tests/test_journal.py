@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tieredindex.journal import _SCHEMA, Journal
 from tieredindex.states import FileState
@@ -28,7 +31,7 @@ FAILING_COMMIT = textwrap.dedent(
     except Exception as exc:
         err = exc
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    print(type(err).__name__, err)
+    print(type(err).__name__, getattr(err, "errno", None), err)
     print(j.get("0000000000001-deadbeef").state)
     """
 )
@@ -37,7 +40,9 @@ FAILING_COMMIT = textwrap.dedent(
 def test_a_failed_commit_reports_its_own_error(tmp_path: Path) -> None:
     """SQLite has already rolled back a COMMIT that failed; the journal must
     not then raise "cannot rollback - no transaction is active" in place of
-    the disk error that names the problem. The state is unchanged."""
+    the disk error that names the problem. It raises that error as an
+    OSError naming the journal (not a bare sqlite3 error); the state is
+    unchanged."""
     done = subprocess.run(
         [sys.executable, "-c", FAILING_COMMIT, str(tmp_path / "journal.db")],
         capture_output=True,
@@ -46,9 +51,34 @@ def test_a_failed_commit_reports_its_own_error(tmp_path: Path) -> None:
         check=True,
     )
     error, state = done.stdout.strip().splitlines()
-    assert error.startswith("OperationalError") and "cannot rollback" not in error, error
-    assert "disk I/O error" in error or "full" in error, error
+    kind, code, message = error.split(" ", 2)
+    assert kind == "OSError" and "cannot rollback" not in message, error
+    assert message.startswith(f"[Errno {code}] {tmp_path / 'journal.db'}: the journal failed:"), error
+    assert ("disk I/O error" in message and int(code) == errno.EIO) or (
+        "full" in message and int(code) == errno.ENOSPC
+    ), error
     assert state == "ACTIVE"
+
+
+def test_a_full_journal_raises_enospc_naming_it(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full" (here: the database may not grow
+    past its current pages) is an OSError with ENOSPC, naming the journal,
+    and the rows written before it are intact."""
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    journal.add("0000000000001-00000000", FileState.ACTIVE, begin_ms=1)
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    journal._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(OSError) as raised:
+        for n in range(2, 10_000):
+            journal.add(f"{n:013d}-{'0' * 8}", FileState.ACTIVE, begin_ms=n)
+    assert raised.value.errno == errno.ENOSPC
+    assert str(path) in str(raised.value) and "full" in str(raised.value)
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    journal.close()
+    again = Journal(path)
+    assert again.get("0000000000001-00000000").state == FileState.ACTIVE
+    again.close()
 
 
 def _uploaded(journal: Journal, file_id: str, max_ms: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import threading
 import time
 from pathlib import Path
@@ -840,6 +841,30 @@ def test_a_record_of_a_file_never_made_does_not_hold_back_the_rest(tmp_path: Pat
     )
     report = store.shutdown(timeout_s=20)
     assert report.clean and report.pending == [] and len(report.uploaded) == 3, report
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
+def test_a_full_journal_refuses_puts_with_an_oserror_naming_it(tmp_path: Path, remote_url: str) -> None:
+    """The local disk full under the journal (here: SQLite may not grow it):
+    the put that needs a journal row raises OSError (ENOSPC) naming the
+    journal, not a bare sqlite3 error; nothing acknowledged is lost, and
+    once there is room again the store finishes its work."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    store.start()
+    model: dict[str, list[tuple[int, int, int, int]]] = {}
+    journal_db = store.journal._db
+    pages = journal_db.execute("PRAGMA page_count").fetchone()[0]
+    journal_db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(OSError) as raised:
+        for i in range(10_000):  # files roll every 10 puts; each needs a row
+            store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=100, timestamp_ms=1_000 + i)
+            model.setdefault(f"k{i % 7}", []).append((0, i, 100, 1_000 + i))
+    assert raised.value.errno == errno.ENOSPC, raised.value
+    assert str(tmp_path / "d") in str(raised.value) and "journal" in str(raised.value)
+    assert model  # some puts were acknowledged before the journal filled
+    journal_db.execute("PRAGMA max_page_count = 1073741823")  # room again
+    report = store.shutdown(timeout_s=20)
+    assert report.clean, report
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ from tieredindex.faults import fault_point
 from tieredindex.states import FileState, check_transition
 
 SCHEMA_VERSION = 1
+
+# SQLite's primary result codes for the local disk failing, as errno values.
+_DISK_ERRNO = {
+    8: errno.EROFS,  # SQLITE_READONLY
+    10: errno.EIO,  # SQLITE_IOERR (and its extended codes)
+    13: errno.ENOSPC,  # SQLITE_FULL
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -163,17 +171,32 @@ class Journal:
         elif int(version) != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: journal schema {version}, this version reads {SCHEMA_VERSION}")
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The journal's lock, held for one statement or transaction. The
+        local disk failing under it (full, I/O error, gone read-only)
+        raises ``OSError`` naming the journal and the cause, as a failing
+        index file does, instead of a bare ``sqlite3.OperationalError``."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                code = _DISK_ERRNO.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+                if code is None:
+                    raise
+                raise OSError(code, f"{self.path}: the journal failed: {exc}") from exc
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
+        with self._locked():
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def add(self, file_id: str, state: FileState, *, begin_ms: int) -> FileRecord:
@@ -181,7 +204,7 @@ class Journal:
         if state not in (FileState.ACTIVE, FileState.ROLLED):
             raise ValueError(f"a file starts ACTIVE or ROLLED, not {state}")
         now = time.time()
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "INSERT INTO files (file_id, state, begin_ms, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                 (file_id, str(state), begin_ms, now, now),
@@ -194,7 +217,7 @@ class Journal:
         unknown = set(fields) - _MUTABLE
         if unknown:
             raise ValueError(f"journal fields {sorted(unknown)} cannot be set")
-        with self._lock:
+        with self._locked():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 old = self._get_locked(file_id)
@@ -217,18 +240,18 @@ class Journal:
 
     def note_error(self, file_id: str, error: str | None) -> None:
         """Records the last error of a file (no state change)."""
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "UPDATE files SET error = ?, updated_at = ? WHERE file_id = ?", (error, time.time(), file_id)
             )
 
     def remove(self, file_id: str) -> None:
         """Forgets a file (after retention deleted it remotely)."""
-        with self._lock:
+        with self._locked():
             self._db.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
 
     def quarantine_remote(self, entry: RemoteQuarantine) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "INSERT OR REPLACE INTO remote_quarantine (file_id, reason, min_ms, max_ms, at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -236,18 +259,18 @@ class Journal:
             )
 
     def release_remote(self, file_id: str) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute("DELETE FROM remote_quarantine WHERE file_id = ?", (file_id,))
 
     def remote_quarantine(self) -> list[RemoteQuarantine]:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 "SELECT file_id, reason, min_ms, max_ms FROM remote_quarantine ORDER BY file_id"
             ).fetchall()
         return [RemoteQuarantine(*row) for row in rows]
 
     def get(self, file_id: str) -> FileRecord | None:
-        with self._lock:
+        with self._locked():
             row = self._db.execute(f"{_SELECT} WHERE file_id = ?", (file_id,)).fetchone()
         return None if row is None else _record(row)
 
@@ -265,14 +288,14 @@ class Journal:
         else:
             clause, args = _in_states(states)
             sql = f"{_SELECT} WHERE {clause} ORDER BY file_id"
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(sql, args).fetchall()
         return [_record(r) for r in rows]
 
     def file_ids(self, states: Iterable[FileState]) -> list[str]:
         """The ids of the files in ``states``, oldest first (no records built)."""
         clause, args = _in_states(states)
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 f"SELECT file_id FROM files WHERE {clause} ORDER BY file_id", args
             ).fetchall()
@@ -281,7 +304,7 @@ class Journal:
     def uploaded_before(self, horizon_ms: int) -> list[FileRecord]:
         """UPLOADED records whose newest entry is older than ``horizon_ms``
         (what retention deletes), oldest file first."""
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 f"{_SELECT} WHERE state = ? AND max_ms < ? ORDER BY file_id",
                 (str(FileState.UPLOADED), horizon_ms),
@@ -289,7 +312,7 @@ class Journal:
         return [_record(r) for r in rows]
 
     def count_by_state(self) -> dict[FileState, int]:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
         return {FileState(state): n for state, n in rows}
 
@@ -297,7 +320,7 @@ class Journal:
         """The state of each of ``file_ids`` that has a record."""
         out: dict[str, FileState] = {}
         ids = list(file_ids)
-        with self._lock:
+        with self._locked():
             for start in range(0, len(ids), 500):  # SQLite caps the ? marks of one statement
                 chunk = ids[start : start + 500]
                 rows = self._db.execute(

@@ -111,9 +111,10 @@ class FileRecord:
         return max(0.0, now - self.created_at)
 
 
-_COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM files"  # whole records, for _record
-_MUTABLE = frozenset(_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
+RECORD_COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
+# Whole records (see _record), here and in localstatus.py's read-only view.
+SELECT_RECORDS = f"SELECT {', '.join(RECORD_COLUMNS)} FROM files"
+_MUTABLE = frozenset(RECORD_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
 
 
 def _is_damage(exc: Exception) -> bool:
@@ -133,7 +134,7 @@ def _in_states(states: Iterable[FileState]) -> tuple[str, tuple[str, ...]]:
 
 
 def _record(row: tuple[Any, ...]) -> FileRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
+    values = dict(zip(RECORD_COLUMNS, row, strict=True))
     values["state"] = FileState(values["state"])
     return FileRecord(**values)
 
@@ -271,11 +272,11 @@ class Journal:
 
     def get(self, file_id: str) -> FileRecord | None:
         with self._locked():
-            row = self._db.execute(f"{_SELECT} WHERE file_id = ?", (file_id,)).fetchone()
+            row = self._db.execute(f"{SELECT_RECORDS} WHERE file_id = ?", (file_id,)).fetchone()
         return None if row is None else _record(row)
 
     def _get_locked(self, file_id: str) -> FileRecord:
-        row = self._db.execute(f"{_SELECT} WHERE file_id = ?", (file_id,)).fetchone()
+        row = self._db.execute(f"{SELECT_RECORDS} WHERE file_id = ?", (file_id,)).fetchone()
         if row is None:
             raise KeyError(f"no journal record for file {file_id}")
         return _record(row)
@@ -284,10 +285,10 @@ class Journal:
         """Records, oldest file first, optionally only in ``states``."""
         args: tuple[str, ...] = ()
         if states is None:
-            sql = f"{_SELECT} ORDER BY file_id"
+            sql = f"{SELECT_RECORDS} ORDER BY file_id"
         else:
             clause, args = _in_states(states)
-            sql = f"{_SELECT} WHERE {clause} ORDER BY file_id"
+            sql = f"{SELECT_RECORDS} WHERE {clause} ORDER BY file_id"
         with self._locked():
             rows = self._db.execute(sql, args).fetchall()
         return [_record(r) for r in rows]
@@ -306,7 +307,7 @@ class Journal:
         (what retention deletes), oldest file first."""
         with self._locked():
             rows = self._db.execute(
-                f"{_SELECT} WHERE state = ? AND max_ms < ? ORDER BY file_id",
+                f"{SELECT_RECORDS} WHERE state = ? AND max_ms < ? ORDER BY file_id",
                 (str(FileState.UPLOADED), horizon_ms),
             ).fetchall()
         return [_record(r) for r in rows]

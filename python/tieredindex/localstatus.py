@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tieredindex._native import CorruptFileError
-from tieredindex.journal import FileRecord
+from tieredindex.journal import RECORD_COLUMNS, SELECT_RECORDS, FileRecord
 from tieredindex.layout import ACTIVE_DIR, JOURNAL_NAME, LOCK_NAME, QUARANTINE_DIR, SEALED_DIR
 from tieredindex.states import UNFINISHED_STATES, FileState
-
-_COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
 
 
 class NotAStoreError(Exception):
@@ -66,7 +64,7 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
     except sqlite3.Error as exc:
         raise NotAStoreError(f"{path}: cannot open the journal ({exc})") from None
     try:
-        rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files ORDER BY file_id").fetchall()
+        rows = db.execute(f"{SELECT_RECORDS} ORDER BY file_id").fetchall()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         has_quarantine = db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'remote_quarantine'"
@@ -83,7 +81,7 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
     records = []
     unknown: dict[str, str] = {}
     for row in rows:
-        values: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
+        values: dict[str, Any] = dict(zip(RECORD_COLUMNS, row, strict=True))
         try:
             values["state"] = FileState(values["state"])
         except ValueError:

@@ -29,6 +29,10 @@ class StoreConfig:
     flush_interval_s: float = 1.0
     """The background flusher msyncs the current file this often."""
     upload_concurrency: int = 8
+    """Files uploaded at once, and parts of one multipart upload at once.
+    Small remote reads (a query's files, the catalog's manifest records)
+    run ``remote.READS_PER_UPLOAD`` (4) times as many at once: each is a
+    round trip of latency, not bandwidth."""
     shutdown_timeout_s: float = 30.0
     retention_s: float | None = None
     """Remote files whose newest entry is older than this are deleted; None

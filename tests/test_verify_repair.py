@@ -474,3 +474,36 @@ def test_a_deep_verify_rehashes_few_objects_at_once(
     assert 1 <= most["get_range"] <= verifier.DEEP_READS_AT_ONCE
     assert len(threads["get_range"]) <= verifier.DEEP_READS_AT_ONCE < len(threads["head"])
     remote.close()
+
+
+def test_a_file_expired_between_its_head_and_its_rehash_is_no_damage(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEADs all run before the re-hashes: retention may delete a file
+    (record first, then object) after its HEAD, before its bytes are read.
+    As for one gone before its HEAD, that is no damage."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    store.start()
+    for i in range(100):  # ten files
+        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    remote = open_remote(remote_url)
+    last = sorted(o.key for o in remote.list("") if o.key.startswith("index/"))[-1]
+    file_id = last.rsplit("/", 1)[-1].split(".")[0]
+    real = remote.get_range
+    expired = threading.Event()
+    lock = threading.Lock()
+
+    def get_range(key: str, start: int, end: int) -> bytes:
+        with lock:
+            if not expired.is_set():  # retention runs once the HEADs are done
+                remote.delete(manifest_key(file_id))
+                remote.delete(data_key(file_id))
+                expired.set()
+        return real(key, start, end)
+
+    monkeypatch.setattr(remote, "get_range", get_range)
+    report = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
+    assert expired.is_set()
+    assert report.ok, report.problems
+    remote.close()

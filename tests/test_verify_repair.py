@@ -507,3 +507,36 @@ def test_a_file_expired_between_its_head_and_its_rehash_is_no_damage(
     assert expired.is_set()
     assert report.ok, report.problems
     remote.close()
+
+
+def test_a_verify_that_raises_midway_stops_its_rehashes(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's progress raising ends the verify: the re-hashes still
+    queued are not done in the background, even while the error is kept."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    store.start()
+    for i in range(200):  # twenty files
+        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    remote = open_remote(remote_url)
+    real = remote.get_range
+    reads = [0]
+
+    def get_range(key: str, start: int, end: int) -> bytes:
+        reads[0] += 1
+        time.sleep(0.02)
+        return real(key, start, end)
+
+    def progress(n: int, total: int) -> None:
+        if n == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(remote, "get_range", get_range)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST, progress=progress)
+    then = reads[0]
+    time.sleep(0.3)
+    assert raised.value is not None  # the error (and its traceback) still held
+    assert reads[0] <= then + verifier.DEEP_READS_AT_ONCE < 20
+    remote.close()

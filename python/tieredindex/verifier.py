@@ -213,23 +213,26 @@ def verify_remote(
     ]
     rehashed = _each_at_once(rehash, deep_check, DEEP_READS_AT_ONCE)
     checked_bytes = 0
-    for n, (record, got) in enumerate(heads, 1):
-        try:
-            if isinstance(got, Exception):
-                raise got
-            damage, info = got
-            if info is not None:  # the next re-hash is this record's
-                _, hashed = next(rehashed)
-                if isinstance(hashed, Exception):
-                    raise hashed
-                damage, read = hashed
-                checked_bytes += read
-            if damage is not None:
-                problems.append(reupload(record, damage[1], damage[0]))
-        except Exception as exc:
-            problems.append(Problem("unchecked", record.key, f"could not check it: {_failure(exc)}"))
-        if progress is not None:
-            progress(n, len(records))
+    try:
+        for n, (record, got) in enumerate(heads, 1):
+            try:
+                if isinstance(got, Exception):
+                    raise got
+                damage, info = got
+                if info is not None:  # the next re-hash is this record's
+                    _, hashed = next(rehashed)
+                    if isinstance(hashed, Exception):
+                        raise hashed
+                    damage, read = hashed
+                    checked_bytes += read
+                if damage is not None:
+                    problems.append(reupload(record, damage[1], damage[0]))
+            except Exception as exc:
+                problems.append(Problem("unchecked", record.key, f"could not check it: {_failure(exc)}"))
+            if progress is not None:
+                progress(n, len(records))
+    finally:
+        rehashed.close()  # a consumer that raised: the re-hashes still queued are not done
 
     # Stores nested under this prefix (their owner records): checked from
     # their own prefix, never repaired from here.

@@ -1152,3 +1152,56 @@ def test_first_queries_in_an_outage_share_the_failed_catalog_load(
         asker.join(30)
     assert remote.listings - before <= 2, remote.listings - before
     store.shutdown(timeout_s=1)
+
+
+class BlockingManifestListing(FailingManifestListing):
+    """The first manifest listing after ``arm()`` waits for ``release``;
+    the ones after it fail."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__(inner)
+        self.armed = False
+        self.listing = threading.Event()
+        self.release = threading.Event()
+
+    def list(self, prefix: str = "") -> list:
+        if self.armed and prefix == MANIFEST_PREFIX:
+            self.armed = False
+            self.listing.set()
+            self.release.wait(10)
+            result = super().list(prefix)
+            self.failing.set()
+            return result
+        return super().list(prefix)
+
+
+def test_a_failed_reload_leaves_the_catalog_unloaded_even_after_a_load_under_way(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A reload (verify's, after a repair) asked while another load is under
+    way waits for it; if the reload then fails, the catalog is unloaded, as
+    when no load was under way: the load before it did not have what the
+    reload was to add, and a strict query must raise, not answer without it."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    model = fill(store, 10)
+    assert store.shutdown().clean
+    remote = BlockingManifestListing(open_remote(remote_url))
+    reader = IndexStore(tmp_path / "r", remote, small_config(reconcile_interval_s=3600.0))
+    reader.start()
+    wait_until(lambda: reader._catalog_loaded_at is not None, "the catalog loaded")
+    remote.armed = True
+    reader._catalog_loaded_at = None  # a query's load, under way
+    loading = threading.Thread(target=reader._ensure_catalog)
+    loading.start()
+    assert remote.listing.wait(10)
+    reloading = threading.Thread(target=reader._ensure_catalog, kwargs={"reload": True})
+    reloading.start()
+    time.sleep(0.2)  # the reload waits for the load
+    remote.release.set()
+    loading.join(10)
+    reloading.join(10)
+    with pytest.raises(RemoteError):
+        reader.query("orders", next(iter(model)), 0, FOREVER, strict=True)
+    remote.failing.clear()
+    reader.shutdown()

@@ -1137,6 +1137,10 @@ class IndexStore:
         try:
             self._load_catalog(unless_loaded=not reload)
         except RemoteError as exc:
+            if reload:
+                # Not left "loaded" by a load that ended while this one
+                # waited for it: that load did not have what this was to add.
+                self._catalog_loaded_at = None
             if self._closing:  # cut by the shutdown: not the remote's state
                 raise self._closed_under("this query", exc) from exc
             self._catalog_failed = (time.monotonic(), str(exc))

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,22 @@ from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, manifest_key
 from store_helpers import FOREVER, Outage, SwitchableRemote, small_config, wait_until
 
 N = 60  # entries of key "k", 12 files of 5
+
+
+def asking(call: Callable[[], Any], name: str = "asker") -> tuple[threading.Thread, list[Any]]:
+    """Runs ``call`` on a thread of its own (``name``), started now; its
+    result, or the exception it raised, lands in the list."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread, outcome
 
 
 def uploaded_store(tmp_path: Path, remote_url: str, **config: Any) -> IndexStore:
@@ -82,16 +99,7 @@ def test_a_query_cut_by_the_deadline_raises_store_closed(
     closed under it: it raises StoreClosedError, never a short answer."""
     store = uploaded_store(tmp_path, remote_url)
     reading = hold_reads(store, monkeypatch, 1.0)
-    outcome: list[Any] = []
-
-    def ask() -> None:
-        try:
-            outcome.append(len(store.query("t", "k", 0, FOREVER, 1000, strict)))
-        except Exception as exc:
-            outcome.append(exc)
-
-    query = threading.Thread(target=ask)
-    query.start()
+    query, outcome = asking(lambda: len(store.query("t", "k", 0, FOREVER, 1000, strict)))
     assert reading.wait(10)
     store.shutdown(timeout_s=0.2)
     query.join()
@@ -282,16 +290,7 @@ def test_status_in_flight_keeps_the_journal_open(
         return real_files(*args)
 
     monkeypatch.setattr(store.journal, "files", slow_files)
-    outcome: list[Any] = []
-
-    def ask() -> None:
-        try:
-            outcome.append(store.status())
-        except Exception as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=ask, name="status-asker")
-    thread.start()
+    thread, outcome = asking(store.status, name="status-asker")
     assert reading.wait(10)
     assert store.shutdown(timeout_s=20).clean
     thread.join()
@@ -380,17 +379,8 @@ def test_a_query_past_the_deadline_never_answers_short(tmp_path: Path, remote_ur
     wait_until(lambda: store.status().reconciled, "start-up reconciliation ran")
     store._catalog_loaded_at = None  # the next query loads the catalog again
     store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
-    outcome: list[Any] = []
-
-    def ask() -> None:
-        try:
-            outcome.append([e.offset for e in store.query("t", "k", 0, FOREVER)])
-        except Exception as exc:
-            outcome.append(exc)
-
-    asker = threading.Thread(target=ask)
     remote.listing.clear()
-    asker.start()
+    asker, outcome = asking(lambda: [e.offset for e in store.query("t", "k", 0, FOREVER)])
     assert remote.listing.wait(10)
     store.shutdown(timeout_s=0)
     asker.join()
@@ -416,16 +406,7 @@ def test_a_damaged_file_found_past_the_deadline_raises_store_closed(
         return []
 
     monkeypatch.setattr(store, "_answer", answer_after_the_close)
-    outcome: list[Any] = []
-
-    def ask() -> None:
-        try:
-            outcome.append(store.query("t", "k", 0, FOREVER))
-        except Exception as exc:
-            outcome.append(exc)
-
-    asker = threading.Thread(target=ask)
-    asker.start()
+    asker, outcome = asking(lambda: store.query("t", "k", 0, FOREVER))
     time.sleep(0.2)
     store.shutdown(timeout_s=0)
     closed.set()
@@ -495,16 +476,7 @@ def test_a_catalog_load_cut_by_the_deadline_raises_store_closed(
     wait_until(lambda: remote.failed_listings >= config.retry.attempts, "the worker's load failed")
     time.sleep(0.2)  # its last attempt's error handled
     remote.listable.set()
-    outcome: list[Any] = []
-
-    def ask() -> None:
-        try:
-            outcome.append(reader.query("t", "k", 0, FOREVER))
-        except Exception as exc:
-            outcome.append(exc)
-
-    asker = threading.Thread(target=ask)
-    asker.start()
+    asker, outcome = asking(lambda: reader.query("t", "k", 0, FOREVER))
     assert remote.reading.wait(10)
     reader.shutdown(timeout_s=0.2)
     asker.join(10)

@@ -6,6 +6,7 @@ the same check ``IndexStore.verify`` and ``tieredindex verify`` run.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import errno
 import os
@@ -374,6 +375,46 @@ def test_a_store_nested_at_index_does_not_shield_this_stores_own_keys(remote: Re
     assert remote.list_multipart_uploads() == []
 
 
+def uploaded_files(directory: Path, remote_url: str, files: int) -> Remote:
+    """A store in ``directory`` uploads ``files`` files of ten entries and
+    shuts down; returns its remote, opened anew."""
+    store = IndexStore(directory, remote_url, small_config(capacity=10))
+    store.start()
+    for i in range(10 * files):
+        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    return open_remote(remote_url)
+
+
+class InFlight:
+    """Remote calls wrapped by kind: the most in flight at once, the threads
+    they ran on and their keys, in call order. Each is held 20 ms so that
+    calls started together overlap."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now: collections.Counter[str] = collections.Counter()
+        self.most: collections.Counter[str] = collections.Counter()
+        self.threads: collections.defaultdict[str, set[int]] = collections.defaultdict(set)
+        self.keys: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
+
+    def wrap(self, kind: str, real: Any) -> Any:
+        def call(key: str, *args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self._now[kind] += 1
+                self.most[kind] = max(self.most[kind], self._now[kind])
+                self.threads[kind].add(threading.get_ident())
+                self.keys[kind].append(key)
+            try:
+                time.sleep(0.02)
+                return real(key, *args, **kwargs)
+            finally:
+                with self._lock:
+                    self._now[kind] -= 1
+
+        return call
+
+
 def test_checks_run_at_once_and_repairs_one_at_a_time(
     tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -381,12 +422,7 @@ def test_checks_run_at_once_and_repairs_one_at_a_time(
     a time, where one after another they would add up to two round trips a
     file; its repairs, which delete and write, still run one at a time and
     in the manifest's order, and each is reported on its own file."""
-    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
-    store.start()
-    for i in range(100):  # ten files
-        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
-    assert store.shutdown().clean
-    remote = open_remote(remote_url)
+    remote = uploaded_files(tmp_path / "d", remote_url, 10)
     records = sorted(info.key for info in remote.list("manifest/"))
     assert len(records) == 10
     damaged = [ManifestRecord.from_bytes(remote.get(records[n]), records[n]).key for n in (2, 7)]
@@ -395,30 +431,10 @@ def test_checks_run_at_once_and_repairs_one_at_a_time(
         remote.delete(key)
         plant(remote, [key], b"\x00" * size)
 
-    lock = threading.Lock()
-    now = {"reads": 0, "writes": 0}
-    most = {"reads": 0, "writes": 0}
-    written: list[str] = []
-
-    def counted(kind: str, real: Any) -> Any:
-        def call(key: str, *args: Any, **kwargs: Any) -> Any:
-            with lock:
-                now[kind] += 1
-                most[kind] = max(most[kind], now[kind])
-                if kind == "writes":
-                    written.append(key)
-            try:
-                time.sleep(0.02)
-                return real(key, *args, **kwargs)
-            finally:
-                with lock:
-                    now[kind] -= 1
-
-        return call
-
-    monkeypatch.setattr(remote, "head", counted("reads", remote.head))
-    monkeypatch.setattr(remote, "get", counted("reads", remote.get))
-    monkeypatch.setattr(remote, "put_if_absent", counted("writes", remote.put_if_absent))
+    calls = InFlight()
+    monkeypatch.setattr(remote, "head", calls.wrap("reads", remote.head))
+    monkeypatch.setattr(remote, "get", calls.wrap("reads", remote.get))
+    monkeypatch.setattr(remote, "put_if_absent", calls.wrap("writes", remote.put_if_absent))
     report = verify_url(
         remote, deep=False, repair=True, directory=tmp_path / "d", grace_s=NO_GRACE, policy=FAST
     )
@@ -426,8 +442,8 @@ def test_checks_run_at_once_and_repairs_one_at_a_time(
     assert [(p.kind, p.key, p.fixed) for p in report.problems] == [
         ("checksum-mismatch", key, True) for key in damaged
     ]
-    assert most["reads"] > 1
-    assert most["writes"] == 1 and written == damaged
+    assert calls.most["reads"] > 1
+    assert calls.most["writes"] == 1 and calls.keys["writes"] == damaged
     monkeypatch.undo()
     again = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
     assert again.ok and again.problems == []
@@ -440,39 +456,15 @@ def test_a_deep_verify_rehashes_few_objects_at_once(
     """Each deep re-hash holds a chunk, and each thread's allocator keeps
     what it read: however many checks run at once, objects are downloaded
     DEEP_READS_AT_ONCE at a time, on as many threads."""
-    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
-    store.start()
-    for i in range(100):  # ten files
-        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
-    assert store.shutdown().clean
-    remote = open_remote(remote_url)
-    lock = threading.Lock()
-    now = {"head": 0, "get_range": 0}
-    most = {"head": 0, "get_range": 0}
-    threads: dict[str, set[int]] = {"head": set(), "get_range": set()}
-
-    def counted(kind: str, real: Any) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                now[kind] += 1
-                most[kind] = max(most[kind], now[kind])
-                threads[kind].add(threading.get_ident())
-            try:
-                time.sleep(0.02)
-                return real(*args, **kwargs)
-            finally:
-                with lock:
-                    now[kind] -= 1
-
-        return call
-
-    monkeypatch.setattr(remote, "head", counted("head", remote.head))
-    monkeypatch.setattr(remote, "get_range", counted("get_range", remote.get_range))
+    remote = uploaded_files(tmp_path / "d", remote_url, 10)
+    calls = InFlight()
+    monkeypatch.setattr(remote, "head", calls.wrap("head", remote.head))
+    monkeypatch.setattr(remote, "get_range", calls.wrap("get_range", remote.get_range))
     report = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
     assert report.ok and report.checked_files == 10
-    assert most["head"] > 1
-    assert 1 <= most["get_range"] <= verifier.DEEP_READS_AT_ONCE
-    assert len(threads["get_range"]) <= verifier.DEEP_READS_AT_ONCE < len(threads["head"])
+    assert calls.most["head"] > 1
+    assert 1 <= calls.most["get_range"] <= verifier.DEEP_READS_AT_ONCE
+    assert len(calls.threads["get_range"]) <= verifier.DEEP_READS_AT_ONCE < len(calls.threads["head"])
     remote.close()
 
 
@@ -482,12 +474,7 @@ def test_a_file_expired_between_its_head_and_its_rehash_is_no_damage(
     """HEADs all run before the re-hashes: retention may delete a file
     (record first, then object) after its HEAD, before its bytes are read.
     As for one gone before its HEAD, that is no damage."""
-    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
-    store.start()
-    for i in range(100):  # ten files
-        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
-    assert store.shutdown().clean
-    remote = open_remote(remote_url)
+    remote = uploaded_files(tmp_path / "d", remote_url, 10)
     last = sorted(o.key for o in remote.list("") if o.key.startswith("index/"))[-1]
     file_id = last.rsplit("/", 1)[-1].split(".")[0]
     real = remote.get_range
@@ -514,12 +501,7 @@ def test_a_verify_that_raises_midway_stops_its_rehashes(
 ) -> None:
     """The caller's progress raising ends the verify: the re-hashes still
     queued are not done in the background, even while the error is kept."""
-    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
-    store.start()
-    for i in range(200):  # twenty files
-        store.put("orders", f"k{i % 7}", queue_id=0, offset=i, size=10, timestamp_ms=1_000 + i)
-    assert store.shutdown().clean
-    remote = open_remote(remote_url)
+    remote = uploaded_files(tmp_path / "d", remote_url, 20)
     real = remote.get_range
     reads = [0]
 

@@ -22,7 +22,7 @@ order, as the report lists them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Generator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -73,7 +73,7 @@ def _deep_crc(remote: Remote, call: RetryCall, key: str, size: int) -> tuple[int
 
 def _each_at_once(
     items: Sequence[T], work: Callable[[T], U], concurrency: int
-) -> Iterator[tuple[T, U | Exception]]:
+) -> Generator[tuple[T, U | Exception], None, None]:
     """``(item, work(item) or the exception it raised)``, in the order of
     ``items``, with up to ``concurrency`` items worked on at once. The
     threads are daemons (pool.py): one stuck in a hung call does not hold

@@ -267,6 +267,9 @@ fn crc32c(
             "data must be a bytes-like object, not str (encode it first)",
         ));
     }
+    if value.is_some_and(|v| v.is_instance_of::<pyo3::types::PyBool>()) {
+        return Err(PyTypeError::new_err("value must be an int, not bool"));
+    }
     let value: u32 = match value {
         None => Some(0),
         Some(v) => v.extract::<u64>().ok().and_then(|v| u32::try_from(v).ok()),
@@ -282,7 +285,6 @@ fn crc32c(
     }
 }
 
-/// An integer argument in `0..=max`, with errors that name the argument.
 /// The name of `obj`'s type, for an error message.
 fn type_name_of(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
@@ -317,6 +319,7 @@ fn index_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i128>> {
     Ok(int.extract::<i128>().ok())
 }
 
+/// An integer argument in `0..=max`, with errors that name the argument.
 fn int_arg<T: TryFrom<u64>>(obj: &Bound<'_, PyAny>, name: &str, max: u64) -> PyResult<T> {
     let value = index_arg(obj, name)?;
     let out_of_range =
@@ -327,6 +330,13 @@ fn int_arg<T: TryFrom<u64>>(obj: &Bound<'_, PyAny>, name: &str, max: u64) -> PyR
         .filter(|v| *v <= max)
         .and_then(|v| T::try_from(v).ok())
         .ok_or_else(out_of_range)
+}
+
+/// A signed integer argument (RocketMQ's Java ints and longs), no bool.
+fn signed_arg<T: TryFrom<i128>>(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<T> {
+    index_arg(obj, name)?
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| PyOverflowError::new_err(format!("{name} is out of range, got {obj}")))
 }
 
 const U32_MAX: u64 = u32::MAX as u64;
@@ -1247,31 +1257,27 @@ impl PyRocketMqFile {
         &self,
         topic: &Bound<'_, PyAny>,
         key: &Bound<'_, PyAny>,
-        begin_ms: i64,
-        end_ms: i64,
+        begin_ms: &Bound<'_, PyAny>,
+        end_ms: &Bound<'_, PyAny>,
         max_count: &Bound<'_, PyAny>,
-        topic_id: Option<i32>,
+        topic_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<RocketMqItemTuple>> {
         let hash = rocketmq_hash_args(topic, key)?;
-        self.query_hash(hash, begin_ms, end_ms, max_count, topic_id)
+        self.query_i32_hash(hash, begin_ms, end_ms, max_count, topic_id)
     }
 
     /// The same, for a hash already computed.
     #[pyo3(signature = (hash, begin_ms, end_ms, max_count, topic_id = None))]
     fn query_hash(
         &self,
-        hash: i32,
-        begin_ms: i64,
-        end_ms: i64,
+        hash: &Bound<'_, PyAny>,
+        begin_ms: &Bound<'_, PyAny>,
+        end_ms: &Bound<'_, PyAny>,
         max_count: &Bound<'_, PyAny>,
-        topic_id: Option<i32>,
+        topic_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<RocketMqItemTuple>> {
-        let max_count = query_max_count(max_count)?;
-        let items = guarded(|| {
-            self.core
-                .query_hash(hash, begin_ms, end_ms, max_count, topic_id)
-        })?;
-        Ok(items.iter().map(rocketmq_item_tuple).collect())
+        let hash: i32 = signed_arg(hash, "hash")?;
+        self.query_i32_hash(hash, begin_ms, end_ms, max_count, topic_id)
     }
 
     /// Structural verification; raises CorruptFileError naming the byte.
@@ -1353,6 +1359,28 @@ impl PyRocketMqFile {
             self.core.header().item_count,
             self.core.max_slots()
         )
+    }
+}
+
+impl PyRocketMqFile {
+    /// A query for a hash (RocketMQ's Java int), its other arguments as given.
+    fn query_i32_hash(
+        &self,
+        hash: i32,
+        begin_ms: &Bound<'_, PyAny>,
+        end_ms: &Bound<'_, PyAny>,
+        max_count: &Bound<'_, PyAny>,
+        topic_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<RocketMqItemTuple>> {
+        let begin_ms: i64 = signed_arg(begin_ms, "begin_ms")?;
+        let end_ms: i64 = signed_arg(end_ms, "end_ms")?;
+        let topic_id: Option<i32> = topic_id.map(|t| signed_arg(t, "topic_id")).transpose()?;
+        let max_count = query_max_count(max_count)?;
+        let items = guarded(|| {
+            self.core
+                .query_hash(hash, begin_ms, end_ms, max_count, topic_id)
+        })?;
+        Ok(items.iter().map(rocketmq_item_tuple).collect())
     }
 }
 

@@ -72,3 +72,11 @@ def test_non_buffer_rejected_with_type_error(bad: object) -> None:
 def test_bad_seed_value_rejected(value: int) -> None:
     with pytest.raises(ValueError, match="value"):
         crc32c(b"x", value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_bool_seed_is_refused(value: bool) -> None:
+    """True is an int to Python, but as a CRC to continue it is a mistake:
+    it was taken as 1."""
+    with pytest.raises(TypeError, match="value must be an int, not bool"):
+        crc32c(b"x", value)

@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tieredindex import IndexStore, SealedIndex, StoreConfig
@@ -205,6 +206,32 @@ def test_compaction_size_and_queries(tmp_path: Path) -> None:
         assert len(f.query("TopicTest1", "MessageKey", T0 + 1000, T0 + 1999, 64)) == 1
     assert RocketMQFile.open(seg).layout == "compacted"
     assert RocketMQFile.open(seg).verify()[0] == 15
+
+
+def test_query_arguments_are_ints_not_bools() -> None:
+    """A query's times, topic id and hash are Java ints and longs: an int,
+    or anything with __index__ (numpy), never a bool (True was taken as 1),
+    and out of their range an OverflowError naming the argument."""
+    f = RocketMQFile.open(bytes(five_topics().buf))
+    hits = rq(f, "TopicTest1", "MessageKey")
+    key_hash = rocketmq_key_hash("TopicTest1", "MessageKey")
+    assert f.query("TopicTest1", "MessageKey", np.int64(0), 2**63 - 1, 64, np.int32(1)) == hits
+    assert f.query_hash(np.int32(key_hash), 0, 2**63 - 1, 64) == hits
+    for bad in (
+        {"begin_ms": True},
+        {"end_ms": True},
+        {"topic_id": True},
+    ):
+        args = {"begin_ms": 0, "end_ms": 2**63 - 1, "topic_id": None, **bad}
+        name = next(iter(bad))
+        with pytest.raises(TypeError, match=f"{name} must be an int, not bool"):
+            f.query("TopicTest1", "MessageKey", args["begin_ms"], args["end_ms"], 64, args["topic_id"])
+    with pytest.raises(TypeError, match="hash must be an int, not bool"):
+        f.query_hash(True, 0, 2**63 - 1, 64)
+    with pytest.raises(OverflowError, match="end_ms is out of range"):
+        f.query("TopicTest1", "MessageKey", 0, 2**63, 64)
+    with pytest.raises(OverflowError, match="topic_id is out of range"):
+        f.query("TopicTest1", "MessageKey", 0, 2**63 - 1, 64, 2**31)
 
 
 def merged(files: list[RocketMQFile], key: str, max_count: int) -> list:

@@ -1160,17 +1160,17 @@ class Report:
         over all the files, over a prefix of many files: per file, a record to
         read (for verify also a HEAD; for the query, the file's slot)."""
         runs = [
-            (what, per_file, extra, x)
-            for name, what, per_file, extra in (
-                ("test_remote_catalog[", "fresh store: `start()` + first query", 1, 4),
-                ("test_remote_verify[", "`tieredindex verify` (shallow)", 2, 2),
-                ("test_remote_wide_query[", "query of a key over all the files (footers cached)", 1, 0),
+            (what, x)
+            for name, what in (
+                ("test_remote_catalog[", "fresh store: `start()` + first query"),
+                ("test_remote_verify[", "`tieredindex verify` (shallow)"),
+                ("test_remote_wide_query[", "query of a key over all the files (footers cached)"),
             )
             for x in self.catalog.where(name)
         ]
         if not runs:
             return
-        files = runs[0][3]["extra_info"]["files"]
+        files = runs[0][1]["extra_info"]["files"]
         self.w(
             f"**A prefix of {files} files**: what a store on an empty directory pays before its first answer "
             "(it lists the manifest and reads every file's record: the remote layout describes itself), what "
@@ -1183,11 +1183,10 @@ class Report:
             "",
         )
         rows = []
-        for what, per_file, extra, x in runs:
+        for what, x in runs:
             i = x["extra_info"]
-            got, get_s, at_once = x["stats"]["median"], i["get_s"], i["concurrency"]
-            requests = per_file * -(-i["files"] // at_once) + extra
-            one_by_one = (per_file * i["files"] + extra) * get_s
+            got, get_s, requests = x["stats"]["median"], i["get_s"], i["floor_requests"]
+            one_by_one = i["serial_requests"] * get_s
             rows.append(
                 (
                     what,

@@ -762,12 +762,31 @@ def catalog_prefix(moto: Moto, tmp: Path) -> Iterator[str]:
 
 
 def _catalog_result(
-    name: str, benchmark: Any, spec: Link, proxy: ProxyProcess, moto: Moto, url: str, at_once: int
+    name: str,
+    benchmark: Any,
+    spec: Link,
+    proxy: ProxyProcess,
+    moto: Moto,
+    url: str,
+    *,
+    at_once: int,
+    per_file: int,
+    other: int,
 ) -> None:
+    """Records the run beside its anchor (one GET of a record through the
+    link) and its floor in round trips: ``per_file`` requests a file,
+    ``at_once`` at a time, and ``other`` requests besides (listings, the
+    first query's own file); and the same requests one by one."""
     prefix = url.removeprefix(f"s3://{BUCKET}/")
     record = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}{MANIFEST_PREFIX}")["Contents"][0]
     get_s = small_get_seconds(proxy.endpoint_url, record["Key"], ROUNDS * 3)
-    info = {"files": CATALOG_FILES, "get_s": get_s, "concurrency": at_once}
+    info = {
+        "files": CATALOG_FILES,
+        "get_s": get_s,
+        "concurrency": at_once,
+        "floor_requests": per_file * -(-CATALOG_FILES // at_once) + other,
+        "serial_requests": per_file * CATALOG_FILES + other,
+    }
     benchmark.extra_info.update(info, **_link_info(spec))
     RESULTS[(name, str(spec), "")] = {"seconds": benchmark.stats.stats.median, **info}
 
@@ -798,8 +817,10 @@ def test_remote_catalog(
 
     benchmark.group = f"catalog {spec}"
     benchmark.pedantic(first_query, setup=setup, rounds=ROUNDS, iterations=1)
+    # Per file its record; besides, the listing and the queried file's footer, slot and entries.
+    at_once = READS_PER_UPLOAD * config.upload_concurrency
     _catalog_result(
-        "catalog", benchmark, spec, proxy, moto, catalog_prefix, READS_PER_UPLOAD * config.upload_concurrency
+        "catalog", benchmark, spec, proxy, moto, catalog_prefix, at_once=at_once, per_file=1, other=4
     )
 
 
@@ -824,8 +845,10 @@ def test_remote_wide_query(
     benchmark.group = f"wide query {spec}"
     benchmark.pedantic(query, rounds=ROUNDS, iterations=1)
     reader.shutdown()
+    # Per file its slot record (at least); nothing besides.
+    at_once = READS_PER_UPLOAD * config.upload_concurrency
     _catalog_result(
-        "wide", benchmark, spec, proxy, moto, catalog_prefix, READS_PER_UPLOAD * config.upload_concurrency
+        "wide", benchmark, spec, proxy, moto, catalog_prefix, at_once=at_once, per_file=1, other=0
     )
 
 
@@ -847,7 +870,11 @@ def test_remote_verify(
     benchmark.group = f"verify {spec}"
     benchmark.pedantic(verify, rounds=ROUNDS, iterations=1)
     remote.close()
-    _catalog_result("verify", benchmark, spec, proxy, moto, catalog_prefix, verifier.DEFAULT_CONCURRENCY)
+    # Per file its record and a HEAD; besides, the listings of objects and of uploads.
+    at_once = verifier.DEFAULT_CONCURRENCY
+    _catalog_result(
+        "verify", benchmark, spec, proxy, moto, catalog_prefix, at_once=at_once, per_file=2, other=2
+    )
 
 
 # --------------------------------------------------------------------------
@@ -1024,26 +1051,23 @@ def _table() -> list[str]:
                     "",
                 )
             )
-        for name, what, per_file, extra in (
-            ("catalog", "fresh store, first query over {} remote files", 1, 4),
-            ("verify", "shallow verify of {} remote files", 2, 2),
-            ("wide", "query over all {} remote files, footers cached", 1, 0),
+        for name, what in (
+            ("catalog", "fresh store, first query over {} remote files"),
+            ("verify", "shallow verify of {} remote files"),
+            ("wide", "query over all {} remote files, footers cached"),
         ):
             result = RESULTS.get((name, spec, ""))
             if not result:
                 continue
-            files, get_s, at_once = result["files"], result["get_s"], result["concurrency"]
-            # The per-file requests `at_once` at a time, and the rest (the
-            # manifest listing and the first query's own file: footer, slot,
-            # entries; verify's two listings).
-            requests = per_file * -(-files // at_once) + extra
+            get_s, requests = result["get_s"], result["floor_requests"]
             floor = get_s * requests
             rows.append(
                 (
-                    f"{what.format(files)} ms [{spec}]",
+                    f"{what.format(result['files'])} ms [{spec}]",
                     f"{result['seconds'] * 1000:.0f}",
-                    f"{floor * 1000:.0f} = {requests} round trips of {get_s * 1000:.1f} ({at_once} at once; "
-                    f"one by one: {(per_file * files + extra) * get_s * 1000:.0f})",
+                    f"{floor * 1000:.0f} = {requests} round trips of {get_s * 1000:.1f} "
+                    f"({result['concurrency']} at once; "
+                    f"one by one: {result['serial_requests'] * get_s * 1000:.0f})",
                     f"{result['seconds'] / floor:.2f}",
                     "",
                     "",

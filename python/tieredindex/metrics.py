@@ -25,8 +25,6 @@ from tieredindex.states import UNFINISHED_STATES, FileState
 UPLOAD_LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Upper bounds of the upload latency histogram (seconds); +Inf is implied."""
 
-_PENDING = UNFINISHED_STATES
-
 
 @dataclasses.dataclass(frozen=True)
 class MetricsSnapshot:
@@ -173,7 +171,7 @@ class StoreMetrics:
             pending = []
             for f in self._files.values():
                 by_state[str(f.state)] = by_state.get(str(f.state), 0) + 1
-                if f.state in _PENDING:
+                if f.state in UNFINISHED_STATES:
                     pending.append(f)
             buckets: dict[str, int] = {}
             running = 0

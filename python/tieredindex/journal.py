@@ -117,6 +117,11 @@ SELECT_RECORDS = f"SELECT {', '.join(RECORD_COLUMNS)} FROM files"
 _MUTABLE = frozenset(RECORD_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
 
 
+def _disk_errno(exc: Exception) -> int | None:
+    """The errno of an SQLite error that is the local disk failing, else None."""
+    return _DISK_ERRNO.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+
+
 def _is_damage(exc: Exception) -> bool:
     """Whether an error opening the journal means the journal is damaged: a
     failed quick_check or a state no version wrote (raised without an SQLite
@@ -164,7 +169,7 @@ class Journal:
                 # A full disk or an I/O error (the schema's new index is a
                 # write on an older journal) is no reason to set the journal
                 # aside and rebuild it: the caller fails, the journal stays.
-                raise OSError(f"{self.path}: the journal could not be opened: {exc}") from exc
+                raise self._disk_failure(exc, "could not be opened") from exc
             raise CorruptFileError(f"{self.path}: journal is damaged: {exc}") from exc
         version = self.get_meta("schema_version")
         if version is None:
@@ -182,10 +187,16 @@ class Journal:
             try:
                 yield
             except sqlite3.OperationalError as exc:
-                code = _DISK_ERRNO.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
-                if code is None:
+                if _disk_errno(exc) is None:
                     raise
-                raise OSError(code, f"{self.path}: the journal failed: {exc}") from exc
+                raise self._disk_failure(exc, "failed") from exc
+
+    def _disk_failure(self, exc: Exception, what: str) -> OSError:
+        """``exc``, an SQLite error that is not the journal's own damage, as
+        an OSError naming the journal (with the errno of a failing disk)."""
+        message = f"{self.path}: the journal {what}: {exc}"
+        code = _disk_errno(exc)
+        return OSError(message) if code is None else OSError(code, message)
 
     def close(self) -> None:
         with self._lock:

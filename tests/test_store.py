@@ -100,6 +100,16 @@ def test_put_query_across_rolled_files_and_reopen(tmp_path: Path, remote_url: st
     assert again.shutdown().clean
 
 
+def ten_files_uploaded(directory: Path, remote_url: str) -> dict:
+    """A store in ``directory`` puts 480 messages (ten files) and shuts down
+    clean, every file uploaded; returns the model."""
+    store = IndexStore(directory, remote_url, small_config())
+    store.start()
+    model = fill(store, 480)
+    assert store.shutdown().clean
+    return model
+
+
 class ReadsInFlight(SwitchableRemote):
     """Counts ranged reads in flight at once; each is held a moment so that
     reads started together overlap."""
@@ -123,10 +133,7 @@ class ReadsInFlight(SwitchableRemote):
 
 
 def test_a_querys_remote_files_are_read_at_once(tmp_path: Path, remote_url: str) -> None:
-    store = IndexStore(tmp_path / "a", remote_url, small_config())
-    store.start()
-    model = fill(store, 480)  # ten files
-    assert store.shutdown().clean
+    model = ten_files_uploaded(tmp_path / "a", remote_url)
     remote = ReadsInFlight(open_remote(remote_url))
     fresh = IndexStore(tmp_path / "b", remote, small_config())
     fresh.start()
@@ -168,10 +175,7 @@ def test_a_new_store_reads_the_manifest_records_at_once_and_once(tmp_path: Path,
     first query: at once (up to READS_PER_UPLOAD x upload_concurrency), not
     one round trip after another; and once, though its first query and its
     start-up reconciliation both load the catalog."""
-    store = IndexStore(tmp_path / "a", remote_url, small_config())
-    store.start()
-    model = fill(store, 480)  # ten files
-    assert store.shutdown().clean
+    model = ten_files_uploaded(tmp_path / "a", remote_url)
     remote = RecordReads(open_remote(remote_url))
     config = small_config(upload_concurrency=4)
     fresh = IndexStore(tmp_path / "b", remote, config)
@@ -189,10 +193,7 @@ def test_an_unreadable_record_fails_the_catalog_as_a_whole(tmp_path: Path, remot
     """Read at once, the records still fail the load as one sequential read
     would: a strict query raises rather than answer without a file, and
     once the record reads again, every file answers."""
-    store = IndexStore(tmp_path / "a", remote_url, small_config())
-    store.start()
-    model = fill(store, 480)  # ten files
-    assert store.shutdown().clean
+    model = ten_files_uploaded(tmp_path / "a", remote_url)
     remote = RecordReads(open_remote(remote_url))
     keys = sorted(info.key for info in remote.inner.list(MANIFEST_PREFIX))
     remote.fail.add(keys[len(keys) // 2])

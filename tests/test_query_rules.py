@@ -246,6 +246,72 @@ def test_damaged_local_file_salvaged_and_answered_in_the_same_query(tmp_path: Pa
     fresh.shutdown()
 
 
+def test_a_query_during_another_threads_salvage_waits_for_it(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A salvage withdraws the damaged file from queries before it makes the
+    new one. Another query in that window answered without the file's
+    entries, strict ones too (it asked again only for a salvage already
+    done). It now waits for the salvage and asks again."""
+    import threading
+
+    import tieredindex.store as store_module
+
+    store, _ = store_with_entry_10_damaged(tmp_path, remote_url)
+    salvaging, go = threading.Event(), threading.Event()
+    real_salvage = store_module.salvage
+
+    def held_salvage(src: Any, dest: Any) -> Any:
+        salvaging.set()
+        assert go.wait(20)
+        return real_salvage(src, dest)
+
+    monkeypatch.setattr(store_module, "salvage", held_salvage)
+    finder = threading.Thread(target=store.query, args=("t", "k", 0, FOREVER))  # finds the damage
+    finder.start()
+    assert salvaging.wait(20)
+    real_answer = store._answer
+
+    def answer_then_let_the_salvage_go(*args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            return real_answer(*args, **kwargs)
+        finally:
+            go.set()  # this round answered while the salvage was held
+
+    monkeypatch.setattr(store, "_answer", answer_then_let_the_salvage_go)
+    want = [i for i in reversed(range(20)) if i != 10]
+    assert offsets(store.query("t", "k", 0, FOREVER, strict=True)) == want
+    finder.join(20)
+    assert offsets(store.query("t", "k", 0, FOREVER)) == want
+    assert store.shutdown(timeout_s=20).clean
+
+
+def test_a_damaged_sealed_copy_is_answered_from_its_original_in_the_same_query(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A query that finds a not-yet-uploaded file's sealed copy damaged
+    seals it again from the original, and answers from it in the same query
+    (it answered without the file's entries, as if it were lost)."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()  # nothing is uploaded: the sealed copy is the file's only view
+    store = IndexStore(tmp_path / "d", remote, small_config(capacity=20))
+    store.start()
+    for i in range(30):
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    sealed_dir = tmp_path / "d" / "sealed"
+    wait_until(lambda: any(sealed_dir.glob("*.sealed")), "the first file sealed")
+    (path,) = sealed_dir.glob("*.sealed")
+    raw = path.read_bytes()
+    at = raw.index((1_005).to_bytes(8, "little"))  # entry 5's timestamp
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write((7).to_bytes(8, "little"))
+    want = list(reversed(range(30)))
+    assert offsets(store.query("t", "k", 0, FOREVER)) == want
+    remote.down.clear()
+    assert store.shutdown(timeout_s=20).clean
+
+
 def test_local_sealed_copy_is_checked_on_every_read(tmp_path: Path) -> None:
     """A sealed file's blocks are checked each time a query reads them, not
     only the first time: the file can change under its map (rot read back

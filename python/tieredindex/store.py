@@ -119,6 +119,9 @@ CATALOG_REFRESH_S = 30.0
 _DAMAGE_KINDS = frozenset({"missing", "size-mismatch", "checksum-mismatch", "corrupt", "bad-manifest"})
 # After a failed manifest listing, queries wait this long to try again.
 CATALOG_RETRY_S = 5.0
+# A query asks again while damaged local files are withdrawn and replaced
+# under it (each round waits for those in flight), at most this many times.
+QUERY_ROUNDS = 4
 # An upload no checksum vouches for is read back this much at a time.
 READ_BACK_CHUNK = 8 * 1024 * 1024
 # After a new index file could not be created (a full disk), puts fail at
@@ -255,15 +258,20 @@ class IndexStore:
         self._ids_listed = threading.Event()  # the remote manifest's ids are noted
         self._remote_wake = threading.Event()  # the remote loop's next round is due now
         self._expired_since: dict[str, float] = {}  # retention: monotonic time first seen expired
-        self._salvages = 0  # damaged local files salvaged so far (a query then asks again)
+        # Local files withdrawn from queries and replaced (salvaged, sealed
+        # again from the original, or answered by the remote copy) so far: a
+        # query that overlapped one asks again.
+        self._view_changes = 0
         self._in_flight: set[str] = set()
         self._sealed_originals: list[Path] = []  # page cache still to drop (worker only)
         # Files whose creation failed and whose record could not be removed
         # then (a full disk fails the journal too): removed later.
         self._never_created: set[str] = set()
         # ROLLED records whose file another thread is still making or opening
-        # (a salvage, a reseal): the worker's seal leaves them alone till then.
+        # (a salvage, a reseal): the worker's seal leaves them alone till
+        # then, and queries wait for them (_prepared).
         self._preparing: set[str] = set()
+        self._prepared = threading.Condition(self._state_lock)
         self._create_failed: tuple[float, OSError] | None = None  # the last failed creation
         # Set when a flush of the current file failed: the disk may have
         # dropped what was put, so later puts are refused (see _put_locked).
@@ -476,6 +484,8 @@ class IndexStore:
         finally:
             with self._state_lock:
                 self._preparing.discard(file_id)
+                self._view_changes += 1
+                self._prepared.notify_all()
             self._wake.set()  # the worker may seal it now
 
     # -------------------------------------------------------------- recovery
@@ -616,7 +626,6 @@ class IndexStore:
             salvaged = IndexFile.open(self._active_path(new_id))
             with self._state_lock:
                 self._unsealed[new_id] = salvaged
-                self._salvages += 1
             _LOG.warning(
                 "file %s: salvaged %d entries into %s (%d damaged)", rec.file_id, kept, new_id, damaged
             )
@@ -851,16 +860,18 @@ class IndexStore:
         with self._gate():
             try:
                 self._ensure_catalog(strict)
-                for _ in range(2):
-                    salvaged_before = self._salvages
+                for _ in range(QUERY_ROUNDS):
+                    changes_before = self._view_changes
                     views = self._views(begin_ms, end_ms)
                     if strict:
                         self._raise_if_quarantined(begin_ms, end_ms)
                     answer = self._answer(views, raw, begin_ms, end_ms, max_count, strict)
-                    if self._salvages == salvaged_before:
+                    if not self._views_changed_since(changes_before):
                         break
-                    # A damaged local file was found and its intact entries
-                    # salvaged into a new file: ask again, so this answer has them too.
+                    # A damaged local file was withdrawn while this query
+                    # ran, and its entries are now elsewhere (salvaged into a
+                    # new file, the original reopened, the remote copy): ask
+                    # again, so this answer has them too.
             except (ValueError, RemoteError, sqlite3.Error) as exc:
                 # Past shutdown's deadline it closes what this query reads
                 # (files, the remote, the journal a damaged file is noted in).
@@ -868,6 +879,17 @@ class IndexStore:
                     raise self._closed_under("this query", exc) from exc
                 raise
         return answer
+
+    def _views_changed_since(self, changes_before: int) -> bool:
+        """Waits for the salvages and reseals in flight (the file they
+        withdrew answers nothing until they end), then tells whether any
+        file was withdrawn and replaced since ``changes_before``."""
+        with self._prepared:
+            while self._preparing:
+                if self._closing:
+                    raise self._closed_under("this query")
+                self._prepared.wait(0.1)
+            return self._view_changes != changes_before
 
     def _raise_if_quarantined(self, begin_ms: int, end_ms: int) -> None:
         """A strict query may not answer without a quarantined remote file
@@ -1070,6 +1092,8 @@ class IndexStore:
         with self._state_lock:
             if isinstance(view, SealedIndex):
                 self._sealed.pop(file_id, None)
+                # Withdrawn: the original (sealed again) or the remote copy answers for it.
+                self._view_changes += 1
         if isinstance(view, SealedIndex):
             self._sealed_path(file_id).unlink(missing_ok=True)
             if rec is not None and rec.state in (FileState.SEALED, FileState.UPLOADING):

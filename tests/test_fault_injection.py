@@ -159,6 +159,45 @@ def test_lost_create_multipart_answer_leaves_no_upload_open(
     check.shutdown()
 
 
+def test_a_denied_listing_of_uploads_does_not_hold_back_a_leaky_upload(
+    tmp_path: Path, moto_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials without s3:ListBucketMultipartUploads: listing open
+    uploads answers AccessDenied, for good. The answer to a file's
+    CreateMultipartUpload is lost, so its key is swept once the file is up;
+    that sweep is cleanup, and its failure used to keep the file UPLOADING
+    for ever (each retry sent the whole object again to get a 412). The file
+    is uploaded; the upload left open is there for a listing that is
+    allowed (verify(), a later start) to find and abort."""
+    from botocore.exceptions import ClientError
+
+    def denied(self: S3Remote) -> list[object]:
+        error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+        raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
+
+    server = moto_server
+    url = f"s3://{server.bucket}/denied-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    with monkeypatch.context() as patch, NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        patch.setattr(S3Remote, "list_multipart_uploads", denied)
+        store = IndexStore(tmp_path / "d", url, faulty_config(proxy.endpoint_url, multipart_threshold=1))
+        store.start()
+        for i in range(20):
+            store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+        proxy.set_faults({}, match=r"^POST .*/index/.*\?uploads")
+        proxy.inject_next("truncate", 1)
+        report = store.shutdown(timeout_s=30)
+        assert proxy.counters()["faults"].get("truncate") == 1
+    assert report.clean, report
+    (file_id,) = report.uploaded
+    check = IndexStore(tmp_path / "d", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    check.start()
+    assert [u.key for u in check.remote.list_multipart_uploads()] == [f"{DATA_PREFIX}{file_id}.tix"]
+    verified = check.verify(deep=True, repair=True)
+    assert [(p.kind, p.fixed) for p in verified.problems] == [("open-multipart-upload", True)]
+    assert check.remote.list_multipart_uploads() == []
+    check.shutdown()
+
+
 def test_a_hung_remote_call_does_not_hold_back_the_seal(tmp_path: Path, moto_server: object) -> None:
     """One hung call in the remote upkeep (start-up reconciliation's
     ListMultipartUploads) used to stop the only worker thread: the last

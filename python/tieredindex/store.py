@@ -1764,8 +1764,18 @@ class IndexStore:
         objects are now in place: what failed attempts left behind (start()
         aborts such uploads only when there is upload work, and none is left
         once the retry succeeded). One that cannot be aborted is reported,
-        and verify() lists it."""
-        listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
+        and verify() lists it.
+
+        Cleanup, not part of the upload: a listing that fails (for good,
+        with credentials lacking s3:ListBucketMultipartUploads) is reported
+        and the file goes on to UPLOADED; what it would have found stays
+        for verify() or a later start's reconciliation to list and abort."""
+        try:
+            listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
+        except RemoteError as exc:
+            self._record_error(exc)
+            _LOG.warning("leftover multipart uploads of %s not swept: %s", " and ".join(sorted(keys)), exc)
+            return
         self._abort_uploads([u for u in listed if u.key in keys], "a leftover")
 
     def _conflict(self, file_id: str, why: str) -> None:

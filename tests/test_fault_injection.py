@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tieredindex import IndexStore, RetryPolicy, crc32c, open_remote
+from tieredindex import IndexStore, RetryPolicy, ShutdownReport, crc32c, open_remote
 from tieredindex.layout import DATA_PREFIX
 from tieredindex.remote import S3_MIN_PART_SIZE, S3Remote
 from tieredindex.retry import run_with_retry
@@ -291,6 +291,96 @@ def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
     remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
     sealed = (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
     assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == sealed
+
+
+def _retried_after_the_manifest_record(
+    tmp_path: Path, server: Any, damage: Callable[[int, bytes], bytes]
+) -> tuple[str, ShutdownReport, str, list[str], list[str]]:
+    """A file whose first attempt dies once its manifest record is written
+    (before UPLOADED), its retry's reads back of the data object (moto keeps
+    no CRC-32C of a single PUT, and the 412 sent nothing to compare the
+    ETag with) passed through ``damage(n, data)`` (n counts the reads). The
+    remote's URL, the shutdown's report, the file's id, the keys read back,
+    the keys deleted."""
+    from tieredindex import faults
+
+    url = f"s3://{server.bucket}/readback-{time.monotonic_ns()}/"
+    store = IndexStore(tmp_path / "d", url, small_config(endpoint_url=server.endpoint_url))
+    store.start()
+    remote = store.remote
+    read_range, delete = remote.get_range, remote.delete
+    reads: list[str] = []
+    deleted: list[str] = []
+
+    def damaged_read(key: str, start: int, end: int) -> bytes:
+        reads.append(key)
+        return damage(len(reads), read_range(key, start, end))
+
+    def deleting(key: str) -> None:
+        deleted.append(key)
+        delete(key)
+
+    remote.get_range = damaged_read  # type: ignore[method-assign]
+    remote.delete = deleting  # type: ignore[method-assign]
+    for i in range(40):
+        store.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    faults.arm("manifest.after_write:raise")
+    try:
+        report = store.shutdown(timeout_s=30)
+    finally:
+        faults.arm("")
+    (file_id,) = report.uploaded or report.pending
+    return url, report, file_id, reads, deleted
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:7] + bytes([data[7] ^ 0x10]) + data[8:]
+
+
+@pytest.mark.parametrize("damage", ["short", "flipped"])
+def test_one_bad_read_back_never_deletes_the_object_a_manifest_record_names(
+    tmp_path: Path, moto_server: object, damage: str
+) -> None:
+    """The retry of a file whose manifest record is written reads its data
+    object back, and that read comes back cut short or with a bit flipped,
+    once. One bad read is no proof of damage: the object used to be
+    deleted while its record named it (readers then quarantine the file as
+    missing, for good). It is read again and found intact."""
+
+    def once(n: int, data: bytes) -> bytes:
+        if n > 1:
+            return data
+        return data[: len(data) // 2] if damage == "short" else _flip(data)
+
+    url, report, file_id, reads, deleted = _retried_after_the_manifest_record(tmp_path, moto_server, once)
+    assert report.clean, report
+    assert deleted == []
+    key = f"{DATA_PREFIX}{file_id}.tix"
+    assert reads[:2] == [key, key]  # the bad read, and the one that found the object intact
+    remote = open_remote(url, endpoint_url=moto_server.endpoint_url)  # type: ignore[attr-defined]
+    assert remote.get(key) == (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
+    remote.close()
+
+
+def test_a_damaged_object_a_manifest_record_names_is_a_conflict_not_deleted(
+    tmp_path: Path, moto_server: object
+) -> None:
+    """Read back twice, the data object a manifest record names is damaged
+    both times: it is not this file's bytes, and not deleted either (readers
+    would find it missing): the file is a conflict, kept local."""
+    url, report, file_id, _, deleted = _retried_after_the_manifest_record(
+        tmp_path, moto_server, lambda _, data: _flip(data)
+    )
+    assert deleted == []
+    assert not report.clean and report.pending == [file_id]
+    key = f"{DATA_PREFIX}{file_id}.tix"
+    assert f"{key} holds other bytes than this file" in (report.error or "")
+    again = IndexStore(tmp_path / "d", url, small_config(endpoint_url=moto_server.endpoint_url))  # type: ignore[attr-defined]
+    again.start()
+    assert again.status().files_by_state.get("CONFLICT") == 1
+    assert again.remote.head(key) is not None
+    assert [e.offset for e in again.query("t", "k3", 0, FOREVER)] == [38, 33, 28, 23, 18, 13, 8, 3]
+    again.shutdown(timeout_s=1)
 
 
 def _part_remote(server: object, endpoint: str, prefix: str) -> tuple[S3Remote, collections.Counter[str]]:

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import http.client
 import logging
 import math
 import os
@@ -1637,7 +1638,7 @@ class IndexStore:
         if rec is None or rec.state not in (FileState.SEALED, FileState.UPLOADING):
             return
         assert rec.size is not None and rec.crc32c is not None
-        key = data_key(file_id)
+        key, mkey = data_key(file_id), manifest_key(file_id)
         path = self._sealed_path(file_id)
         if not path.exists():
             # Deleted under us: seal again from the original (kept until
@@ -1691,6 +1692,15 @@ class IndexStore:
             if not (result.created or earlier_ours):
                 self._conflict(file_id, f"{key} holds other bytes than this file: {why}")
                 return
+            # An object a manifest record names is never deleted: readers
+            # would find it missing and quarantine the file for good. (An
+            # earlier attempt wrote the record after this object verified.)
+            if self._call(partial(self.remote.head, mkey), f"head {mkey}") is not None:
+                self._conflict(
+                    file_id,
+                    f"{key} holds other bytes than this file ({why}) and {mkey} names it; not deleted",
+                )
+                return
             # This attempt's own object, damaged on the way to a store that
             # did not check it: removed, and the upload tried again.
             self._call(partial(self.remote.delete, key), f"delete damaged {key}")
@@ -1699,7 +1709,6 @@ class IndexStore:
             )
         fault_point("upload.after_verify")
         manifest = self._manifest_of(rec).to_bytes()
-        mkey = manifest_key(file_id)
         made = self._call(
             lambda: self.remote.put_if_absent(mkey, manifest, size=len(manifest), crc32c=crc32c(manifest)),
             f"write {mkey}",
@@ -1736,7 +1745,9 @@ class IndexStore:
         holds. A store that reports no checksum of its own (moto for single
         PUTs, some S3-compatibles) only echoes the uploader's claim; then
         the ETag (the MD5 of what it stored) is compared with the MD5 of
-        what was sent, and failing that the object is read back and hashed."""
+        what was sent, and failing that the object is read back and hashed
+        (a read cut short is read again; a wrong hash counts once a second
+        read finds it too)."""
         info = self._call(lambda: self.remote.head(key), f"verify {key}")
         if info is None:
             return "it is gone", None
@@ -1748,16 +1759,36 @@ class IndexStore:
             return f"CRC-32C {info.crc32c:#010x}, expected {crc:#010x}", info
         if result.sent_md5 is not None and info.etag is not None and info.etag.strip('"') == result.sent_md5:
             return None, info
-        found = 0
-        for start in range(0, size, READ_BACK_CHUNK):
-            end = min(size, start + READ_BACK_CHUNK)
-            data = self._call(partial(self.remote.get_range, key, start, end), f"read back {key}")
+
+        def read_range(start: int, end: int) -> bytes:
+            # The HEAD gave the size: a read cut short is the transfer's
+            # fault, raised as one for the retry policy to read again.
+            data = self.remote.get_range(key, start, end)
             if len(data) != end - start:
-                return f"read back short at byte {start + len(data)}", info
-            found = crc32c(data, found)
+                raise http.client.IncompleteRead(data, end - start - len(data))
+            return data
+
+        def read_back() -> int:
+            found = 0
+            for start in range(0, size, READ_BACK_CHUNK):
+                end = min(size, start + READ_BACK_CHUNK)
+                found = crc32c(self._call(partial(read_range, start, end), f"read back {key}"), found)
+            return found
+
+        found = read_back()
         if found == crc:
             return None, info
-        return f"read back, its CRC-32C is {found:#010x}, expected {crc:#010x}", info
+        # One read is no proof of damage (its bytes may have been damaged on
+        # their way here); a second read finding the same bytes is.
+        again = read_back()
+        if again == crc:
+            return None, info
+        if again != found:
+            raise RemoteError(
+                f"{key}: read back twice, CRC-32C {found:#010x} then {again:#010x}, "
+                f"expected {crc:#010x}; to be checked again"
+            )
+        return f"read back twice, its CRC-32C is {found:#010x}, expected {crc:#010x}", info
 
     def _sweep_multipart_uploads(self, keys: set[str]) -> None:
         """Aborts every multipart upload still open for ``keys``, whose

@@ -263,19 +263,22 @@ def offsets_of(entries: list) -> list[int]:
     return [e.offset for e in entries]
 
 
+@pytest.mark.parametrize("multipart", [False, True], ids=["single", "multipart"])
 def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
-    tmp_path: Path, moto_server: object
+    tmp_path: Path, moto_server: object, multipart: bool
 ) -> None:
     """The first attempt's body is damaged on the way and the attempt dies
     before it checks the object. The retry finds the key taken (412) by an
-    object claiming to be this file: read back, it is not. It is this
-    store's own, so it is replaced (a foreign object would be a conflict)."""
+    object claiming to be this file: it is not (read back, or, multipart,
+    by the CRC-32C moto computed of the parts it got). It is this store's
+    own, so it is replaced (a foreign object would be a conflict)."""
     from tieredindex import faults
 
     server = moto_server
     url = f"s3://{server.bucket}/flip2-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    extra = {"multipart_threshold": 1} if multipart else {}
     with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
-        store = IndexStore(tmp_path / "d", url, faulty_config(proxy.endpoint_url, cache_bytes=10**9))
+        store = IndexStore(tmp_path / "d", url, faulty_config(proxy.endpoint_url, cache_bytes=10**9, **extra))
         store.start()
         for i in range(40):
             store.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)

@@ -1673,13 +1673,13 @@ class IndexStore:
             # The local sealed copy no longer matches its record: seal again.
             self._reseal_or_quarantine(rec, f"sealed copy changed before upload: {exc}")
             return
-        if not result.identical:
-            self._conflict(
-                file_id, f"{key} already holds a different object ({result.existing}); not overwritten"
-            )
-            return
-        fault_point("upload.after_put")
-        why, info = self._verify_upload(key, size, crc, result)
+        if result.identical:
+            fault_point("upload.after_put")
+            why, info = self._verify_upload(key, size, crc, result)
+        else:
+            # Found taken by an object of another size or CRC-32C (the
+            # store's own, for a multipart upload: what it got of the parts).
+            why, info = f"{result.existing}", result.existing
         if why is not None:
             # Ours: written by this attempt, or by an earlier one of this
             # store (interrupted before it could check it: it names this
@@ -1689,6 +1689,9 @@ class IndexStore:
                 and info.metadata.get("tix-file-id") == file_id
                 and info.metadata.get(META_SIZE) == str(size)
             )
+            if not result.identical and not earlier_ours:
+                self._conflict(file_id, f"{key} already holds a different object ({why}); not overwritten")
+                return
             if not (result.created or earlier_ours):
                 self._conflict(file_id, f"{key} holds other bytes than this file: {why}")
                 return

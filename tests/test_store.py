@@ -970,6 +970,42 @@ def test_a_manifest_write_cut_short_leaves_no_upload_open(tmp_path: Path, remote
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
+def test_an_object_deleted_before_its_check_is_uploaded_again_not_a_conflict(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """An earlier attempt put the object and died before checking it; the
+    retry finds the key taken, and the object is deleted before the HEAD
+    that checks it (say, by a verify(repair=True) that took it for an
+    orphan). Gone is neither this file's bytes nor another's: it used to
+    make the file a CONFLICT; it is uploaded again."""
+    from tieredindex import faults
+
+    class DeletedBeforeTheCheck(SwitchableRemote):
+        def __init__(self, inner: Remote) -> None:
+            super().__init__(inner)
+            self.deleted: list[str] = []
+
+        def head(self, key: str) -> Any:
+            if key.startswith(DATA_PREFIX) and not self.deleted:
+                self.deleted.append(key)
+                self.inner.delete(key)
+            return super().head(key)
+
+    remote = DeletedBeforeTheCheck(open_remote(remote_url))
+    store = IndexStore(tmp_path / "d", remote, small_config())
+    store.start()
+    model = fill(store, 10)
+    faults.arm("upload.after_put:raise")
+    try:
+        report = store.shutdown(timeout_s=20)
+    finally:
+        faults.arm("")
+    assert report.clean, report
+    (file_id,) = report.uploaded
+    assert remote.deleted == [f"{DATA_PREFIX}{file_id}.tix"]
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
 def test_salvages_by_puts_record_no_errors(tmp_path: Path, remote_url: str) -> None:
     """The current file cut short again and again, each time found by a put:
     the salvage raced the worker's seal round (woken by the roll) and left

@@ -1743,9 +1743,10 @@ class IndexStore:
         self, key: str, size: int, crc: int, result: PutResult
     ) -> tuple[str | None, ObjectInfo | None]:
         """Why the object at ``key`` is not this file's bytes (None when it
-        verifies), and what its HEAD said. A HEAD gives its size and, from a store that checks
-        what it is sent (S3), the CRC-32C the store computed over what it
-        holds. A store that reports no checksum of its own (moto for single
+        verifies), and what its HEAD said; RemoteError when it is gone, or
+        when reads of it disagree. A HEAD gives its size and, from a store
+        that checks what it is sent (S3), the CRC-32C the store computed
+        over what it holds. A store that reports no checksum of its own (moto for single
         PUTs, some S3-compatibles) only echoes the uploader's claim; then
         the ETag (the MD5 of what it stored) is compared with the MD5 of
         what was sent, and failing that the object is read back and hashed
@@ -1753,7 +1754,10 @@ class IndexStore:
         read finds it too)."""
         info = self._call(lambda: self.remote.head(key), f"verify {key}")
         if info is None:
-            return "it is gone", None
+            # Deleted since the put found it or made it (by a verify(repair=True)
+            # that took it for an orphan, say): neither this file's bytes nor
+            # another's, so not a conflict. The upload is tried again.
+            raise RemoteError(f"{key}: gone before it could be checked; to be uploaded again")
         if info.size != size:
             return f"{info.size} bytes, expected {size}", info
         if info.crc32c_by_store:

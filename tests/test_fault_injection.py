@@ -21,7 +21,7 @@ from tieredindex.remote import S3_MIN_PART_SIZE, S3Remote
 from tieredindex.retry import run_with_retry
 
 from netproxy import NetProxy
-from store_helpers import FOREVER, small_config
+from store_helpers import FOREVER, crash_in_process, small_config, wait_until
 
 OUTAGE_S = float(os.environ.get("TIX_OUTAGE_S", "30"))
 FAULTS = {"500": 0.04, "503": 0.04, "reset": 0.04, "stall": 0.02, "truncate": 0.04, "spike": 0.02}  # 20 %
@@ -196,6 +196,35 @@ def test_a_denied_listing_of_uploads_does_not_hold_back_a_leaky_upload(
     assert [(p.kind, p.fixed) for p in verified.problems] == [("open-multipart-upload", True)]
     assert check.remote.list_multipart_uploads() == []
     check.shutdown()
+
+
+def test_a_denied_listing_of_uploads_does_not_hold_back_reconciliation(
+    tmp_path: Path, moto_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same credentials at start: reconciliation lists open uploads to
+    abort those of an earlier life, and raised the AccessDenied every round,
+    so the store never counted as reconciled and retention (which waits for
+    it) never ran. A refusal for good is reported and reconciliation goes
+    on; a transient failure is still tried again (other tests)."""
+    from botocore.exceptions import ClientError
+
+    def denied(self: S3Remote) -> list[object]:
+        error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+        raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
+
+    server = moto_server
+    url = f"s3://{server.bucket}/denied-start-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    monkeypatch.setattr(S3Remote, "list_multipart_uploads", denied)
+    config = small_config(endpoint_url=server.endpoint_url, retention_s=3600)  # type: ignore[attr-defined]
+    earlier = IndexStore(tmp_path / "d", url, config)
+    earlier.start()
+    earlier.put("t", "k", queue_id=0, offset=0, size=1, timestamp_ms=1_000)
+    crash_in_process(earlier)  # upload work at the next start: its listing is due
+    store = IndexStore(tmp_path / "d", url, config)
+    store.start()
+    wait_until(lambda: store.status().reconciled, "reconciled despite the denied listing")
+    assert "AccessDenied" in (store.status().last_error or "")
+    assert store.shutdown(timeout_s=20).clean
 
 
 def test_a_hung_remote_call_does_not_hold_back_the_seal(tmp_path: Path, moto_server: object) -> None:

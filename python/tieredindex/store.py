@@ -89,7 +89,7 @@ from tieredindex.remote import (
     open_remote,
 )
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
-from tieredindex.retry import RetryBudget, run_with_retry
+from tieredindex.retry import RetryBudget, classify, run_with_retry
 from tieredindex.states import PENDING_STATES, UNFINISHED_STATES, FileState
 
 _LOG = logging.getLogger("tieredindex")
@@ -1448,7 +1448,18 @@ class IndexStore:
         self._load_catalog()
         if self._work_at_start or self.journal.files(PENDING_STATES):
             self._ensure_claimed()
-            listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
+            try:
+                listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
+            except RemoteError as exc:
+                if exc.__cause__ is None or classify(exc.__cause__) != "fatal":
+                    raise  # an outage: the next round lists again
+                # Refused for good (credentials without
+                # s3:ListBucketMultipartUploads): cleanup must not hold back
+                # the rest (retention waits for reconciliation). Reported;
+                # verify() lists what is left, where it is allowed to.
+                self._record_error(exc)
+                _LOG.warning("multipart uploads of an earlier life not swept: %s", exc)
+                listed = []
             # Uploads do not wait for this (a hung call here must not hold
             # them back): skip the keys they are using, taken after the
             # listing, so an upload begun since has a newer id anyway. A

@@ -30,6 +30,10 @@ responses). Kinds, see :data:`FAULT_KINDS`:
 * ``"flip"``: one bit in the middle of the request body is flipped on its
   way to the server (damage no TCP or HTTP check caught; over plain http,
   to a server that does not check the body's checksum, as moto does not).
+* ``"headcut"``: the response's status line and first header line, then the
+  connection closes (FIN). http.client takes the head for a whole one, and
+  with no Content-Length reads the body to EOF: boto3 returns the status
+  (200/206) with an empty body and no error.
 
 ``tls=(cert_file, key_file)`` makes the proxy an https endpoint: it ends
 TLS itself, as an object store's front end does, and speaks plain HTTP to
@@ -68,7 +72,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-FAULT_KINDS = ("500", "503", "reset", "stall", "truncate", "spike", "flip")
+FAULT_KINDS = ("500", "503", "reset", "stall", "truncate", "spike", "flip", "headcut")
 CHUNK = 256 * 1024
 _BURST_S = 0.005  # a token bucket holds this many seconds of bandwidth
 _QUEUE_ITEMS = 64  # per direction and connection: bounds the proxy's memory
@@ -571,6 +575,12 @@ class _Connection:
                 # between header lines for a whole one.
                 await self.ship(self.down, head.raw[: len(head.first) // 2], up=False)
                 await self.cut(fault)
+            if fault == "headcut":
+                # Cut between two header lines (status line and first header
+                # kept), then FIN: http.client takes that head for a whole one.
+                lines = head.raw.split(b"\r\n")
+                await self.ship(self.down, b"\r\n".join(lines[:2]) + b"\r\n", up=False)
+                await self.cut("truncate")
             await self.ship(self.down, head.raw, up=False)
             cut_at = length // 2 if fault in ("truncate", "reset") else None
             sent = 0

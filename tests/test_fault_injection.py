@@ -292,6 +292,32 @@ def offsets_of(entries: list) -> list[int]:
     return [e.offset for e in entries]
 
 
+@pytest.mark.parametrize("which", [r"^GET .*/index/", r"^GET .*/manifest/"], ids=["object", "record"])
+def test_a_read_cut_in_its_head_is_tried_again_not_quarantined(
+    tmp_path: Path, moto_server: object, which: str
+) -> None:
+    """A response cut between two header lines reads, to boto3, as a
+    success with an empty body (no Content-Length: read to EOF). It is a
+    failed read, tried again; never a short object to quarantine."""
+    server = moto_server
+    url = f"s3://{server.bucket}/hc-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    writer = IndexStore(tmp_path / "w", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    writer.start()
+    for i in range(40):
+        writer.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert writer.shutdown(timeout_s=30).clean
+    with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        reader = IndexStore(tmp_path / "r", url, faulty_config(proxy.endpoint_url))
+        proxy.set_faults({}, match=which)
+        proxy.inject_next("headcut", 1)
+        reader.start()
+        got = offsets_of(reader.query("t", "k3", 0, FOREVER, strict=True))
+        assert proxy.counters()["faults"]["headcut"] == 1
+        assert reader.status().quarantined == []
+        reader.shutdown()
+    assert got == [38, 33, 28, 23, 18, 13, 8, 3]
+
+
 @pytest.mark.parametrize("multipart", [False, True], ids=["single", "multipart"])
 def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
     tmp_path: Path, moto_server: object, multipart: bool

@@ -129,8 +129,9 @@ def test_flip_damages_one_bit_of_a_request_body(proxy: NetProxy, moto_server: An
 
 
 # What a single-attempt boto3 call sees, per fault kind: a GET (it has a
-# response body) and a PUT (it has a request body). A flip is silent.
-@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "flip"])
+# response body) and a PUT (it has a request body). A flip is silent, and
+# so is a head cut to boto3 (test_a_head_cut_is_silent_to_boto3_not_to_our_remote).
+@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k not in ("flip", "headcut")])
 @pytest.mark.parametrize("op", ["get", "put"])
 def test_each_fault_reaches_boto3_and_is_retried(
     kind: str, op: str, proxy: NetProxy, moto_server: Any, prefix: str
@@ -178,6 +179,41 @@ def test_each_fault_reaches_boto3_and_is_retried(
         info_ = remote.head("ours")
         assert info_ is not None and info_.size == len(body) and info_.crc32c == crc32c(body)
     assert proxy.counters()["faults"][kind] == 2
+    remote.close()
+
+
+@pytest.mark.parametrize("op", ["get", "get_range"])
+def test_a_head_cut_is_silent_to_boto3_not_to_our_remote(
+    op: str, proxy: NetProxy, moto_server: Any, prefix: str
+) -> None:
+    bucket = moto_server.bucket
+    body = bytes(range(256)) * 64
+    moto_server.client.put_object(Bucket=bucket, Key=prefix + "seed", Body=body)
+    client = raw_client(proxy.endpoint_url)
+    client.head_bucket(Bucket=bucket)
+    raw: dict[str, Any] = {
+        "get": lambda: client.get_object(Bucket=bucket, Key=prefix + "seed")["Body"].read(),
+        "get_range": lambda: client.get_object(Bucket=bucket, Key=prefix + "seed", Range="bytes=10-99")[
+            "Body"
+        ].read(),
+    }
+    # boto3 answers a response cut in its head as a success with nothing in it.
+    proxy.inject_next("headcut")
+    assert not raw[op]()
+
+    remote = s3_remote(proxy, bucket, prefix)
+    ours: dict[str, Any] = {
+        "get": lambda: remote.get("seed"),
+        "get_range": lambda: remote.get_range("seed", 10, 100),
+    }
+    expected = {"get": body, "get_range": body[10:100]}[op]
+    proxy.inject_next("headcut")
+    with pytest.raises(ConnectionError) as info:
+        ours[op]()
+    assert classify(info.value) == "retry"
+    proxy.inject_next("headcut")
+    assert run_with_retry(ours[op], policy=FAST_RETRY, budget=None, describe=op) == expected
+    assert proxy.counters()["faults"]["headcut"] == 3
     remote.close()
 
 

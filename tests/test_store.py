@@ -13,6 +13,7 @@ import pytest
 
 import tieredindex.store
 from tieredindex import (
+    CorruptFileError,
     FileState,
     IndexStore,
     RemoteError,
@@ -486,6 +487,104 @@ def test_corrupt_remote_object_never_served_and_repaired(tmp_path: Path, remote_
     assert remote.get(obj.key) == good
     assert_answers(owner, model)
     owner.shutdown()
+
+
+class DamagedOnTheWay(SwitchableRemote):
+    """Flips one bit of chosen reads (the stored objects stay intact), as a
+    link can that no TCP or HTTP check catches. ``ranged`` numbers the
+    ranged reads of data objects to damage (1: the first, a file's tail with
+    its footer: hit near its end), ``records`` the reads of manifest records;
+    ``every`` damages every read of both kinds (damage that is stored)."""
+
+    def __init__(
+        self,
+        inner: Remote,
+        *,
+        ranged: tuple[int, ...] = (),
+        records: tuple[int, ...] = (),
+        every: bool = False,
+    ) -> None:
+        super().__init__(inner)
+        self._lock = threading.Lock()
+        self.ranged, self.records, self.every = ranged, records, every
+        self.reads: collections.Counter[str] = collections.Counter()
+        self.damaged = 0
+
+    def _maybe_damage(self, kind: str, data: bytes, numbers: tuple[int, ...], tail: bool) -> bytes:
+        with self._lock:
+            self.reads[kind] += 1
+            if not (self.every or self.reads[kind] in numbers) or not data:
+                return data
+            self.damaged += 1
+        at = len(data) - 10 if tail else len(data) // 2
+        return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        data = super().get_range(key, start, end)
+        if not key.startswith(DATA_PREFIX):
+            return data
+        return self._maybe_damage("ranged", data, self.ranged, tail=self.reads["ranged"] == 0)
+
+    def get(self, key: str) -> bytes:
+        data = super().get(key)
+        if not key.startswith(MANIFEST_PREFIX):
+            return data
+        return self._maybe_damage("record", data, self.records, tail=False)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"ranged": (1,)}, {"ranged": (2,)}, {"ranged": (3,)}, {"records": (1,)}],
+    ids=["footer", "slot", "entries", "record"],
+)
+def test_a_read_damaged_on_the_way_is_read_again_not_quarantined(
+    tmp_path: Path, remote_url: str, damage: dict
+) -> None:
+    """One read's bytes fail a check (a bit flipped on the link): that says
+    nothing for sure about the stored object, so it is read again; the
+    second read passes, answers, and nothing is quarantined (a quarantine
+    lasts until a deep verify, across restarts)."""
+    store = IndexStore(tmp_path / "w", remote_url, small_config())
+    store.start()
+    model = fill(store, 40)
+    assert store.shutdown().clean
+    remote = DamagedOnTheWay(open_remote(remote_url), **damage)
+    fresh = IndexStore(tmp_path / "r", remote, small_config())
+    fresh.start()
+    got = [tuple(e) for e in fresh.query("orders", "k3", 0, FOREVER, 10_000, strict=True)]
+    assert remote.damaged == 1
+    assert got == expected(model, "k3")
+    assert fresh.status().quarantined == []
+    assert_answers(fresh, model)
+    fresh.shutdown()
+
+
+@pytest.mark.parametrize("what", ["object", "record"])
+def test_damage_that_a_second_read_confirms_is_quarantined(
+    tmp_path: Path, remote_url: str, what: str
+) -> None:
+    """Every read fails its check: the damage is stored. The file is
+    quarantined after the second read, and a strict query raises."""
+    store = IndexStore(tmp_path / "w", remote_url, small_config())
+    store.start()
+    fill(store, 40)
+    assert store.shutdown().clean
+    remote = DamagedOnTheWay(open_remote(remote_url))
+    fresh = IndexStore(tmp_path / "r", remote, small_config())
+    if what == "record":
+        remote.every = True
+    fresh.start()
+    fresh.query("orders", "k3", 0, FOREVER)  # the catalog loaded (the object read intact)
+    remote.every = True
+    before = remote.reads["ranged"]
+    with pytest.raises(CorruptFileError):
+        fresh.query("orders", "k3", 0, FOREVER, strict=True)
+    if what == "record":
+        assert remote.reads["record"] >= 2  # read twice before the verdict
+    else:
+        assert remote.reads["ranged"] - before >= 2
+    assert len(fresh.status().quarantined) == 1
+    fresh.shutdown()
 
 
 def test_verify_finds_orphans_and_open_uploads(tmp_path: Path, remote_url: str) -> None:

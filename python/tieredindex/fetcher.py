@@ -5,10 +5,17 @@ reads: the slot record and the slot's run of entries, each widened to whole
 blocks (4 KiB by default) and checked against the footer's block CRC32Cs. The footer
 itself is checked against the manifest's size and whole-object CRC32C, so a
 partial, replaced or corrupt object is never served.
+
+Bytes that fail a check are no verdict on the stored object by themselves:
+a bit can flip on its way (no TCP or HTTP check catches every one) or a
+response end early. A query that fails one is read again, footer included
+and not from the cache; only when that second read fails too does the
+``CorruptFileError`` reach the caller (who quarantines the file).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +27,7 @@ from tieredindex.layout import ManifestRecord
 from tieredindex.remote import Remote
 
 T = TypeVar("T")
+_LOG = logging.getLogger("tieredindex")
 
 Caller = Callable[[Callable[[], bytes], str], bytes]
 """Runs a remote read under the store's retry policy: ``call(op, describe)``."""
@@ -118,6 +126,14 @@ class RemoteIndexFile:
                 self._footers.put(cache_key, footer, self.record.size - footer.data_len)
             return footer
 
+    def _read_footer_again(self) -> SealedFooter:
+        """The footer read from the object, not the cache (which it replaces)."""
+        with self._lock:
+            footer = self._load_footer()
+            cache_key = f"{self.record.key}#{self.record.crc32c:08x}"
+            self._footers.put(cache_key, footer, self.record.size - footer.data_len)
+            return footer
+
     def _load_footer(self) -> SealedFooter:
         size = self.record.size
         tail_len = min(size, FIRST_TAIL_READ)
@@ -134,7 +150,21 @@ class RemoteIndexFile:
         return footer
 
     def query(self, key: bytes, begin_ms: int, end_ms: int, max_count: int) -> list[Entry]:
-        footer = self.footer()
+        """The file's matches. Raises ``CorruptFileError`` only if a second,
+        independent read (footer, slot, entries) fails a check too."""
+        try:
+            return self._query(self.footer(), key, begin_ms, end_ms, max_count)
+        except CorruptFileError as exc:
+            first = exc
+        answer = self._query(self._read_footer_again(), key, begin_ms, end_ms, max_count)
+        _LOG.warning(
+            "%s: failed a check, then passed it read again (damaged on the way?): %s", self.name, first
+        )
+        return answer
+
+    def _query(
+        self, footer: SealedFooter, key: bytes, begin_ms: int, end_ms: int, max_count: int
+    ) -> list[Entry]:
         start, end = footer.slot_span(key)
         run = footer.slot_run(start, self._read(start, end), key)
         if run[1] == 0:

@@ -1618,9 +1618,19 @@ class S3Remote(Remote):
             raise
         body = resp["Body"]
         try:
-            return body.read()
+            data = body.read()
         finally:
             body.close()
+        length = resp.get("ContentLength")
+        if length is None or len(data) != length:
+            # A head cut off between lines is taken for a whole one (see
+            # head()); with no Content-Length the body is read to EOF, and
+            # botocore returns what came, perhaps nothing, as a success.
+            raise ConnectionError(
+                f"GET {key}: response without Content-Length, or a body of {len(data)} bytes "
+                f"where it says {length} (truncated?)"
+            )
+        return data
 
     def get(self, key: str) -> bytes:
         self._check_open()

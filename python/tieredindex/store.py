@@ -1221,6 +1221,7 @@ class IndexStore:
         for (info, file_id), read in zip(unread, reads, strict=True):
             try:
                 raw = read()
+                record = self._record_of(info.key, raw)
             except RemoteError as exc:
                 if _is_not_found(exc):  # expired between the listing and now
                     present.discard(file_id)
@@ -1234,12 +1235,10 @@ class IndexStore:
             if wanted is None:
                 continue
             known, bad = wanted
-            try:
-                record = ManifestRecord.from_bytes(raw, info.key)
-            except ValueError as exc:
+            if isinstance(record, ValueError):
                 if not known:
-                    _LOG.error("%s", exc)
-                    self._quarantine_remote(file_id, None, f"manifest record: {exc}")
+                    _LOG.error("%s", record)
+                    self._quarantine_remote(file_id, None, f"manifest record: {record}")
                 continue
             if bad is not None:
                 # Quarantined before its range was known (verify() ahead of
@@ -1261,6 +1260,21 @@ class IndexStore:
                 self._release_remote(fid)
         self._catalog_loaded_at = time.monotonic()
         self._catalog_failed = None
+
+    def _record_of(self, key: str, raw: bytes) -> ManifestRecord | ValueError:
+        """The manifest record ``raw`` read from ``key``; if it fails its
+        checks, the record read once more (bytes can be damaged on their
+        way): the ValueError only if that read fails them too."""
+        try:
+            return ManifestRecord.from_bytes(raw, key)
+        except ValueError as exc:
+            first = exc
+        try:
+            record = ManifestRecord.from_bytes(self._call(partial(self.remote.get, key), f"get {key}"), key)
+        except ValueError as exc:
+            return exc
+        _LOG.warning("%s (read again, it passes: damaged on the way?)", first)
+        return record
 
     def _read_records(self, keys: list[str]) -> tuple[list[Callable[[], bytes]], list[Future[bytes]]]:
         """Starts reading the manifest records ``keys``, up to

@@ -318,6 +318,35 @@ def test_a_read_cut_in_its_head_is_tried_again_not_quarantined(
     assert got == [38, 33, 28, 23, 18, 13, 8, 3]
 
 
+def test_a_listing_cut_in_its_head_is_tried_again_not_taken_for_empty(
+    tmp_path: Path, moto_server: object
+) -> None:
+    """A ListObjectsV2 response cut in its head reads, to boto3, as a page
+    with nothing in it and no IsTruncated: the paginator ends there. Taken
+    for the listing, it empties the catalog (every remote file forgotten,
+    every quarantine lifted) and verify finds nothing to check."""
+    server = moto_server
+    url = f"s3://{server.bucket}/hcl-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    writer = IndexStore(tmp_path / "w", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
+    writer.start()
+    for i in range(40):
+        writer.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert writer.shutdown(timeout_s=30).clean
+    with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
+        reader = IndexStore(tmp_path / "r", url, faulty_config(proxy.endpoint_url))
+        proxy.set_faults({}, match=r"list-type=2")
+        proxy.inject_next("headcut", 1)
+        reader.start()
+        got = offsets_of(reader.query("t", "k3", 0, FOREVER, strict=True))
+        assert proxy.counters()["faults"]["headcut"] == 1
+        proxy.inject_next("headcut", 1)
+        report = reader.verify(deep=False)
+        assert proxy.counters()["faults"]["headcut"] == 2
+        reader.shutdown()
+    assert got == [38, 33, 28, 23, 18, 13, 8, 3]
+    assert report.ok and report.checked_files == 1
+
+
 @pytest.mark.parametrize("multipart", [False, True], ids=["single", "multipart"])
 def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
     tmp_path: Path, moto_server: object, multipart: bool

@@ -182,13 +182,14 @@ def test_each_fault_reaches_boto3_and_is_retried(
     remote.close()
 
 
-@pytest.mark.parametrize("op", ["get", "get_range"])
+@pytest.mark.parametrize("op", ["get", "get_range", "list", "list_multipart_uploads"])
 def test_a_head_cut_is_silent_to_boto3_not_to_our_remote(
     op: str, proxy: NetProxy, moto_server: Any, prefix: str
 ) -> None:
     bucket = moto_server.bucket
     body = bytes(range(256)) * 64
     moto_server.client.put_object(Bucket=bucket, Key=prefix + "seed", Body=body)
+    upload = moto_server.client.create_multipart_upload(Bucket=bucket, Key=prefix + "open")["UploadId"]
     client = raw_client(proxy.endpoint_url)
     client.head_bucket(Bucket=bucket)
     raw: dict[str, Any] = {
@@ -196,6 +197,10 @@ def test_a_head_cut_is_silent_to_boto3_not_to_our_remote(
         "get_range": lambda: client.get_object(Bucket=bucket, Key=prefix + "seed", Range="bytes=10-99")[
             "Body"
         ].read(),
+        "list": lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents"),
+        "list_multipart_uploads": lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get(
+            "Uploads"
+        ),
     }
     # boto3 answers a response cut in its head as a success with nothing in it.
     proxy.inject_next("headcut")
@@ -205,8 +210,15 @@ def test_a_head_cut_is_silent_to_boto3_not_to_our_remote(
     ours: dict[str, Any] = {
         "get": lambda: remote.get("seed"),
         "get_range": lambda: remote.get_range("seed", 10, 100),
+        "list": lambda: [info.key for info in remote.list()],
+        "list_multipart_uploads": lambda: [(u.key, u.upload_id) for u in remote.list_multipart_uploads()],
     }
-    expected = {"get": body, "get_range": body[10:100]}[op]
+    expected = {
+        "get": body,
+        "get_range": body[10:100],
+        "list": ["seed"],
+        "list_multipart_uploads": [("open", upload)],
+    }[op]
     proxy.inject_next("headcut")
     with pytest.raises(ConnectionError) as info:
         ours[op]()

@@ -1179,6 +1179,17 @@ def _error_code(exc: Any) -> tuple[str, int | None]:
     return code, status if isinstance(status, int) else None
 
 
+def _check_page(page: Mapping[str, Any], what: str, fields: tuple[str, ...]) -> None:
+    """Raise a (retryable) ``ConnectionError`` if a listing's page lacks a
+    field S3 always sends. A response cut off in its head reads as a
+    success with an empty body: the paginator, seeing no ``IsTruncated``,
+    would end the listing there, and an empty listing says "nothing
+    stored" (the store forgets its remote files)."""
+    missing = [field for field in fields if field not in page]
+    if missing:
+        raise ConnectionError(f"{what}: a page without {', '.join(missing)} (truncated response?)")
+
+
 class S3Remote(Remote):
     """``s3://bucket/prefix`` through boto3.
 
@@ -1650,6 +1661,7 @@ class S3Remote(Remote):
         out: list[ObjectInfo] = []
         paginator = self._client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+            _check_page(page, "list objects", ("IsTruncated", "KeyCount"))
             for obj in page.get("Contents", []):
                 full = obj.get("Key", "")
                 if not full.startswith(self._prefix):
@@ -1672,6 +1684,7 @@ class S3Remote(Remote):
         out: list[MultipartUpload] = []
         paginator = self._client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+            _check_page(page, "list multipart uploads", ("IsTruncated",))
             for upload in page.get("Uploads", []):
                 full = upload.get("Key", "")
                 if not full.startswith(self._prefix) or "UploadId" not in upload:

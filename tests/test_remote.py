@@ -24,6 +24,7 @@ from tieredindex.remote import (
     ObjectNotFoundError,
     ObjectVanishedError,
     Remote,
+    RemoteRootMissingError,
     S3Remote,
     UploadCancelledError,
     crc32c_b64,
@@ -1119,6 +1120,42 @@ def test_open_remote_refuses_the_filesystem_root(url: str, tmp_path: Path) -> No
         open_remote(f"file://{link}")
     with pytest.raises(ValueError, match="root"):
         LocalRemote(link)
+
+
+@pytest.mark.parametrize("how", ["removed", "renamed", "a file"])
+def test_a_file_remote_whose_root_is_gone_is_no_empty_remote(tmp_path: Path, how: str) -> None:
+    """The root is made when the remote is opened: a missing root is never
+    an empty remote (listing nothing, every object "not found": the store
+    would forget its files). Every operation raises an error naming the
+    root, one no retry can help and no "not found"."""
+    root = tmp_path / "remote"
+    r = LocalRemote(root)
+    r.put_if_absent("index/a.tix", b"abc", size=3, crc32c=crc32c(b"abc"))
+    if how == "removed":
+        for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        root.rmdir()
+    else:
+        root.rename(tmp_path / "elsewhere")
+        if how == "a file":
+            root.write_bytes(b"")
+    operations: dict[str, Callable[[], object]] = {
+        "list": lambda: r.list(""),
+        "list prefix": lambda: r.list("index/"),
+        "head": lambda: r.head("index/a.tix"),
+        "get": lambda: r.get("index/a.tix"),
+        "get_range": lambda: r.get_range("index/a.tix", 0, 2),
+        "list_multipart_uploads": r.list_multipart_uploads,
+        "put_if_absent": lambda: r.put_if_absent("index/b.tix", b"x", size=1, crc32c=crc32c(b"x")),
+        "delete": lambda: r.delete("index/a.tix"),
+    }
+    for name, op in operations.items():
+        with pytest.raises(RemoteRootMissingError) as info:
+            op()
+        assert str(root) in str(info.value), name
+        assert not isinstance(info.value, FileNotFoundError), name
+        assert classify(info.value) == "fatal", name
+    assert not root.is_dir()  # nothing made it again
 
 
 def test_s3_head_trusts_the_stores_own_checksum_over_the_metadata(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -585,6 +586,38 @@ def test_damage_that_a_second_read_confirms_is_quarantined(
         assert remote.reads["ranged"] - before >= 2
     assert len(fresh.status().quarantined) == 1
     fresh.shutdown()
+
+
+@pytest.mark.parametrize("how", ["removed", "renamed"])
+def test_a_file_remote_whose_root_is_gone_is_unreadable_not_empty(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The remote directory removed or renamed under a reader: its files
+    are unreadable, not expired. A strict query raises, naming the root; the
+    files stay in the catalog; and once the directory is back, they answer."""
+    root = tmp_path / "remote"
+    url = f"file://{root}"
+    model = ten_files_uploaded(tmp_path / "w", url)
+    reader = IndexStore(tmp_path / "r", url, small_config())
+    reader.start()
+    assert_answers(reader, model)
+    files = reader.status().remote_files
+    moved = tmp_path / "elsewhere"
+    root.rename(moved)
+    if how == "removed":
+        shutil.rmtree(moved)
+    with pytest.raises(RemoteError, match=str(root)):
+        reader.query("orders", "k3", 0, FOREVER, strict=True)
+    with pytest.raises(RemoteError, match=str(root)):
+        reader._ensure_catalog(strict=True, reload=True)  # the catalog's periodic reload
+    with pytest.raises(RemoteError, match=str(root)):
+        reader.verify(deep=False)
+    assert reader.status().remote_files == files
+    assert not any("expired" in m or "forgotten" in m for m in caplog.messages)
+    if how == "renamed":
+        moved.rename(root)
+        assert_answers(reader, model)
+    reader.shutdown()
 
 
 def test_verify_finds_orphans_and_open_uploads(tmp_path: Path, remote_url: str) -> None:

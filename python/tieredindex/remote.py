@@ -70,6 +70,7 @@ __all__ = [
     "ObjectVanishedError",
     "PutResult",
     "Remote",
+    "RemoteRootMissingError",
     "S3Remote",
     "Source",
     "UploadCancelledError",
@@ -672,6 +673,26 @@ class KeyEscapesError(OSError):
         self.link = link
 
 
+class RemoteRootMissingError(OSError):
+    """The root directory of a :class:`LocalRemote` is gone: removed,
+    renamed, or replaced by something that is not a directory.
+
+    The root is made when the remote is opened, so a missing one is never
+    an empty remote: it is no :class:`FileNotFoundError` (which a read of an
+    object that is not there raises, and the store takes for a file retention
+    expired), and is not retried (``errno`` is ``ENOENT`` or ``ENOTDIR``),
+    like S3's ``NoSuchBucket``. ``root`` names the directory.
+    """
+
+    def __init__(self, root: str, err: int) -> None:
+        super().__init__(
+            err,
+            f"the remote directory {root} is missing ({os.strerror(err)}): removed, renamed or unmounted? "
+            "It is not made again (that would pass its files off as gone)",
+        )
+        self.root = root
+
+
 def _rename_noreplace(src: str, dst: str, dir_fd: int = _AT_FDCWD) -> None:
     """``renameat2(RENAME_NOREPLACE)`` of names in ``dir_fd``; raises
     ``OSError`` (EEXIST if taken)."""
@@ -793,13 +814,13 @@ class LocalRemote(Remote):
         """A descriptor of ``ROOT/dirs...``, each directory opened relative to
         the one before with ``O_NOFOLLOW`` (a link raises
         :class:`KeyEscapesError`). Missing ones are created (each new entry
-        fsynced) with ``create``, else ``None`` (also for a non-directory)."""
+        fsynced) with ``create``, else ``None`` (also for a non-directory).
+        A missing root raises :class:`RemoteRootMissingError`: never made
+        again, nor taken for an empty remote."""
         try:
             fd = os.open(self._root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            if create:
-                raise
-            return None
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise RemoteRootMissingError(self._root, exc.errno or errno.ENOENT) from None
         try:
             for i, seg in enumerate(dirs):
                 if create:
@@ -1060,7 +1081,7 @@ class LocalRemote(Remote):
         """``(relative directory, names of what is not a directory, its
         descriptor)`` for every directory below ``ROOT/dirs...``, top down,
         skipping dot-directories and never descending into a link; nothing
-        if it is missing. A directory that cannot be read raises the
+        if it is missing (the root itself: :class:`RemoteRootMissingError`). A directory that cannot be read raises the
         ``OSError``, naming its path: a listing that left it out would look
         complete, and the store, verify and the CLI all trust listings.
         Not ``strict``: a folder below the top that cannot be read is

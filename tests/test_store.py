@@ -29,7 +29,15 @@ from tieredindex.journal import Journal
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY
 from tieredindex.remote import READS_PER_UPLOAD, Remote
 
-from store_helpers import FOREVER, Outage, SwitchableRemote, open_upload, small_config, wait_until
+from store_helpers import (
+    FOREVER,
+    Outage,
+    SwitchableRemote,
+    crash_in_process,
+    open_upload,
+    small_config,
+    wait_until,
+)
 
 
 def fill(store: IndexStore, n: int, *, topic: str = "orders", keys: int = 7, t0: int = 1_000) -> dict:
@@ -1374,3 +1382,58 @@ def test_a_failed_reload_leaves_the_catalog_unloaded_even_after_a_load_under_way
         reader.query("orders", next(iter(model)), 0, FOREVER, strict=True)
     remote.failing.clear()
     reader.shutdown()
+
+
+def crashed_with_a_damaged_current_file(directory: Path, remote_url: str) -> tuple[dict, str]:
+    """A store that wrote 95 entries (two full files of 40, a current one of
+    15) with the remote down, then crashed; the current file was then cut
+    short (damaged, its entries intact). Returns the model and its id."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(directory, remote, small_config(capacity=40))
+    store.start()
+    model = fill(store, 95)
+    crash_in_process(store)
+    current = sorted((directory / "active").glob("*.tix"))[-1]
+    current.write_bytes(current.read_bytes()[:-100])
+    return model, current.stem
+
+
+def test_a_salvage_failing_on_the_disk_is_tried_again_not_quarantined(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """The disk full while a damaged file is salvaged (the new file is
+    preallocated full size): the file was quarantined for good as if nothing
+    were salvageable, its 15 intact entries never uploaded, and the
+    shutdown said clean. It stays ROLLED where it is, the shutdown says it
+    is pending, and once there is room the salvage is done."""
+    model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
+
+    def disk_full(src: object, dest: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(tieredindex.store, "salvage", disk_full)
+        store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+        report = store.start()
+        assert report.quarantined == [] and report.salvaged == {}, report
+        rec = store.journal.get(damaged)
+        assert rec is not None and rec.state is FileState.ROLLED and "No space" in (rec.error or ""), rec
+        assert (tmp_path / "d" / "active" / f"{damaged}.tix").exists()
+        shut = store.shutdown(timeout_s=1)
+        assert not shut.clean and shut.pending == [damaged], shut
+        assert not list((tmp_path / "d" / "quarantine").iterdir())
+
+        # Room again, while the store runs: the worker salvages it.
+        store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+        store.start()
+        assert store.journal.get(damaged).state is FileState.ROLLED  # type: ignore[union-attr]
+    wait_until(
+        lambda: store.journal.get(damaged).state is FileState.QUARANTINED,  # type: ignore[union-attr]
+        "the salvage was tried again",
+    )
+    assert_answers(store, model)
+    shut = store.shutdown(timeout_s=20)
+    assert shut.clean, shut
+    assert [p.name for p in (tmp_path / "d" / "quarantine").iterdir()] == [f"{damaged}.tix"]
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)

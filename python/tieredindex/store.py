@@ -543,8 +543,12 @@ class IndexStore:
                 try:
                     f = IndexFile.open(path)
                 except CorruptFileError as exc:
-                    salvaged[rec.file_id] = self._quarantine_and_salvage(rec, str(exc))
-                    quarantined.append(rec.file_id)
+                    kept = self._quarantine_and_salvage(rec, str(exc))
+                    if kept is None:
+                        resumed.append(rec.file_id)  # its salvage is tried again
+                    else:
+                        salvaged[rec.file_id] = kept
+                        quarantined.append(rec.file_id)
                     continue
                 if f.recovered:
                     reopened.append(rec.file_id)
@@ -615,30 +619,42 @@ class IndexStore:
 
     def _salvage_into(self, rec: FileRecord, path: Path, new_id: str) -> tuple[int, str]:
         """The intact entries of ``path`` into the new ROLLED file ``new_id``;
-        returns how many, and what to add to the quarantine's reason."""
+        returns how many, and what to add to the quarantine's reason.
+
+        Raises ``OSError`` when the disk failed the salvage (full, an I/O
+        error): that says nothing about ``path``, so the caller keeps it and
+        tries again later; the half-made new file is then EMPTY."""
         self.journal.add(new_id, FileState.ROLLED, begin_ms=rec.begin_ms)
+        target = self._active_path(new_id)
         try:
-            kept, damaged = salvage(path, self._active_path(new_id))
-        except (OSError, CorruptFileError) as exc:
-            kept, damaged, note = 0, -1, f"; nothing salvageable: {exc}"
-        else:
-            note = ""
-        if kept:
-            salvaged = IndexFile.open(self._active_path(new_id))
+            try:
+                kept, damaged = salvage(path, target)
+            except CorruptFileError as exc:
+                kept, damaged, note = 0, -1, f"; nothing salvageable: {exc}"
+            else:
+                note = ""
+            salvaged = IndexFile.open(target) if kept else None
+        except OSError as exc:
+            target.unlink(missing_ok=True)
+            self.journal.transition(new_id, FileState.EMPTY, error=f"salvage failed: {exc}")
+            raise
+        if salvaged is not None:
             with self._state_lock:
                 self._unsealed[new_id] = salvaged
             _LOG.warning(
                 "file %s: salvaged %d entries into %s (%d damaged)", rec.file_id, kept, new_id, damaged
             )
         else:
-            self._active_path(new_id).unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
             self.journal.transition(new_id, FileState.EMPTY, error="nothing to salvage")
         return kept, note
 
-    def _quarantine_and_salvage(self, rec: FileRecord, why: str) -> int:
+    def _quarantine_and_salvage(self, rec: FileRecord, why: str) -> int | None:
         """Copies the intact entries of a damaged unsealed file into a new
         file (ROLLED, so it is sealed and uploaded), then quarantines the
-        original. Returns the entries kept."""
+        original. Returns the entries kept; None if the disk failed the
+        salvage: the original then stays ROLLED, where it is, and the
+        worker tries again (a full disk must not lose its entries)."""
         path = self._active_path(rec.file_id)
         kept = 0
         if path.exists():
@@ -646,8 +662,12 @@ class IndexStore:
             # take files by id, newest first; equal timestamps: later put
             # first), not after files made since.
             new_id = new_file_id(int(rec.file_id[:13]))
-            with self._making(new_id):
-                kept, note = self._salvage_into(rec, path, new_id)
+            try:
+                with self._making(new_id):
+                    kept, note = self._salvage_into(rec, path, new_id)
+            except OSError as exc:
+                self._salvage_failed(rec.file_id, f"{why}; salvage failed, to be tried again: {exc}")
+                return None
             why += note
         self.journal.transition(rec.file_id, FileState.QUARANTINED, error=why)
         if path.exists():
@@ -655,9 +675,27 @@ class IndexStore:
             _fsync_dir(self.directory / QUARANTINE_DIR)
         with self._state_lock:
             self._unsealed.pop(rec.file_id, None)
+            self._retry_after.pop(rec.file_id, None)
             self._bad[rec.file_id] = why
         _LOG.error("file %s quarantined: %s", rec.file_id, why)
         return kept
+
+    def _salvage_failed(self, file_id: str, why: str) -> None:
+        """A damaged file's salvage failed on the disk: it stays ROLLED (and
+        pending), out of queries; the worker's seal finds it damaged again
+        and salvages it once its backoff is over."""
+        with contextlib.suppress(Exception):  # the journal may be on the failing disk too
+            self.journal.note_error(file_id, why)
+        pause = self.config.reconcile_interval_s if self._deadline is None else 0.05
+        with self._state_lock:
+            f = self._unsealed.pop(file_id, None)
+            self._retry_after[file_id] = time.monotonic() + pause
+        if f is not None:
+            with contextlib.suppress(Exception):
+                f.close()
+        self._last_error = f"file {file_id}: {why}"
+        self._metrics.add_failure()
+        _LOG.error("file %s: %s", file_id, why)
 
     # ------------------------------------------------------------------ puts
 
@@ -1548,6 +1586,8 @@ class IndexStore:
             with self._state_lock:
                 if rec.file_id in self._preparing:
                     continue  # its file is still being made: the next round
+                if self._retry_after.get(rec.file_id, 0.0) > time.monotonic():
+                    continue  # its salvage failed on the disk: after the pause
             current = self.journal.get(rec.file_id)
             if current is None or current.state is not FileState.ROLLED:
                 continue  # moved on since the listing (salvaged, quarantined)
@@ -1566,7 +1606,13 @@ class IndexStore:
                 # is not there (its creation failed, or it was deleted).
                 self.journal.transition(rec.file_id, FileState.EMPTY, error="no such file to seal")
                 return
-            f = IndexFile.open(path)
+            try:
+                f = IndexFile.open(path)
+            except CorruptFileError as exc:
+                # Damaged (found at start, or its salvage failed on the disk
+                # then): salvage it now.
+                self._quarantine_and_salvage(rec, str(exc))
+                return
             with self._state_lock:
                 self._unsealed[rec.file_id] = f
         fault_point("seal.before")

@@ -1437,3 +1437,37 @@ def test_a_salvage_failing_on_the_disk_is_tried_again_not_quarantined(
     assert shut.clean, shut
     assert [p.name for p in (tmp_path / "d" / "quarantine").iterdir()] == [f"{damaged}.tix"]
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
+@pytest.mark.parametrize("interruption", [OSError(errno.EIO, "injected I/O error"), KeyboardInterrupt()])
+def test_a_start_that_fails_in_recovery_leaves_nothing_open(
+    tmp_path: Path, remote_url: str, interruption: BaseException
+) -> None:
+    """A start() that failed after recovery had opened files released only
+    the directory lock: the journal and the reopened files (each holding
+    its file lock) stayed open, so starting again in the same process, on
+    the same store or a new one, failed with StoreLockedError. Everything
+    recovery opened is closed, and either starts cleanly."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(tmp_path / "d", remote, small_config(capacity=40))
+    store.start()
+    model = fill(store, 95)
+    crash_in_process(store)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise interruption
+
+    failed = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+    with pytest.MonkeyPatch.context() as broken:
+        broken.setattr(Journal, "count_by_state", fail)  # recovery's last step
+        with pytest.raises(type(interruption)):
+            failed.start()
+    again = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+    again.start()
+    assert_answers(again, model)
+    assert again.shutdown(timeout_s=20).clean
+    failed.start()  # the same store, tried again
+    assert_answers(failed, model)
+    assert failed.shutdown(timeout_s=20).clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)

@@ -366,6 +366,7 @@ class IndexStore:
             if moved is not None:
                 report = dataclasses.replace(report, journal_quarantined=moved)
         except BaseException:
+            self._undo_recovery()
             self._release_lock()
             raise
         self._started = True
@@ -389,6 +390,31 @@ class IndexStore:
             )
         _LOG.info("store %s started: %s", self.directory, report)
         return report
+
+    def _undo_recovery(self) -> None:
+        """After a failed start(): closes what recovery opened (the files,
+        each holding its file lock, and the journal) and forgets what it
+        learnt, so that start() may be called again, on this store or a
+        new one on the directory."""
+        with self._state_lock:
+            files: list[IndexFile] = list(self._unsealed.values())
+            self._unsealed.clear()
+            self._sealed.clear()
+            self._ranges.clear()
+            self._remote_files.clear()
+            self._remote_added.clear()
+            self._access.clear()
+            self._bad.clear()
+            self._bad_remote.clear()
+            self._leaky.clear()
+            self._retry_after.clear()
+        for f in files:
+            with contextlib.suppress(Exception):
+                f.close()
+        if self._journal is not None:
+            with contextlib.suppress(Exception):
+                self._journal.close()
+            self._journal = None
 
     def _quarantine_journal(self, path: Path, exc: CorruptFileError) -> str:
         """Moves a damaged journal (and its WAL) aside. Recovery then adopts

@@ -1471,3 +1471,47 @@ def test_a_start_that_fails_in_recovery_leaves_nothing_open(
     assert_answers(failed, model)
     assert failed.shutdown(timeout_s=20).clean
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
+@pytest.mark.usefixtures("prompt_retention")
+def test_retention_goes_by_the_remote_record_not_the_journal_row(tmp_path: Path, remote_url: str) -> None:
+    """Retention deleted a remote file for good on its local journal row
+    alone: a row whose max_ms was damaged (SQLite pages carry no checksum;
+    here 2^40 ms less, one flipped bit) deleted a file whose entries were
+    seconds old. The file's own manifest record decides."""
+    import sqlite3
+
+    now = int(time.time() * 1000)
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)  # two hours old
+    store.seal()
+    store.put("t", "new", queue_id=0, offset=2, size=1, timestamp_ms=now)
+    assert store.shutdown(timeout_s=20).clean
+    db = sqlite3.connect(tmp_path / "d" / "journal.db")
+    with db:
+        db.execute("UPDATE files SET max_ms = max_ms - (1 << 40) WHERE max_ms = ?", (now,))
+    db.close()
+    again = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0))
+    rounds = threading.Semaphore(0)
+    real = again._apply_retention
+
+    def counted(retention_s: float) -> None:
+        try:
+            real(retention_s)
+        finally:
+            rounds.release()
+
+    again._apply_retention = counted  # type: ignore[method-assign]
+    again.start()
+    for _ in range(3):
+        assert rounds.acquire(timeout=20), "a retention round ended"
+    remote = open_remote(remote_url)
+    assert len(remote.list(MANIFEST_PREFIX)) == 1 and len(remote.list(DATA_PREFIX)) == 1
+    assert again.query("t", "old", 0, FOREVER) == []
+    assert again.query("t", "new", 0, FOREVER) == [(0, 2, 1, now)]
+    assert again.shutdown(timeout_s=20).clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    assert fresh.query("t", "new", 0, FOREVER) == [(0, 2, 1, now)]
+    fresh.shutdown(timeout_s=20)

@@ -259,6 +259,9 @@ class IndexStore:
         self._ids_listed = threading.Event()  # the remote manifest's ids are noted
         self._remote_wake = threading.Event()  # the remote loop's next round is due now
         self._expired_since: dict[str, float] = {}  # retention: monotonic time first seen expired
+        # Retention: files the local view (a journal row) called expired and
+        # their manifest record did not, by the record's max_ms.
+        self._kept_by_record: dict[str, int] = {}
         # Local files withdrawn from queries and replaced (salvaged, sealed
         # again from the original, or answered by the remote copy) so far: a
         # query that overlapped one asks again.
@@ -1978,6 +1981,7 @@ class IndexStore:
             for r in self.journal.uploaded_before(horizon)
             if r.file_id not in listed
         ]
+        expired = [(fid, key) for fid, key in expired if self._kept_by_record.get(fid, -1) < horizon]
         now = time.monotonic()
         since = {file_id: self._expired_since.get(file_id, now) for file_id, _ in expired}
         self._expired_since = since  # a file no longer expired starts again
@@ -1988,6 +1992,8 @@ class IndexStore:
             # a reader of another writer's prefix is refused here.
             self._ensure_claimed()
         for file_id, key in expired:
+            if self._stop.is_set() or not self._expired_by_record(file_id, horizon):
+                continue
             # Out of queries first: none answers from a file half deleted.
             with self._state_lock:
                 view = self._remote_files.pop(file_id, None)
@@ -2013,7 +2019,44 @@ class IndexStore:
             self._sealed_path(file_id).unlink(missing_ok=True)
             self._release_remote(file_id)
             self.journal.remove(file_id)
+            self._kept_by_record.pop(file_id, None)
             _LOG.info("file %s expired and deleted", file_id)
+
+    def _expired_by_record(self, file_id: str, horizon: int) -> bool:
+        """Whether the file's manifest record (read now) says it expired.
+        A deletion is for good, so a local row or view (whose max_ms one
+        flipped bit on disk may have changed) is not enough. No record: a
+        deletion cut short, the object may go. A record that cannot be read
+        or fails its checks: not this round."""
+        key = manifest_key(file_id)
+        try:
+            raw = self._call(partial(self.remote.get, key), f"get {key}")
+        except RemoteError as exc:
+            if _is_not_found(exc):
+                return True
+            _LOG.warning(
+                "retention: file %s kept this round, its manifest record is unreadable: %s", file_id, exc
+            )
+            return False
+        try:
+            record = ManifestRecord.from_bytes(raw, key)
+        except ValueError as exc:
+            _LOG.warning("retention: file %s kept this round: %s", file_id, exc)
+            return False
+        if record.max_ms < horizon:
+            return True
+        _LOG.error(
+            "retention: file %s is not expired by its manifest record (newest entry at %d ms), "
+            "though the local journal said so: kept",
+            file_id,
+            record.max_ms,
+        )
+        with self._state_lock:
+            self._kept_by_record[file_id] = record.max_ms
+            if file_id in self._remote_files:
+                # The view, built from the same row, chose the file by that range.
+                self._add_remote(file_id, record)
+        return False
 
     # ---------------------------------------------------------------- status
 

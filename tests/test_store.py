@@ -7,6 +7,7 @@ import errno
 import shutil
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -1515,3 +1516,88 @@ def test_retention_goes_by_the_remote_record_not_the_journal_row(tmp_path: Path,
     fresh.start()
     assert fresh.query("t", "new", 0, FOREVER) == [(0, 2, 1, now)]
     fresh.shutdown(timeout_s=20)
+
+
+def crashed_with_two_sealed_files(directory: Path, remote_url: str) -> tuple[dict, list[str], str]:
+    """A store that wrote 120 entries (two files of 50 sealed, not uploaded,
+    and a current one of 20) with the remote down, then crashed. Returns
+    the model, the sealed files' ids and the current one's."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(directory, remote, small_config())
+    store.start()
+    model = fill(store, 120)
+    wait_until(lambda: len(store.journal.files([FileState.SEALED, FileState.UPLOADING])) == 2, "two sealed")
+    sealed = [r.file_id for r in store.journal.files([FileState.SEALED, FileState.UPLOADING])]
+    current = store._current
+    assert current is not None
+    crash_in_process(store)
+    return model, sealed, current
+
+
+def entries_of(model: dict, offsets: Collection[int]) -> dict:
+    return {key: [e for e in entries if e[1] in offsets] for key, entries in model.items()}
+
+
+@pytest.mark.parametrize(("original", "kept"), [("deleted", 0), ("cut short", 47)])
+def test_a_sealed_file_quarantined_at_start_is_reported_so(
+    tmp_path: Path, remote_url: str, original: str, kept: int
+) -> None:
+    """A sealed file waiting for upload whose sealed copy is gone and whose
+    original is gone or damaged is quarantined (and salvaged) at start: the
+    report listed it as resumed, with nothing quarantined or salvaged."""
+    model, (first, _), _ = crashed_with_two_sealed_files(tmp_path / "d", remote_url)
+    (tmp_path / "d" / "sealed" / f"{first}.sealed").unlink()
+    active = tmp_path / "d" / "active" / f"{first}.tix"
+    if original == "deleted":
+        active.unlink()
+    else:
+        active.write_bytes(active.read_bytes()[:-100])  # its last three entries (of 40 bytes) damaged
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = store.start()
+    assert report.quarantined == [first] and report.salvaged == {first: kept}, report
+    assert first not in report.resumed, report
+    assert first in store.status().quarantined
+    assert store.shutdown(timeout_s=20).clean
+    survivors = entries_of(model, {*range(kept), *range(50, 120)})
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, survivors)
+
+
+def test_a_rolled_file_missing_at_start_is_reported_lost(tmp_path: Path, remote_url: str) -> None:
+    """A rolled file (its entries not yet sealed) missing at start ended
+    EMPTY, 'file was never created', silently: its entries are lost. It is
+    quarantined with the reason, reported and shown in status()."""
+    model, _, current = crashed_with_two_sealed_files(tmp_path / "d", remote_url)
+    journal = Journal(tmp_path / "d" / "journal.db")
+    journal.transition(current, FileState.ROLLED)
+    journal.close()
+    (tmp_path / "d" / "active" / f"{current}.tix").unlink()
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = store.start()
+    assert report.quarantined == [current] and report.salvaged == {current: 0}, report
+    rec = store.journal.get(current)
+    assert rec is not None and rec.state is FileState.QUARANTINED and "missing" in (rec.error or ""), rec
+    assert current in store.status().quarantined
+    assert store.shutdown(timeout_s=20).clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, entries_of(model, range(100)))
+
+
+def test_a_salvage_cut_short_is_not_reported_lost(tmp_path: Path, remote_url: str) -> None:
+    """A salvage's new file is recorded ROLLED before it is made: a crash
+    between leaves a rolled record with no file that lost nothing (the
+    damaged original is salvaged again), not a lost file."""
+    model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
+
+    def crash(src: object, dest: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as cut:
+        cut.setattr(tieredindex.store, "salvage", crash)
+        with pytest.raises(KeyboardInterrupt):
+            IndexStore(tmp_path / "d", remote_url, small_config(capacity=40)).start()
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+    report = store.start()
+    assert report.quarantined == [damaged] and report.salvaged == {damaged: 15}, report
+    assert store.status().quarantined == [damaged]
+    assert store.shutdown(timeout_s=20).clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)

@@ -211,15 +211,16 @@ class Journal:
         with self._locked():
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    def add(self, file_id: str, state: FileState, *, begin_ms: int) -> FileRecord:
+    def add(self, file_id: str, state: FileState, *, begin_ms: int, error: str | None = None) -> FileRecord:
         """A new file: ACTIVE (written by puts) or ROLLED (salvaged or adopted)."""
         if state not in (FileState.ACTIVE, FileState.ROLLED):
             raise ValueError(f"a file starts ACTIVE or ROLLED, not {state}")
         now = time.time()
         with self._locked():
             self._db.execute(
-                "INSERT INTO files (file_id, state, begin_ms, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (file_id, str(state), begin_ms, now, now),
+                "INSERT INTO files (file_id, state, begin_ms, error, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (file_id, str(state), begin_ms, error, now, now),
             )
             return self._get_locked(file_id)
 

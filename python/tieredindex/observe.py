@@ -30,8 +30,8 @@ class ObservedJournal(Journal):
         self.metrics = metrics
         metrics.load(self.files())
 
-    def add(self, file_id: str, state: FileState, *, begin_ms: int) -> FileRecord:
-        rec = super().add(file_id, state, begin_ms=begin_ms)
+    def add(self, file_id: str, state: FileState, *, begin_ms: int, error: str | None = None) -> FileRecord:
+        rec = super().add(file_id, state, begin_ms=begin_ms, error=error)
         self.metrics.file_changed(rec)
         _LOG.info("file %s: new, state %s", file_id, state)
         return rec

@@ -135,6 +135,10 @@ START_LISTING_WAIT_S = 2.0
 # monotonic clock: a wall clock stepped ahead for a moment (a bad NTP
 # answer) must not delete for good what is to be kept.
 RETENTION_CONFIRM_S = 300.0
+# The error a salvage's new file is recorded with until it is made: a crash
+# before leaves a ROLLED record with no file that lost nothing (the damaged
+# original is still there, salvaged again), unlike any other ROLLED record.
+SALVAGE_TARGET_NOTE = "salvage target of "
 
 
 def _pass_on(signum: int, frame: FrameType | None, previous: Any) -> None:
@@ -562,8 +566,15 @@ class IndexStore:
             self._note_file_id(rec.file_id)
             if rec.state in (FileState.ACTIVE, FileState.ROLLED):
                 path = self._active_path(rec.file_id)
+                was_rolled = rec.state is FileState.ROLLED
                 if rec.state is FileState.ACTIVE:
                     rec = journal.transition(rec.file_id, FileState.ROLLED)
+                if not path.exists() and was_rolled and not (rec.error or "").startswith(SALVAGE_TARGET_NOTE):
+                    # A rolled file was made and written: its entries are lost.
+                    self._quarantine_and_salvage(rec, "file missing at start: its entries are lost")
+                    quarantined.append(rec.file_id)
+                    salvaged[rec.file_id] = 0
+                    continue
                 if not path.exists():
                     # The record was written, the crash came before the file:
                     # no put can have reached it.
@@ -587,9 +598,14 @@ class IndexStore:
             elif rec.state in (FileState.SEALED, FileState.UPLOADING):
                 if rec.state is FileState.UPLOADING:
                     self._leaky.add(rec.file_id)  # its interrupted attempt may have left an upload open
+                kept = None
                 if self._open_sealed_copy(rec) is None:
-                    self._reseal_or_quarantine(rec, "sealed copy missing or damaged")
-                resumed.append(rec.file_id)
+                    kept = self._reseal_or_quarantine(rec, "sealed copy missing or damaged")
+                if kept is None:
+                    resumed.append(rec.file_id)
+                else:
+                    quarantined.append(rec.file_id)
+                    salvaged[rec.file_id] = kept
             elif rec.state is FileState.CONFLICT:
                 self._open_sealed_copy(rec)  # still answers queries locally
             elif rec.state is FileState.UPLOADED:
@@ -624,15 +640,16 @@ class IndexStore:
             self._access.setdefault(rec.file_id, time.monotonic())
         return sealed
 
-    def _reseal_or_quarantine(self, rec: FileRecord, why: str) -> None:
+    def _reseal_or_quarantine(self, rec: FileRecord, why: str) -> int | None:
         """The sealed copy of a not-yet-uploaded file is bad: seal again from
-        the unsealed original (kept until upload), or salvage it."""
+        the unsealed original (kept until upload), or salvage it. Returns
+        the entries salvaged if it was quarantined, else None."""
         with self._making(rec.file_id) as mine:
             if not mine:
-                return  # another thread is resealing or salvaging it
+                return None  # another thread is resealing or salvaging it
             current = self.journal.get(rec.file_id)
             if current is None or current.state not in (FileState.SEALED, FileState.UPLOADING):
-                return  # resealed (or quarantined) meanwhile
+                return None  # resealed (or quarantined) meanwhile
             _LOG.warning("file %s: %s", rec.file_id, why)
             with self._state_lock:
                 self._sealed.pop(rec.file_id, None)
@@ -641,10 +658,10 @@ class IndexStore:
             try:
                 f = IndexFile.open(self._active_path(rec.file_id))
             except (OSError, CorruptFileError) as exc:
-                self._quarantine_and_salvage(rolled, f"{why}; unsealed original: {exc}")
-                return
+                return self._quarantine_and_salvage(rolled, f"{why}; unsealed original: {exc}")
             with self._state_lock:
                 self._unsealed[rec.file_id] = f
+        return None
 
     def _salvage_into(self, rec: FileRecord, path: Path, new_id: str) -> tuple[int, str]:
         """The intact entries of ``path`` into the new ROLLED file ``new_id``;
@@ -653,7 +670,9 @@ class IndexStore:
         Raises ``OSError`` when the disk failed the salvage (full, an I/O
         error): that says nothing about ``path``, so the caller keeps it and
         tries again later; the half-made new file is then EMPTY."""
-        self.journal.add(new_id, FileState.ROLLED, begin_ms=rec.begin_ms)
+        self.journal.add(
+            new_id, FileState.ROLLED, begin_ms=rec.begin_ms, error=SALVAGE_TARGET_NOTE + rec.file_id
+        )
         target = self._active_path(new_id)
         try:
             try:

@@ -1601,3 +1601,59 @@ def test_a_salvage_cut_short_is_not_reported_lost(tmp_path: Path, remote_url: st
     assert store.status().quarantined == [damaged]
     assert store.shutdown(timeout_s=20).clean
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
+@pytest.mark.parametrize("copy", ["intact", "damaged"])
+def test_a_sealed_copy_with_neither_record_nor_original_is_kept(
+    tmp_path: Path, remote_url: str, copy: str
+) -> None:
+    """The journal lost, and a sealed file waiting for upload has lost its
+    original: recovery took the sealed copy for a cached copy of an uploaded
+    file and deleted it, though it was the only copy of 50 entries. It is
+    verified and uploaded (put-if-absent: a copy of an uploaded file finds
+    its object identical); one that fails verification is quarantined."""
+    model, (first, _), _ = crashed_with_two_sealed_files(tmp_path / "d", remote_url)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / "d" / f"journal.db{suffix}").unlink(missing_ok=True)
+    (tmp_path / "d" / "active" / f"{first}.tix").unlink()
+    sealed = tmp_path / "d" / "sealed" / f"{first}.sealed"
+    if copy == "damaged":
+        raw = bytearray(sealed.read_bytes())
+        raw[200] ^= 4
+        sealed.write_bytes(bytes(raw))
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = store.start()
+    if copy == "intact":
+        assert first in report.resumed and report.quarantined == [], report
+        survivors = model
+    else:
+        assert report.quarantined == [first], report
+        assert [p.name for p in (tmp_path / "d" / "quarantine").iterdir()] == [sealed.name]
+        assert store.status().quarantined == [first]
+        survivors = entries_of(model, range(50, 120))
+    assert_answers(store, survivors)
+    assert store.shutdown(timeout_s=20).clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, survivors)
+
+
+def test_cached_copies_adopted_after_the_journal_is_lost_find_their_uploads(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """The sealed copies kept in the cache after their upload, adopted when
+    the journal was lost, are uploaded again put-if-absent: object and
+    manifest record are found identical, no conflict."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config(cache_bytes=10**9))
+    store.start()
+    model = fill(store, 120)
+    assert store.shutdown(timeout_s=20).clean
+    cached = sorted(p.stem for p in (tmp_path / "d" / "sealed").glob("*.sealed"))
+    assert len(cached) == 3 and not list((tmp_path / "d" / "active").glob("*.tix"))
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / "d" / f"journal.db{suffix}").unlink(missing_ok=True)
+    again = IndexStore(tmp_path / "d", remote_url, small_config(cache_bytes=10**9))
+    report = again.start()
+    assert report.resumed == cached and report.quarantined == [], report
+    shut = again.shutdown(timeout_s=20)
+    assert shut.clean, shut
+    assert again.status().files_by_state == {"UPLOADED": 3}
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)

@@ -548,14 +548,18 @@ class IndexStore:
             if is_file_id(stem):
                 journal.add(stem, FileState.ROLLED, begin_ms=int(stem[:13]))
                 known.add(stem)
+        quarantined: list[str] = []
         for stem in sorted(sealed_here - known):
             if stem not in unsealed_here:
-                # Its unsealed original is gone, which happens only after the
-                # upload was verified: a cached copy of an uploaded file.
-                self._sealed_path(stem).unlink()
-                sealed_here.discard(stem)
+                # No record (the journal was lost) and no original: a cached
+                # copy of an uploaded file, or the only copy of one never
+                # uploaded. Not to be told apart here: kept either way.
+                if not self._adopt_sealed_copy(stem):
+                    sealed_here.discard(stem)
+                    if is_file_id(stem):
+                        quarantined.append(stem)
+                known.add(stem)
         reopened: list[str] = []
-        quarantined: list[str] = []
         salvaged: dict[str, int] = {}
         resumed: list[str] = []
         dropped = 0
@@ -624,6 +628,48 @@ class IndexStore:
             resumed=resumed,
             removed_temp_files=removed,
         )
+
+    def _adopt_sealed_copy(self, file_id: str) -> bool:
+        """A sealed copy with neither a journal record nor its original:
+        recorded SEALED if it passes verification (so it is uploaded:
+        put-if-absent finds the object of an uploaded file identical),
+        else moved to quarantine/ (and recorded QUARANTINED). Never
+        deleted: it may be the only copy of its entries. Returns whether it
+        was adopted."""
+        path = self._sealed_path(file_id)
+        why = None if is_file_id(file_id) else "not named as an index file"
+        if why is None:
+            try:
+                sealed = SealedIndex.open(path)
+                sealed.verify()
+            except (OSError, CorruptFileError) as exc:
+                why = str(exc)
+        if why is None and sealed.count == 0:
+            path.unlink()  # no entries: nothing to keep (empty files are never uploaded)
+            return False
+        if why is None:
+            self.journal.add(file_id, FileState.ROLLED, begin_ms=sealed.begin_ms)
+            self.journal.transition(
+                file_id,
+                FileState.SEALED,
+                count=sealed.count,
+                size=sealed.size,
+                crc32c=sealed.crc32c,
+                min_ms=sealed.min_timestamp_ms,
+                max_ms=sealed.end_ms,
+            )
+            _LOG.warning("file %s: a sealed copy with no journal record, adopted for upload", file_id)
+            return True
+        why = f"a sealed copy with no journal record failed verification: {why}"
+        os.replace(path, self.directory / QUARANTINE_DIR / path.name)
+        _fsync_dir(self.directory / QUARANTINE_DIR)
+        if is_file_id(file_id):
+            self.journal.add(file_id, FileState.ROLLED, begin_ms=int(file_id[:13]))
+            self.journal.transition(file_id, FileState.QUARANTINED, error=why)
+            with self._state_lock:
+                self._bad[file_id] = why
+        _LOG.error("file %s quarantined: %s", file_id, why)
+        return False
 
     def _open_sealed_copy(self, rec: FileRecord) -> SealedIndex | None:
         """Opens the local sealed copy if it matches the journal's size and

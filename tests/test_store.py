@@ -17,6 +17,7 @@ import tieredindex.store
 from tieredindex import (
     CorruptFileError,
     FileState,
+    IndexFile,
     IndexStore,
     RemoteError,
     RetryPolicy,
@@ -1657,3 +1658,48 @@ def test_cached_copies_adopted_after_the_journal_is_lost_find_their_uploads(
     assert shut.clean, shut
     assert again.status().files_by_state == {"UPLOADED": 3}
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
+def test_a_quarantine_cut_short_by_a_crash_is_finished_at_start(tmp_path: Path, remote_url: str) -> None:
+    """A crash between a file's QUARANTINED record and its move into
+    quarantine/ left the full-size file in active/ for good (recovery
+    skips files in final states). Recovery moves it."""
+    _, _, current = crashed_with_two_sealed_files(tmp_path / "d", remote_url)
+    journal = Journal(tmp_path / "d" / "journal.db")
+    journal.transition(current, FileState.QUARANTINED, error="damaged")  # then the crash
+    journal.close()
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    assert not (tmp_path / "d" / "active" / f"{current}.tix").exists()
+    assert [p.name for p in (tmp_path / "d" / "quarantine").iterdir()] == [f"{current}.tix"]
+    assert store.status().quarantined == [current]
+    assert store.shutdown(timeout_s=20).clean
+
+
+def test_an_empty_files_deletes_cut_short_by_a_crash_are_finished_at_start(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A crash between an empty file's EMPTY record and the deletes of its
+    original and sealed copy left both, the original full size, for good.
+    Recovery deletes them."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(tmp_path / "d", remote, small_config())
+    store.start()
+    with pytest.raises(ValueError):
+        store.put("t", "k", queue_id=0, offset=-1, size=1, timestamp_ms=1_000)  # the file is made, empty
+    current = store._current
+    assert current is not None
+    crash_in_process(store)
+    original = tmp_path / "d" / "active" / f"{current}.tix"
+    sealed = tmp_path / "d" / "sealed" / f"{current}.sealed"
+    with IndexFile.open(original) as f:
+        f.seal(sealed)
+    journal = Journal(tmp_path / "d" / "journal.db")
+    journal.transition(current, FileState.ROLLED)
+    journal.transition(current, FileState.EMPTY)  # then the crash
+    journal.close()
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    again.start()
+    assert not original.exists() and not sealed.exists()
+    assert again.shutdown(timeout_s=20).clean

@@ -612,6 +612,21 @@ class IndexStore:
                     salvaged[rec.file_id] = kept
             elif rec.state is FileState.CONFLICT:
                 self._open_sealed_copy(rec)  # still answers queries locally
+            elif rec.state is FileState.QUARANTINED:
+                # A crash between the record and the move into quarantine/.
+                for path, here in (
+                    (self._active_path(rec.file_id), unsealed_here),
+                    (self._sealed_path(rec.file_id), sealed_here),
+                ):
+                    if rec.file_id in here:
+                        os.replace(path, self.directory / QUARANTINE_DIR / path.name)
+                        _fsync_dir(self.directory / QUARANTINE_DIR)
+            elif rec.state is FileState.EMPTY:
+                # A crash between the record and the deletes: no entries to keep.
+                if rec.file_id in unsealed_here:
+                    self._active_path(rec.file_id).unlink(missing_ok=True)
+                if rec.file_id in sealed_here:
+                    self._sealed_path(rec.file_id).unlink(missing_ok=True)
             elif rec.state is FileState.UPLOADED:
                 if rec.file_id in unsealed_here:
                     self._active_path(rec.file_id).unlink(missing_ok=True)  # crash before the local delete

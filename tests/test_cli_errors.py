@@ -383,3 +383,26 @@ def test_inspect_names_damage_below_the_flushed_count_of_a_crashed_file(tmp_path
     result = run("inspect", str(path))
     assert result.returncode == 1, result.stdout
     assert "a flush made 100 entries durable" in result.stdout
+
+
+# ---------------------------------------------------------- damaged journal
+
+
+def test_a_damaged_journal_is_a_failure_naming_it_not_bad_usage(tmp_path: Path) -> None:
+    """A store directory whose journal is cut short: status and verify
+    --dir say the journal is damaged (exit 1, no traceback), and inspect
+    still checks the file itself, noting the journal."""
+    directory, remote_url = _stopped_store(tmp_path)
+    journal = directory / JOURNAL_NAME
+    journal.write_bytes(journal.read_bytes()[:5000])
+    for args in (
+        ["status", "--dir", str(directory)],
+        ["verify", "--remote", remote_url, "--dir", str(directory), "--repair"],
+    ):
+        result = run(*args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert f"{journal}: journal is damaged" in result.stderr, args
+    sealed = next((directory / SEALED_DIR).glob("*.sealed"))
+    result = run("inspect", str(sealed), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any("could not be read" in note for note in json.loads(result.stdout)["notes"])

@@ -461,6 +461,9 @@ def _add_journal_record(p: Path, r: Inspection) -> None:
         view = read_journal(store, skip_unknown=True)
     except NotAStoreError:
         return
+    except (CorruptFileError, OSError) as exc:  # the file is what is inspected: a note, not its problem
+        r.notes.append(f"the store journal in {store} could not be read: {exc}")
+        return
     rec = view.get(p.stem)
     if p.stem in view.unknown_states:
         r.fields["journal"] = f"{view.unknown_states[p.stem]} (a state this version does not know)"

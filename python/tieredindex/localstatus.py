@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tieredindex._native import CorruptFileError
-from tieredindex.journal import RECORD_COLUMNS, SELECT_RECORDS, FileRecord
+from tieredindex.journal import RECORD_COLUMNS, SELECT_RECORDS, FileRecord, _is_damage
 from tieredindex.layout import ACTIVE_DIR, JOURNAL_NAME, LOCK_NAME, QUARANTINE_DIR, SEALED_DIR
 from tieredindex.states import UNFINISHED_STATES, FileState
 
@@ -46,12 +46,13 @@ class JournalView:
 
 def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = False) -> JournalView:
     """Every record and meta value of the store in ``directory``.
-    :class:`NotAStoreError` when there is no journal. A row whose state is
-    not a :class:`FileState` (a damaged row, or a journal of a newer
-    version) raises :class:`CorruptFileError` naming the journal, the file
-    and the state, as the store's own open of the journal does; with
-    ``skip_unknown`` it is left out of ``records`` and listed in
-    ``unknown_states`` instead."""
+    :class:`NotAStoreError` when there is no journal; one that cannot be
+    read raises :class:`CorruptFileError` when it is damaged, else
+    ``OSError``. A row whose state is not a :class:`FileState` (a damaged
+    row, or a journal of a newer version) raises :class:`CorruptFileError`
+    naming the journal, the file and the state, as the store's own open of
+    the journal does; with ``skip_unknown`` it is left out of ``records``
+    and listed in ``unknown_states`` instead."""
     path = Path(directory) / JOURNAL_NAME
     if not Path(directory).is_dir():
         problem = "not a directory" if Path(directory).exists() else "no such directory"
@@ -62,7 +63,7 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
     try:
         db = sqlite3.connect(uri, uri=True, timeout=10)
     except sqlite3.Error as exc:
-        raise NotAStoreError(f"{path}: cannot open the journal ({exc})") from None
+        raise _unreadable(path, exc) from None
     try:
         rows = db.execute(f"{SELECT_RECORDS} ORDER BY file_id").fetchall()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -75,7 +76,7 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
             else []
         )
     except sqlite3.Error as exc:
-        raise NotAStoreError(f"{path}: not a readable store journal ({exc})") from None
+        raise _unreadable(path, exc) from None
     finally:
         db.close()
     records = []
@@ -95,6 +96,15 @@ def read_journal(directory: str | os.PathLike[str], *, skip_unknown: bool = Fals
             ) from None
         records.append(FileRecord(**values))
     return JournalView(records, {str(k): str(v) for k, v in meta.items()}, unknown, remote_bad)
+
+
+def _unreadable(path: Path, exc: sqlite3.Error) -> Exception:
+    """A journal that is there but cannot be read: damaged (CorruptFileError,
+    as the store's own open says), or the system's trouble (OSError: no
+    permission, an I/O error, ...). Neither is a wrong directory."""
+    if _is_damage(exc):
+        return CorruptFileError(f"{path}: journal is damaged: {exc}")
+    return OSError(f"{path}: cannot read the journal: {exc}")
 
 
 def holder_pid(directory: str | os.PathLike[str]) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tieredindex import IndexFile, IndexStore, open_remote
-from tieredindex.layout import JOURNAL_NAME, MANIFEST_PREFIX, OWNER_KEY, SEALED_DIR
+from tieredindex.layout import DATA_PREFIX, JOURNAL_NAME, MANIFEST_PREFIX, OWNER_KEY, SEALED_DIR
 
 from store_helpers import small_config
 
@@ -227,7 +228,8 @@ def _without_root_privilege() -> list[str]:
 
 def test_verify_and_query_fail_on_an_unreadable_remote_folder(tmp_path: Path) -> None:
     """A folder under a file:// remote that cannot be read fails the
-    listing, naming it, rather than looking like an empty, healthy store."""
+    listing, naming it, rather than looking like an empty, healthy store:
+    query cannot answer (1), verify could not check (3, not damage found)."""
     _, remote_url = _stopped_store(tmp_path)
     locked = tmp_path / "remote" / "manifest"
     locked.chmod(0)
@@ -237,8 +239,8 @@ def test_verify_and_query_fail_on_an_unreadable_remote_folder(tmp_path: Path) ->
         query = run("query", "--remote", remote_url, "--topic", "orders", "--key", "k1", prefix=prefix)
     finally:
         locked.chmod(0o755)
-    for result in (verify, query):
-        assert result.returncode == 1, result.stdout + result.stderr
+    for result, code in ((verify, 3), (query, 1)):
+        assert result.returncode == code, result.stdout + result.stderr
         assert f"Permission denied: '{locked}'" in result.stderr
         assert "healthy" not in result.stdout and "no entries" not in result.stdout
 
@@ -310,7 +312,10 @@ def test_unknown_journal_state_is_named_not_a_crash(tmp_path: Path) -> None:
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert f"file {file_id} is in state 'BOGUS'" in result.stderr, args
         assert str(directory / JOURNAL_NAME) in result.stderr
-        assert result.stdout == "" or args[0] == "verify"
+        if "--json" in args:  # the error, as JSON
+            assert json.loads(result.stdout)["error"] in result.stderr
+        elif args[0] == "status":
+            assert result.stdout == ""
 
     # inspect checks the file itself; the journal row is a note.
     own = run("inspect", str(directory / SEALED_DIR / f"{file_id}.sealed"), "--json")
@@ -383,6 +388,95 @@ def test_inspect_names_damage_below_the_flushed_count_of_a_crashed_file(tmp_path
     result = run("inspect", str(path))
     assert result.returncode == 1, result.stdout
     assert "a flush made 100 entries durable" in result.stdout
+
+
+# ------------------------------------------------------------------ --json
+
+
+def _unreachable_s3(*args: str) -> list[str]:
+    """``args`` against an S3 endpoint nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [*args, "--remote", "s3://tix-nowhere/p", "--endpoint-url", f"http://127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["inspect", "NOFILE"], 2, "no such file"),
+        (["inspect", "DIR"], 2, "is a directory"),
+        (["query", "--remote", "http://x/y", "--topic", "t", "--key", "k"], 2, "invalid remote url"),
+        (["query", "--remote", "s3://bucket/p", "--topic", "t", "--key", "k", "--max", "0"], 2, "--max"),
+        (["verify", "--remote", "file:///no/such/remote"], 2, "no such directory"),
+        (["status", "--dir", "DIR"], 2, "not a store directory"),
+        (["status"], 2, "the following arguments are required: --dir"),
+        (["rocketmq", "audit", "--store-path", "DIR", "--tiered-path", "NOFILE"], 2, "no such directory"),
+        (_unreachable_s3("query", "--topic", "t", "--key", "k"), 1, "the remote could not be read"),
+        (_unreachable_s3("verify"), 3, "could not check the remote"),
+    ],
+)
+def test_json_failure_prints_one_json_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int, message: str
+) -> None:
+    """--json promises a document on stdout: a failure prints one too
+    ({"error", "exit_status"}), not silence, beside the message on stderr."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    where = {"NOFILE": str(tmp_path / "nofile.tix"), "DIR": str(tmp_path)}
+    result = run(*[where.get(a, a) for a in args], "--json")
+    assert result.returncode == code, result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["exit_status"] == code
+    assert message in document["error"] and message in result.stderr
+
+
+def test_help_documents_json_failures_and_exit_statuses() -> None:
+    for command in ("inspect", "query", "verify", "status"):
+        text = run(command, "--help").stdout
+        assert '{"error": ..., "exit_status": N}' in " ".join(text.split()), command
+        assert "exit status: 0" in text, command
+    assert "3 could not check" in run("verify", "--help").stdout
+
+
+# ------------------------------------------------- verify: damage or unchecked
+
+
+def test_verify_unreachable_remote_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote that cannot be read is no damage found (1): a monitor must
+    tell "the remote is broken" from "the check did not run"."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    result = run(*_unreachable_s3("verify", "--deep"))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "could not check the remote" in result.stderr and "--endpoint-url" in result.stderr
+    assert "healthy" not in result.stdout and "problems found" not in result.stdout
+
+
+def test_verify_objects_it_could_not_read_exit_3_damage_exits_1(tmp_path: Path) -> None:
+    """A manifest record the remote will not serve is unchecked (3); once a
+    data object is missing too, the damage found decides (1)."""
+    _, remote_url = _stopped_store(tmp_path)
+    remote = open_remote(remote_url)
+    records = sorted(o.key for o in remote.list(MANIFEST_PREFIX))
+    unreadable = tmp_path / "remote" / records[0]
+    unreadable.chmod(0)
+    try:
+        prefix = _without_root_privilege()
+        unchecked = run("verify", "--remote", remote_url, "--json", prefix=prefix)
+        text = run("verify", "--remote", remote_url, prefix=prefix)
+        remote.delete(records[1].replace(MANIFEST_PREFIX, DATA_PREFIX).replace(".json", ".tix"))
+        damaged = run("verify", "--remote", remote_url, "--json", prefix=prefix)
+    finally:
+        unreadable.chmod(0o644)
+    assert unchecked.returncode == 3, unchecked.stdout + unchecked.stderr
+    report = json.loads(unchecked.stdout)
+    assert report["ok"] is False and {p["kind"] for p in report["problems"]} == {"unchecked"}
+    assert text.returncode == 3 and "could not be checked" in text.stdout, text.stdout
+    assert damaged.returncode == 1, damaged.stdout + damaged.stderr
+    assert {p["kind"] for p in json.loads(damaged.stdout)["problems"]} == {"unchecked", "missing"}
 
 
 # ---------------------------------------------------------- damaged journal

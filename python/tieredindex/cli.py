@@ -1,11 +1,14 @@
 """The ``tieredindex`` command line (also ``python -m tieredindex``).
 
 Exit status: 0 success (``verify``: healthy; ``inspect``: intact), 1 the
-command ran and found problems or could not finish (corrupt file,
-unreachable remote, failed checks), 2 bad usage (unknown option, invalid
-URL, missing directory, a remote prefix holding no store...), 3 (``query``)
-an incomplete answer: files that failed a check were left out. User
-mistakes get a message saying what to do next, never a traceback.
+command ran and found problems or could not finish (corrupt file, damaged
+journal, unreachable remote for ``query``, failed checks), 2 bad usage
+(unknown option, invalid URL, missing directory, a remote prefix holding no
+store...), 3 incomplete: ``query`` left out files that failed a check;
+``verify`` could not check (the remote could not be read, or some objects
+could not be) and found no damage in what it did check. User mistakes get a
+message saying what to do next, never a traceback. With ``--json`` a failed
+command still prints one JSON document: ``{"error": ..., "exit_status": N}``.
 """
 
 from __future__ import annotations
@@ -45,9 +48,13 @@ DEMO_MAX_MESSAGES = 10**9
 offsets stay valid far beyond it, but each entry takes ~40 bytes on the
 local disk and again in the remote: 40 GB here."""
 INCOMPLETE = 3
-"""``query``'s exit status when files that failed a check were left out of its answer."""
+"""``query``'s exit status when files that failed a check were left out of
+its answer; ``verify``'s when it could not check everything (and found no
+damage in what it did)."""
 MAX_COUNT = 2**63 - 1
 """The largest ``max_count`` the native queries accept (an i64)."""
+JSON_ON_FAILURE = 'a failure prints {"error": ..., "exit_status": N}'
+"""What ``--json`` promises when the command fails: still one JSON document."""
 REMOTE_HINT = (
     "check the URL, the network, the credentials (AWS_ACCESS_KEY_ID, ... in the environment) "
     "and --endpoint-url for an S3-compatible store"
@@ -60,6 +67,11 @@ class UsageError(Exception):
 
 class Failure(Exception):
     """The command could not do its job: exit status 1."""
+
+
+class Unchecked(Exception):
+    """``verify`` could not check (the remote could not be read): exit
+    status 3, told apart from damage found (1)."""
 
 
 # ----------------------------------------------------------------- helpers
@@ -365,8 +377,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 grace_s=args.grace,
                 progress=bar.update,
             )
+    except RemoteError as exc:
+        raise Unchecked(f"could not check the remote: {exc}\n({REMOTE_HINT})") from None
     finally:
         remote.close()
+    # Damage found (1) comes first; objects that could only not be read (the
+    # remote failing) leave the answer open (3): neither is "healthy".
+    damaged = any(not p.fixed and p.kind != "unchecked" for p in report.problems)
+    code = 0 if report.ok else 1 if damaged else INCOMPLETE
     if args.json:
         _print_json(
             {
@@ -379,7 +397,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 ],
             }
         )
-        return 0 if report.ok else 1
+        return code
     how = (
         f"deep: {human_bytes(report.checked_bytes)} downloaded and re-hashed"
         if args.deep
@@ -398,9 +416,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print("healthy" if not report.problems else "healthy after repair")
         return 0
     left = sum(not p.fixed for p in report.problems)
+    if code == INCOMPLETE:
+        print(
+            f"incomplete: {left} object{'s' if left > 1 else ''} could not be checked (the remote failed), "
+            "no damage found in the rest; run verify again once the remote answers"
+        )
+        return code
     hint = "" if args.repair else "; --repair --dir STORE_DIR re-uploads from a store's local copies"
     print(f"{left} problem{'s' if left > 1 else ''} found{hint}")
-    return 1
+    return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -444,12 +468,15 @@ _EXAMPLES = {
     "demo": """examples:
   tieredindex demo
   tieredindex demo --messages 2000000 --capacity 250000 --dir ./demo-run
-  tieredindex demo --remote s3://my-bucket/tix --endpoint-url http://127.0.0.1:9000""",
+  tieredindex demo --remote s3://my-bucket/tix --endpoint-url http://127.0.0.1:9000
+
+exit status: 0 every answer checked out, 1 the demo failed (it says where), 2 bad usage""",
     "inspect": """examples:
   tieredindex inspect /var/lib/broker/index/active/1718000000000-1a2b3c4d.tix
   tieredindex inspect --json /var/lib/broker/index/sealed/1718000000000-1a2b3c4d.sealed
 
-exit status: 0 intact, 1 corrupt (the problems say where), 2 bad usage""",
+exit status: 0 intact, 1 corrupt (the problems say where), 2 bad usage
+(with --json, a failure prints {"error": ..., "exit_status": N})""",
     "query": """examples:
   tieredindex query --remote file:///srv/tix --topic orders --key order-42
   tieredindex query --remote s3://my-bucket/tix --topic orders --key order-42 \\
@@ -457,24 +484,40 @@ exit status: 0 intact, 1 corrupt (the problems say where), 2 bad usage""",
 
 exit status: 0 answered (found or not), 1 the remote could not be read, 2 bad usage
 (including a --remote prefix that holds no store), 3 incomplete: the files that
-passed their checks answered, those that failed one (named on stderr) were skipped""",
+passed their checks answered, those that failed one (named on stderr) were skipped
+(with --json, a failure prints {"error": ..., "exit_status": N}, not an array)""",
     "verify": """examples:
   tieredindex verify --remote s3://my-bucket/tix
   tieredindex verify --remote file:///srv/tix --deep
   tieredindex verify --remote file:///srv/tix --dir /var/lib/broker/index --deep --repair
 
 exit status: 0 healthy, 1 problems found (or left after --repair), 2 bad usage
-(including a --remote prefix that holds no store)""",
+(including a --remote prefix that holds no store), 3 could not check: the remote,
+or some of its objects, could not be read (unreachable, credentials, ...) and
+nothing checked was damaged; run it again once the remote answers
+(with --json, a failure prints {"error": ..., "exit_status": N})""",
     "status": """examples:
   tieredindex status --dir /var/lib/broker/index
-  tieredindex status --dir /var/lib/broker/index --json""",
+  tieredindex status --dir /var/lib/broker/index --json
+
+exit status: 0 shown, 1 the journal is damaged or cannot be read, 2 bad usage
+(with --json, a failure prints {"error": ..., "exit_status": N})""",
 }
+
+
+class _ArgumentError(SystemExit):
+    """A command line argparse refused: exit status 2, ``message`` says why."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(2)
+        self.prog, self.message = prog, message
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+        sys.stderr.write(f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+        raise _ArgumentError(self.prog, message)
 
 
 def _sub(sub: Any, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
@@ -501,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tieredindex",
         description="Tiered-storage index for message brokers: demo, inspect files, query, verify, status.",
-        epilog="run 'tieredindex COMMAND --help' for a command's options and examples",
+        epilog="run 'tieredindex COMMAND --help' for a command's options, examples and exit statuses",
     )
     parser.add_argument(
         "-v",
@@ -552,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file. Read-only: safe on a file a live store is writing.",
     )
     inspect.add_argument("paths", nargs="+", metavar="PATH", help="index file(s)")
-    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument("--json", action="store_true", help=f"print JSON ({JSON_ON_FAILURE})")
     inspect.set_defaults(func=cmd_inspect)
 
     query = _sub(
@@ -578,7 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--max", type=_positive("--max", MAX_COUNT), default=64, metavar="N", help="at most N results (64)"
     )
-    query.add_argument("--json", action="store_true", help="print a JSON array of entries")
+    query.add_argument(
+        "--json", action="store_true", help=f"print a JSON array of entries ({JSON_ON_FAILURE})"
+    )
     query.set_defaults(func=cmd_query)
 
     verify = _sub(
@@ -602,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="an unlisted object is an orphan, and an open upload stale, once older than this (3600)",
     )
-    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.add_argument("--json", action="store_true", help=f"print JSON ({JSON_ON_FAILURE})")
     verify.set_defaults(func=cmd_verify)
 
     status = _sub(
@@ -612,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Read from the store's journal, read-only and without its lock: safe beside a live broker.",
     )
     status.add_argument("--dir", required=True, help="the store directory")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--json", action="store_true", help=f"print JSON ({JSON_ON_FAILURE})")
     status.set_defaults(func=cmd_status)
 
     from tieredindex.rocketmq import add_rocketmq_commands
@@ -640,35 +685,64 @@ def _configure_logging(verbose: int) -> None:
     root.setLevel(level)
 
 
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for ``--json`` (as argparse reads it:
+    any unambiguous abbreviation, before a ``--``)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if len(arg) >= 3 and "--json".startswith(arg):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(argv)
+
+    def failed(code: int, message: str) -> int:
+        """Reports a failure: the message on stderr, and with --json also
+        one JSON document on stdout (a script reading it gets no silence)."""
+        print(message, file=sys.stderr)
+        if as_json:
+            _print_json({"error": message, "exit_status": code})
+        return code
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ArgumentError as exc:  # argparse has written the message to stderr
+        if as_json:
+            _print_json({"error": f"{exc.prog}: error: {exc.message}", "exit_status": 2})
+        raise
     _configure_logging(args.verbose)
     prog = f"tieredindex {args.command}"
+    if getattr(args, "rocketmq_command", None):
+        prog += f" {args.rocketmq_command}"
     try:
         result: int = args.func(args)
         return result
     except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return failed(2, f"{prog}: error: {exc}")
     except Failure as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
+        return failed(1, f"{prog}: {exc}")
+    except Unchecked as exc:
+        return failed(INCOMPLETE, f"{prog}: {exc}")
     except RemoteError as exc:
-        print(f"{prog}: the remote failed: {exc}\n({REMOTE_HINT})", file=sys.stderr)
-        return 1
+        return failed(1, f"{prog}: the remote failed: {exc}\n({REMOTE_HINT})")
     except TieredIndexError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
+        return failed(1, f"{prog}: {exc}")
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
+        return failed(1, f"{prog}: {exc}")
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return failed(130, f"{prog}: interrupted")
+    except Exception as exc:  # a bug: its traceback follows, but --json still gets its document
+        if as_json:
+            _print_json({"error": f"{prog}: internal error: {exc!r}", "exit_status": 1})
+        raise
 
 
 if __name__ == "__main__":

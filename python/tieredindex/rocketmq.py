@@ -84,7 +84,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from tieredindex._entry import Entry
 from tieredindex._native import (
@@ -831,15 +831,18 @@ def add_rocketmq_commands(subparsers: Any) -> None:
         metavar="DIR",
         help="the IndexStore directory --import uses (default: <store-path>/tieredindex-import)",
     )
-    a.add_argument("--json", action="store_true", help="print JSON")
+    a.add_argument(
+        "--json", action="store_true", help='print JSON (on failure: {"error": ..., "exit_status": N})'
+    )
     a.set_defaults(func=_cmd_audit)
 
 
-def _usage(message: str) -> int:
-    import sys
+def _usage(message: str) -> NoReturn:
+    """Bad usage: the command line reports it (exit status 2; with --json,
+    as a JSON document too)."""
+    from tieredindex.cli import UsageError
 
-    print(f"tieredindex rocketmq audit: error: {message}", file=sys.stderr)
-    return 2
+    raise UsageError(message)
 
 
 def _cmd_audit(args: Any) -> int:
@@ -847,15 +850,15 @@ def _cmd_audit(args: Any) -> int:
         value = getattr(args, name)
         if not Path(value).is_dir():
             problem = "not a directory" if Path(value).exists() else "no such directory"
-            return _usage(f"--{name.replace('_', '-')} {value}: {problem}")
+            _usage(f"--{name.replace('_', '-')} {value}: {problem}")
     for name in ("max_slots", "max_items"):
         value = getattr(args, name)
         if value is not None and not 1 <= value < 2**31:
-            return _usage(f"--{name.replace('_', '-')} must be from 1 to 2**31-1, got {value}")
+            _usage(f"--{name.replace('_', '-')} must be from 1 to 2**31-1, got {value}")
     if args.do_import and not args.remote:
-        return _usage("--import needs --remote URL")
+        _usage("--import needs --remote URL")
     if args.remote and not args.do_import:
-        return _usage("--remote is only used with --import")
+        _usage("--remote is only used with --import")
     report = audit(
         args.store_path,
         args.tiered_path,
@@ -870,7 +873,7 @@ def _cmd_audit(args: Any) -> int:
         try:
             remote = open_remote(args.remote)
         except ValueError as exc:
-            return _usage(str(exc))
+            _usage(str(exc))
         work = Path(args.work_dir) if args.work_dir else Path(args.store_path) / "tieredindex-import"
         try:
             report.imported = import_into_store(

@@ -265,6 +265,17 @@ def test_a_file_given_for_a_directory_is_not_a_directory(tmp_path: Path) -> None
         assert "no such" not in result.stderr
 
 
+@pytest.mark.parametrize("endpoint", ["localhost:9000", "http://[::1", "ftp://host"])
+@pytest.mark.parametrize("command", ["verify", "query", "demo"])
+def test_a_bad_endpoint_url_is_a_usage_error_naming_it(tmp_path: Path, command: str, endpoint: str) -> None:
+    """Named as --endpoint-url, not as the remote URL ("use file:///absolute/path or s3://...")."""
+    args = ["--topic", "t", "--key", "k"] if command == "query" else []
+    result = run(command, "--remote", "s3://bucket/p", "--endpoint-url", endpoint, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--endpoint-url" in result.stderr and endpoint in result.stderr
+    assert "file:///absolute/path" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -1053,6 +1053,23 @@ def test_open_remote_s3_urls(moto_server: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("endpoint_url", 9000, TypeError),
+        ("endpoint_url", "notaurl", ValueError),
+        ("endpoint_url", "", ValueError),
+        ("region", 1, TypeError),
+        ("region", "", ValueError),
+    ],
+)
+def test_open_remote_names_a_bad_s3_setting(setting: str, value: object, error: type[Exception]) -> None:
+    """Not botocore's words for it ("'int' object is not iterable",
+    "Invalid endpoint: https://s3..amazonaws.com"): the argument's name."""
+    with pytest.raises(error, match=setting):
+        open_remote("s3://bucket/p", **{setting: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "",

@@ -36,7 +36,7 @@ from tieredindex.console import (
     key_values,
     table,
 )
-from tieredindex.remote import Remote, open_remote
+from tieredindex.remote import Remote, check_endpoint_url, open_remote
 
 if TYPE_CHECKING:
     from tieredindex import Entry
@@ -163,6 +163,16 @@ def _seconds(name: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _endpoint_url(text: str) -> str:
+    """``--endpoint-url``: an http:// or https:// URL (a usage error naming
+    the option, not the remote URL's hint)."""
+    try:
+        check_endpoint_url(text, "--endpoint-url")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _positive(name: str, maximum: int | None = None) -> Callable[[str], int]:
@@ -536,7 +546,10 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
         "--remote", required=True, metavar="URL", help="file:///absolute/path or s3://bucket/prefix"
     )
     p.add_argument(
-        "--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)"
+        "--endpoint-url",
+        type=_endpoint_url,
+        metavar="URL",
+        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)",
     )
 
 
@@ -582,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--remote", metavar="URL", help="upload here instead (s3://bucket/prefix or file:///dir)"
     )
-    demo.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint for --remote")
+    demo.add_argument(
+        "--endpoint-url", type=_endpoint_url, metavar="URL", help="S3-compatible endpoint for --remote"
+    )
     demo.add_argument("--seed", type=int, default=42, help="seed of the query sample")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)

@@ -6,7 +6,12 @@ import dataclasses
 import math
 import threading
 
-from tieredindex.remote import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE
+from tieredindex.remote import (
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    check_endpoint_url,
+    check_region,
+)
 from tieredindex.retry import RetryPolicy
 
 MiB = 1024 * 1024
@@ -96,6 +101,8 @@ class StoreConfig:
             raise TypeError(f"StoreConfig.store_id must be a non-empty str or None, got {self.store_id!r}")
         if not isinstance(self.retry, RetryPolicy):
             raise TypeError("StoreConfig.retry must be a RetryPolicy")
+        check_endpoint_url(self.endpoint_url, "StoreConfig.endpoint_url")
+        check_region(self.region, "StoreConfig.region")
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:

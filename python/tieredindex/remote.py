@@ -302,6 +302,43 @@ def _check_int(name: str, value: object, minimum: int, maximum: int) -> int:
     return value
 
 
+# botocore's own rule for a region (a host label), which it would raise
+# InvalidRegionError for; empty is refused too (it makes "s3..amazonaws.com").
+_REGION_RE = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$")
+
+
+def check_endpoint_url(value: object, name: str = "endpoint_url") -> str | None:
+    """``value`` if it is None or an http:// or https:// URL with a host
+    (an S3 endpoint); else TypeError or ValueError naming ``name``, before
+    botocore says "Invalid endpoint" or "'int' object is not iterable"."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a str (an http:// or https:// URL) or None, got {type(value).__name__}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError as exc:
+        raise ValueError(f"{name} {value!r} is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
+def check_region(value: object, name: str = "region") -> str | None:
+    """``value`` if it is None or a region name botocore takes; else
+    TypeError or ValueError naming ``name``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+    if not _REGION_RE.match(value):
+        raise ValueError(f"{name} must be a region name such as 'us-east-1', got {value!r}")
+    return value
+
+
 def _user_metadata(metadata: Mapping[str, str] | None, size: int, crc: int) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in (metadata or {}).items():
@@ -1255,6 +1292,8 @@ class S3Remote(Remote):
         for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        check_endpoint_url(endpoint_url)
+        check_region(region)
         self._bucket = bucket
         self._prefix = prefix
         self._threshold = _check_int("multipart_threshold", multipart_threshold, 1, 5 * 1024**3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import errno
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Collection
@@ -92,6 +93,34 @@ def test_put_refuses_bytes_keys_naming_them(tmp_path: Path, remote_url: str) -> 
         with pytest.raises(TypeError, match="keys must be a str or an iterable of str, not bytes"):
             store.put("t", b"k", queue_id=0, offset=0, size=1, timestamp_ms=1)  # type: ignore[arg-type]
         assert store.query("t", "k", 0, FOREVER) == []
+
+
+def test_bad_arguments_are_refused_by_name(tmp_path: Path) -> None:
+    """API.md: a bad argument raises TypeError naming it. A non-iterable
+    ``keys`` said "'int' object is not iterable"; a directory that is no
+    path, "expected str, bytes or os.PathLike object"; and a yes/no flag
+    given as a string was truthy: ``verify(repair="no")`` repaired
+    (deleted orphans)."""
+    remote_url = (tmp_path / "remote").as_uri()
+    with pytest.raises(TypeError, match=r"directory must be a str or os\.PathLike, not int"):
+        IndexStore(5, remote_url, small_config())  # type: ignore[arg-type]
+    with IndexStore(tmp_path / "d", remote_url, small_config()) as store:
+        for keys in (5, None):
+            with pytest.raises(
+                TypeError, match=f"keys must be a str or an iterable of str, not {type(keys).__name__}"
+            ):
+                store.put("t", keys, queue_id=0, offset=0, size=1, timestamp_ms=1)  # type: ignore[arg-type]
+        calls = {
+            "strict": lambda: store.query("t", "k", 0, FOREVER, strict="yes"),  # type: ignore[arg-type]
+            "deep": lambda: store.verify(deep="no"),  # type: ignore[arg-type]
+            "repair": lambda: store.verify(repair="no"),  # type: ignore[arg-type]
+            "exit": lambda: store.install_signal_handlers(exit=0),  # type: ignore[arg-type]
+        }
+        handler = signal.getsignal(signal.SIGTERM)
+        for name, call in calls.items():
+            with pytest.raises(TypeError, match=f"{name} must be a bool"):
+                call()
+        assert signal.getsignal(signal.SIGTERM) is handler  # refused before any handler was set
 
 
 def test_put_query_across_rolled_files_and_reopen(tmp_path: Path, remote_url: str) -> None:

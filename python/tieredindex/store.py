@@ -173,6 +173,14 @@ def _is_not_found(exc: BaseException) -> bool:
     return False
 
 
+def _check_flag(name: str, value: object) -> bool:
+    """A yes/no argument must be a bool: ``repair="no"`` is truthy, and
+    would repair (delete orphans) when it says not to."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), not {type(value).__name__} {value!r}")
+    return value
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -219,6 +227,8 @@ class IndexStore:
         self.config = config if config is not None else StoreConfig()
         if not isinstance(self.config, StoreConfig):
             raise TypeError(f"config must be a StoreConfig, not {type(self.config).__name__}")
+        if not isinstance(directory, str | os.PathLike):
+            raise TypeError(f"directory must be a str or os.PathLike, not {type(directory).__name__}")
         self.directory = Path(directory)
         if isinstance(remote, str):
             remote = open_remote(
@@ -820,7 +830,8 @@ class IndexStore:
     ) -> None:
         """Indexes one message under each key. Returns once every key is in
         the mapped file: it survives a crash of this process from then on."""
-        if isinstance(keys, bytes | bytearray | memoryview):  # iterating would give ints
+        if isinstance(keys, bytes | bytearray | memoryview) or not isinstance(keys, str | Iterable):
+            # bytes: iterating would give ints
             raise TypeError(f"keys must be a str or an iterable of str, not {type(keys).__name__}")
         encoded = [index_key(topic, keys)] if isinstance(keys, str) else [index_key(topic, k) for k in keys]
         try:
@@ -996,6 +1007,7 @@ class IndexStore:
         quarantined and skipped (``strict=True`` raises instead)."""
         self._require_open(writing=False)
         raw = index_key(topic, key)
+        _check_flag("strict", strict)
         for name, value in (("begin_ms", begin_ms), ("end_ms", end_ms), ("max_count", max_count)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -2186,6 +2198,8 @@ class IndexStore:
     def verify(self, deep: bool = True, repair: bool = False) -> VerifyReport:
         """Checks every remote object against the manifest (and, deep, its
         bytes); repairs only when asked. See :mod:`tieredindex.verifier`."""
+        _check_flag("deep", deep)
+        _check_flag("repair", repair)
         self._require_open(writing=False)
         with self._gate():
             try:
@@ -2423,6 +2437,7 @@ class IndexStore:
         meanwhile waits for the shutdown and exits with it, as if the signal
         had interrupted it; and an interpreter exiting meanwhile waits for
         the shutdown to end (it has its deadline)."""
+        _check_flag("exit", exit)
         if not self._started:
             raise TieredIndexError("the store is not started: call start() first")
         if threading.current_thread() is not threading.main_thread():

@@ -1223,14 +1223,19 @@ impl PyRocketMqFile {
         py: Python<'_>,
         path_or_buffer: &Bound<'_, PyAny>,
         layout: Option<&str>,
-        max_slots: Option<u32>,
-        max_items: Option<u32>,
+        max_slots: Option<&Bound<'_, PyAny>>,
+        max_items: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         use crate::rocketmq::{Hints, Layout, RocketMqFile};
+        // As every integer argument: no bool (True is no capacity), and a
+        // negative one named, not "out of range integral type conversion".
+        let capacity = |obj: Option<&Bound<'_, PyAny>>, name: &str| {
+            obj.map(|o| int_arg::<u32>(o, name, U32_MAX)).transpose()
+        };
         let hints = Hints {
             layout: layout.map(Layout::parse).transpose()?,
-            max_slots,
-            max_items,
+            max_slots: capacity(max_slots, "max_slots")?,
+            max_items: capacity(max_items, "max_items")?,
         };
         if let Ok(path) = path_or_buffer.extract::<PathBuf>() {
             if !path_or_buffer.is_instance_of::<PyBytes>() {

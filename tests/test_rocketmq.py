@@ -11,6 +11,7 @@ integers big-endian, 28-byte header, 8-byte slots holding the chain head,
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from tieredindex._native import (
 from tieredindex.cli import main
 from tieredindex.layout import index_key
 from tieredindex.rocketmq import (
+    ROCKETMQ_IMPORT_TOPIC,
     RocketMQIndexFile,
     audit,
     cluster_dir_name,
@@ -358,6 +360,41 @@ def test_geometry_detection_and_hints() -> None:
         RocketMQFile.open(w.compact(), max_slots=9)
     with pytest.raises(ValueError, match="layout"):
         RocketMQFile.open(w.compact(), layout="sealed")
+
+
+def test_imported_key_refuses_what_no_import_wrote() -> None:
+    """imported_key("x", 5) made "x#5", a key no import writes: the query
+    found nothing and said nothing. Topic ids and hashes are Java ints."""
+    assert imported_key(np.int32(3), 17) == imported_key(3, np.int64(17)) == (ROCKETMQ_IMPORT_TOPIC, "3#17")
+    for args, error, message in (
+        (("x", 5), TypeError, "topic_id must be an int, not str"),
+        ((True, 5), TypeError, "topic_id must be an int, not bool"),
+        ((1, 1.5), TypeError, "hash must be an int, not float"),
+        ((1, 2**31), OverflowError, "hash is out of range"),
+        ((2**31, "TopicTest1", "k"), OverflowError, "topic_id is out of range"),
+    ):
+        with pytest.raises(error, match=message):
+            imported_key(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("hint", "value", "error", "message"),
+    [
+        ("max_slots", True, TypeError, "max_slots must be an int, not bool"),  # True was taken as 1 slot
+        ("max_items", True, TypeError, "max_items must be an int, not bool"),
+        ("max_slots", -1, ValueError, "max_slots must be from 0 to 4294967295, got -1"),  # was unnamed
+        ("max_items", 2**32, ValueError, "max_items must be from 0 to 4294967295"),
+        ("max_items", 1.5, TypeError, "max_items must be an int, not float"),
+    ],
+)
+def test_geometry_hints_are_ints_named_when_wrong(
+    hint: str, value: object, error: type[Exception], message: str
+) -> None:
+    w = Writer(7, 40, T0)
+    w.put("T", 0, 0, ["k"], 1, T0)
+    with pytest.raises(error, match=re.escape(message)):
+        RocketMQFile.open(bytes(w.buf), **{hint: value})  # type: ignore[arg-type]
+    assert RocketMQFile.open(bytes(w.buf), max_slots=np.int32(7), max_items=None).max_items == 40
 
 
 # ------------------------------------------------------------------ import

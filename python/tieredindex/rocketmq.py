@@ -80,6 +80,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import operator
 import os
 import re
 from collections.abc import Iterable
@@ -242,8 +243,24 @@ def imported_key(topic_id: int, hash_or_topic: int | str, key: str | None = None
             raise TypeError("imported_key(topic_id, topic, key) needs the key")
         h = rocketmq_key_hash(hash_or_topic, key)
     else:
-        h = hash_or_topic
-    return ROCKETMQ_IMPORT_TOPIC, f"{topic_id}#{h}"
+        h = _java_int("hash", hash_or_topic)
+    # A wrong type made a key no import wrote ("x#5", "1#1.5"): a query of
+    # it found nothing, saying nothing.
+    return ROCKETMQ_IMPORT_TOPIC, f"{_java_int('topic_id', topic_id)}#{h}"
+
+
+def _java_int(name: str, value: object) -> int:
+    """``value`` as a Java int (an int or anything with ``__index__``, no
+    bool); TypeError or OverflowError naming ``name``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not bool")
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    if not -(2**31) <= number < 2**31:
+        raise OverflowError(f"{name} is out of range, got {number}")
+    return number
 
 
 def query_imported(

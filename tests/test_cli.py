@@ -18,7 +18,7 @@ import pytest
 from tieredindex import IndexFile, IndexStore, crc32c, open_remote
 from tieredindex.layout import DATA_PREFIX
 
-from store_helpers import SwitchableRemote, small_config
+from store_helpers import SwitchableRemote, crash_in_process, small_config
 
 COMMANDS = ["demo", "inspect", "query", "verify", "status"]
 
@@ -167,6 +167,43 @@ def test_query_with_the_directory_of_a_stopped_store(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == model["k4"]
+
+
+def test_query_with_a_stores_directory_refuses_a_remote_it_never_used(tmp_path: Path) -> None:
+    """--dir starts the stopped store, which uploads its pending files: to
+    a mistyped --remote (an empty prefix) they went, and its journal then
+    counted them as in the remote it really uses, which never got them. A
+    store that has uploaded before is refused a --remote holding no store;
+    one that never uploaded still answers from its own files."""
+    remote_url = (tmp_path / "remote").as_uri()
+    populate(tmp_path / "d", remote_url)
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    store.put("orders", "late", queue_id=0, offset=1, size=1, timestamp_ms=9_000)
+    crash_in_process(store)  # a pending file, as after kill -9
+    typo = tmp_path / "remote-typo"
+    typo.mkdir()
+    args = ["--dir", str(tmp_path / "d"), "--topic", "orders", "--key", "late"]
+    result = run("query", "--remote", typo.as_uri(), *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no tieredindex store at {typo.as_uri()}" in result.stderr
+    assert "uploads to another remote" in result.stderr
+    assert list(typo.iterdir()) == []  # nothing uploaded there
+    right = run("query", "--remote", remote_url, *args, "--json")
+    assert right.returncode == 0, right.stderr
+    assert [e["offset"] for e in json.loads(right.stdout)] == [1]
+
+    fresh = IndexStore(tmp_path / "new", (tmp_path / "elsewhere").as_uri(), small_config())
+    fresh.start()
+    fresh.put("orders", "k", queue_id=0, offset=7, size=1, timestamp_ms=1)
+    crash_in_process(fresh)  # never uploaded anything
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    first = run(
+        "query", "--remote", empty.as_uri(), "--dir", str(tmp_path / "new"), "--topic", "orders", "--key", "k"
+    )
+    assert first.returncode == 0, first.stderr
+    assert "1 entries" in first.stdout
 
 
 def test_query_refuses_the_directory_of_a_live_store(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def _open_remote(url: str, endpoint_url: str | None, *, must_exist: bool = True)
         raise UsageError(f"{exc} (use file:///absolute/path or s3://bucket/prefix)") from None
 
 
-def _require_store(remote: Remote) -> None:
+def _require_store(remote: Remote, why: str = "check the --remote URL") -> None:
     """A usage error unless the prefix holds a store: an owner record, a
     manifest record or a data object (the owner record is written at the
     first upload only). A typo in the prefix otherwise looks like a healthy,
@@ -117,9 +117,21 @@ def _require_store(remote: Remote) -> None:
         if any(file_id_of_key(o.key) for o in call(partial(remote.list, prefix), f"list {prefix}")):
             return
     raise UsageError(
-        f"no tieredindex store at {remote.url} (no {OWNER_KEY}, no manifest records, no data objects): "
-        "check the --remote URL"
+        f"no tieredindex store at {remote.url} (no {OWNER_KEY}, no manifest records, no data objects): {why}"
     )
+
+
+def _has_uploaded(directory: Path) -> bool:
+    """Whether the store in ``directory`` has uploaded (or begun to upload)
+    a file, by its journal; True when the journal cannot tell."""
+    from tieredindex.localstatus import read_journal
+    from tieredindex.states import FileState
+
+    try:
+        view = read_journal(directory, skip_unknown=True)
+    except (TieredIndexError, OSError):
+        return True
+    return any(r.state in (FileState.UPLOADED, FileState.UPLOADING) for r in view.records)
 
 
 def _store_dir(value: str, *, must_be_store: bool = True) -> Path:
@@ -278,8 +290,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     remote = _open_remote(args.remote, args.endpoint_url)  # checks the URL before any store exists
     try:
         directory = _store_dir(args.dir) if args.dir else None
-        if directory is None:  # a stopped store's own files may be all there is (nothing uploaded yet)
+        if directory is None:
             _require_store(remote)
+        elif _has_uploaded(directory):
+            # A stopped store that has uploaded nothing may be all there is.
+            # One that has uploads elsewhere: started on a --remote holding
+            # no store, it would upload its pending files there, and its
+            # journal would count them as in the remote it really uses.
+            _require_store(
+                remote,
+                f"--dir {args.dir} holds a store that uploads to another remote; give that one as --remote",
+            )
     except RemoteError as exc:
         raise Failure(f"the remote could not be read: {exc}\n({REMOTE_HINT})") from None
     finally:
@@ -622,7 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
         "started: it finishes any pending uploads before it stops).",
     )
     _remote_args(query)
-    query.add_argument("--dir", help="a stopped store's directory whose local files are searched too")
+    query.add_argument(
+        "--dir",
+        help="a stopped store's directory whose local files are searched too (--remote must be the one it uploads to)",
+    )
     query.add_argument("--topic", required=True)
     query.add_argument("--key", required=True)
     # Timestamps are 0 to 2**63-1 ms (API.md), and the native queries take

@@ -152,6 +152,25 @@ def test_demo_sizes_it_cannot_run_are_usage_errors(tmp_path: Path, args: list[st
     assert not (tmp_path / "demo").exists()  # refused before anything ran
 
 
+def test_demo_on_an_unreachable_remote_fails_before_its_broker_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not after a broker ran for it and its shutdown waited out the
+    deadline (30 s), with a half-written demo directory left behind."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    demo = tmp_path / "demo"
+    result = run(
+        *_unreachable_s3(
+            "demo", "--messages", "1000", "--capacity", "500", "--no-progress", "--dir", str(demo)
+        )
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the remote failed: list manifest/" in result.stderr and "--endpoint-url" in result.stderr
+    assert result.stdout == "" and not demo.exists()
+
+
 # ----------------------------------------------------------------- verify
 
 

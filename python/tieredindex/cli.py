@@ -215,7 +215,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"{-(-args.messages // most)} or more, or fewer --messages"
         )
     if args.remote is not None:
-        _open_remote(args.remote, args.endpoint_url, must_exist=False).close()
+        from tieredindex.layout import MANIFEST_PREFIX
+        from tieredindex.remotecheck import retrying_call
+
+        remote = _open_remote(args.remote, args.endpoint_url, must_exist=False)
+        try:
+            # Reachable, with credentials and a bucket, before a broker runs
+            # for it (else it fails after its shutdown deadline, 30 s on).
+            retrying_call()(partial(remote.list, MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
+        finally:
+            remote.close()
     elif args.endpoint_url:
         raise UsageError(
             "--endpoint-url is for an s3:// remote; without --remote the demo uploads to a directory"

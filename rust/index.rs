@@ -817,9 +817,11 @@ impl IndexFile {
         let mut inner = self.inner.write();
         inner.map(&self.path)?.check_len()?;
         if dest.exists() {
+            // With its errno, as the OS gives it for create's refusal:
+            // Python's FileExistsError then has errno EEXIST, not 0.
             return Err(Error::io(
                 dest,
-                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                std::io::Error::from_raw_os_error(libc::EEXIST),
             ));
         }
         inner.sealed = true;

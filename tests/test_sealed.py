@@ -1,6 +1,7 @@
 """SealedIndex: same answers as the unsealed file, every corruption caught,
 and range readers that verify exactly what they fetch."""
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -49,8 +50,10 @@ def test_empty_file_seals_small(tmp_path: Path) -> None:
 
 def test_seal_refuses_existing_destination(tmp_path: Path) -> None:
     f, _ = build(tmp_path)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError) as refused:
         f.seal(tmp_path / "s.tix")
+    # As create's refusal: errno EEXIST and the path (errno was 0).
+    assert (refused.value.errno, refused.value.filename) == (errno.EEXIST, str(tmp_path / "s.tix"))
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".sealing")]
 
 

@@ -600,6 +600,42 @@ def test_a_read_damaged_on_the_way_is_read_again_not_quarantined(
 
 
 @pytest.mark.parametrize("what", ["object", "record"])
+def test_verify_reads_again_what_fails_a_check_before_calling_it_damaged(
+    tmp_path: Path, remote_url: str, what: str
+) -> None:
+    """A deep verify's read of an object, or of a manifest record, damaged
+    on its way (the stored bytes intact): it was reported as damage, and the
+    store quarantined the file on that one read. It is read again: no
+    problem, nothing quarantined. Stored damage is still found (below)."""
+    store = IndexStore(tmp_path / "w", remote_url, small_config())
+    store.start()
+    model = fill(store, 40)
+    assert store.shutdown().clean
+    remote = DamagedOnTheWay(open_remote(remote_url))
+    fresh = IndexStore(tmp_path / "r", remote, small_config())
+    fresh.start()
+    fresh.query("orders", "k3", 0, FOREVER)  # the catalog loaded, intact
+    if what == "object":
+        remote.ranged = (remote.reads["ranged"] + 1,)
+    else:
+        remote.records = (remote.reads["record"] + 1,)
+    report = fresh.verify(deep=True)
+    assert remote.damaged == 1
+    assert report.ok, report.problems
+    assert fresh.status().quarantined == []
+    assert_answers(fresh, model)
+    # Stored damage: every later read of the same kind finds it.
+    if what == "object":
+        remote.ranged = tuple(range(remote.reads["ranged"] + 1, remote.reads["ranged"] + 100))
+    else:
+        remote.records = tuple(range(remote.reads["record"] + 1, remote.reads["record"] + 100))
+    report = fresh.verify(deep=True)
+    damage = {"object": "checksum-mismatch", "record": "bad-manifest"}[what]
+    assert [p.kind for p in report.problems if p.kind != "unchecked"] == [damage], report.problems
+    fresh.shutdown()
+
+
+@pytest.mark.parametrize("what", ["object", "record"])
 def test_damage_that_a_second_read_confirms_is_quarantined(
     tmp_path: Path, remote_url: str, what: str
 ) -> None:

@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from tieredindex._native import TieredIndexError, crc32c
+from tieredindex._native import RemoteError, TieredIndexError, crc32c
 from tieredindex.layout import (
     DATA_PREFIX,
     MANIFEST_PREFIX,
@@ -138,8 +138,19 @@ def verify_remote(
         try:
             record = ManifestRecord.from_bytes(raw, mkey)
         except ValueError as exc:
-            bad_manifest(mkey, str(exc))
-            continue
+            # One read's bytes may have been damaged on their way: the
+            # record is damaged only if a second read fails the check too.
+            try:
+                record = ManifestRecord.from_bytes(read_record(mkey), mkey)
+            except ValueError:
+                bad_manifest(mkey, str(exc))
+                continue
+            except Exception as again:
+                bad_manifest(
+                    mkey, f"failed a check, then could not be read again: {_failure(again)}", "unchecked"
+                )
+                continue
+            _LOG.warning("%s (read again, it passes: damaged on the way?)", exc)
         records[record.key] = record
 
     def recorded_now(file_id: str) -> bool:
@@ -197,8 +208,24 @@ def verify_remote(
             if not recorded_now(record.file_id):
                 return None, 0
             raise
+        twice = ""
+        if read == record.size and crc != record.crc32c:
+            # Damage on the way is no damage stored: the object's bytes are
+            # read again, and only the same wrong hash twice is a verdict.
+            again = _deep_crc(remote, call, record.key, record.size)
+            if again == (record.crc32c, record.size):
+                _LOG.warning("%s: hashed wrong, then right when read again (damaged on the way?)", record.key)
+                return None, read
+            if again != (crc, read):
+                raise RemoteError(
+                    f"{record.key}: read twice, hashed {crc:#010x} then {again[0]:#010x} over "
+                    f"{again[1]} bytes; manifest records {record.crc32c:#010x}"
+                )
+            twice = ", read twice"
         if read != record.size or crc != record.crc32c:
-            why = f"bytes hash to {crc:#010x} over {read} bytes, manifest records {record.crc32c:#010x}"
+            why = (
+                f"bytes hash to {crc:#010x} over {read} bytes{twice}, manifest records {record.crc32c:#010x}"
+            )
             if info.crc32c is None:
                 why += " (the object has no recorded crc32c)"
             return ("checksum-mismatch", why), read

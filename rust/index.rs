@@ -929,9 +929,11 @@ pub struct SalvageReport {
 }
 
 /// Copies every entry of the damaged unsealed file `src` whose checksum
-/// holds into a new file `dest` with the same geometry, in put order. Only
-/// the static header must be intact (it gives the geometry); a damaged
-/// entry in the middle costs that entry alone, not the ones after it.
+/// holds into a new file `dest`, in put order. A damaged entry in the
+/// middle costs that entry alone, not the ones after it. The geometry comes
+/// from the static header; if that is damaged too, from the entries
+/// themselves ([`infer_geometry`]): one flipped bit in 28 bytes must not
+/// lose every entry of the file.
 pub fn salvage(src: &Path, dest: &Path) -> Result<SalvageReport> {
     let name = src.display().to_string();
     let map = crate::mapping::ReadMap::open(src)?;
@@ -944,41 +946,129 @@ pub fn salvage(src: &Path, dest: &Path) -> Result<SalvageReport> {
     }
     let mut header = [0u8; HEADER_LEN];
     header.copy_from_slice(&bytes[..HEADER_LEN]);
-    let (slots, capacity) = parse_static_header(&header, &name)?;
-    let begin_ms = read_u64(&header, U_OFF_BEGIN);
-    let entries_offset = entries_offset_usize(slots)?;
+    let (entries_offset, slots, capacity, begin_ms) = match parse_static_header(&header, &name) {
+        Ok((slots, capacity)) => (
+            entries_offset_usize(slots)?,
+            slots,
+            capacity,
+            read_u64(&header, U_OFF_BEGIN),
+        ),
+        Err(header_error) => {
+            if header[..8] == SEALED_MAGIC {
+                return Err(header_error);
+            }
+            let Some(found) = infer_geometry(bytes) else {
+                return Err(Error::corrupt(
+                    &name,
+                    format!("{header_error}, and no entries were found to tell its geometry"),
+                ));
+            };
+            // The begin time was in the damaged header: the oldest entry's
+            // time stands in for it (entries may sit below it, never the file).
+            let mut oldest = u64::MAX;
+            for_each_intact_entry(bytes, found.entries_offset, found.capacity, |e| {
+                oldest = oldest.min(e.timestamp_ms);
+                Ok(())
+            })?;
+            let oldest = if oldest == u64::MAX { 0 } else { oldest };
+            (found.entries_offset, found.slots, found.capacity, oldest)
+        }
+    };
     let out = IndexFile::create(dest, slots, capacity, begin_ms)?;
     let mut report = SalvageReport::default();
-    let mut index = 0u32;
-    while index < capacity {
+    let nonzero = for_each_intact_entry(bytes, entries_offset, capacity, |e| {
+        let entry = NewEntry {
+            fingerprint: e.fingerprint,
+            queue_id: e.queue_id,
+            offset: e.offset,
+            size: e.size,
+            timestamp_ms: e.timestamp_ms,
+        };
+        if entry.check().is_ok() && out.put(&entry)? {
+            report.kept += 1;
+        }
+        Ok(())
+    })?;
+    report.damaged = nonzero - report.kept;
+    out.flush()?;
+    out.close()?;
+    Ok(report)
+}
+
+/// Visits every entry of an unsealed file's entry area that verifies, in
+/// put order, and returns how many entry slots hold anything (an all-zero
+/// slot is never an entry): those that verify and those that do not.
+fn for_each_intact_entry(
+    bytes: &[u8],
+    entries_offset: usize,
+    capacity: u32,
+    mut visit: impl FnMut(StoredEntry) -> Result<()>,
+) -> Result<u64> {
+    let mut nonzero = 0u64;
+    for index in 0..capacity {
         let start = entries_offset + index as usize * ENTRY_LEN;
         let Some(raw) = bytes.get(start..start + ENTRY_LEN) else {
             break;
         };
         if raw.iter().any(|&b| b != 0) {
-            match decode_entry(raw, index) {
-                Some(e) => {
-                    let entry = NewEntry {
-                        fingerprint: e.fingerprint,
-                        queue_id: e.queue_id,
-                        offset: e.offset,
-                        size: e.size,
-                        timestamp_ms: e.timestamp_ms,
-                    };
-                    if entry.check().is_ok() && out.put(&entry)? {
-                        report.kept += 1;
-                    } else {
-                        report.damaged += 1;
-                    }
-                }
-                None => report.damaged += 1,
+            nonzero += 1;
+            if let Some(e) = decode_entry(raw, index) {
+                visit(e)?;
             }
         }
-        index += 1;
     }
-    out.flush()?;
-    out.close()?;
-    Ok(report)
+    Ok(nonzero)
+}
+
+/// Where the entries of an unsealed file start, found without its header.
+struct FoundGeometry {
+    entries_offset: usize,
+    capacity: u32,
+    /// A slot count whose table ends at `entries_offset` (the original's
+    /// or another: entries are put again by fingerprint, any count will do).
+    slots: u32,
+}
+
+/// How many of the first entries are tried at each candidate offset.
+const GEOMETRY_PROBES: u32 = 8;
+
+/// The geometry of an unsealed file whose static header is damaged, from
+/// its entries. The file has its full preallocated length, and its entry
+/// area starts at a 64-byte-aligned offset E with (length - E) a multiple
+/// of [`ENTRY_LEN`]; each entry's CRC mixes in its index, so at the right E
+/// entry i verifies as entry i, and almost nowhere else. The lowest E where
+/// at least two of the first [`GEOMETRY_PROBES`] entries verify wins (one,
+/// if no E has two: a file of one entry); a CRC that holds by chance, in
+/// the slot table, would need two to.
+fn infer_geometry(bytes: &[u8]) -> Option<FoundGeometry> {
+    let len = bytes.len();
+    let first = unsealed_entries_offset(1) as usize;
+    for needed in [2, 1] {
+        let mut e = first;
+        while e + ENTRY_LEN <= len {
+            if (len - e).is_multiple_of(ENTRY_LEN) {
+                if let Ok(capacity) = u32::try_from((len - e) / ENTRY_LEN) {
+                    let slots = u32::try_from((e - HEADER_LEN) / SLOT_LEN).unwrap_or(0);
+                    let hits = (0..capacity.min(GEOMETRY_PROBES))
+                        .filter(|&i| {
+                            let at = e + i as usize * ENTRY_LEN;
+                            let raw = &bytes[at..at + ENTRY_LEN];
+                            raw.iter().any(|&b| b != 0) && decode_entry(raw, i).is_some()
+                        })
+                        .count();
+                    if hits >= needed && check_geometry(slots, capacity).is_ok() {
+                        return Some(FoundGeometry {
+                            entries_offset: e,
+                            capacity,
+                            slots,
+                        });
+                    }
+                }
+            }
+            e += 64;
+        }
+    }
+    None
 }
 
 impl Drop for IndexFile {
@@ -1172,6 +1262,80 @@ mod tests {
         assert_eq!(g.verify().unwrap(), 29);
         let k1 = g.query(fingerprint(b"k1"), 0, 100, 100).unwrap();
         assert_eq!(k1.len(), 9); // entry 10 was k1
+    }
+
+    /// A file of `n` entries (keys k0..k6, times 1000 + i) with its static
+    /// header damaged by `damage`; returns the path.
+    fn with_damaged_header(dir: &Path, slots: u32, n: u64, damage: impl Fn(&mut [u8])) -> PathBuf {
+        let path = dir.join("d.tix");
+        let f = IndexFile::create(&path, slots, 1000, 500).unwrap();
+        for i in 0..n {
+            f.put(&entry(&format!("k{}", i % 7), i, 1000 + i)).unwrap();
+        }
+        f.close().unwrap();
+        let mut raw = std::fs::read(&path).unwrap();
+        damage(&mut raw);
+        std::fs::write(&path, &raw).unwrap();
+        assert!(matches!(IndexFile::open(&path), Err(Error::Corrupt { .. })));
+        path
+    }
+
+    #[test]
+    fn salvage_finds_the_geometry_when_the_static_header_is_damaged() {
+        type Damage = fn(&mut [u8]);
+        let damages: [(&str, Damage); 4] = [
+            ("a bit of the slot count", |raw| raw[13] ^= 0x01),
+            ("a bit of the capacity", |raw| raw[17] ^= 0x40),
+            ("the magic", |raw| raw[1] ^= 0x02),
+            ("the whole header zeroed", |raw| raw[..HEADER_LEN].fill(0)),
+        ];
+        for slots in [1, 16, 100, 5000] {
+            for (what, damage) in damages {
+                let dir = tempfile::tempdir().unwrap();
+                let path = with_damaged_header(dir.path(), slots, 300, damage);
+                let dest = dir.path().join("s.tix");
+                let report =
+                    salvage(&path, &dest).unwrap_or_else(|e| panic!("{what}, {slots} slots: {e}"));
+                assert_eq!(
+                    report,
+                    SalvageReport {
+                        kept: 300,
+                        damaged: 0
+                    },
+                    "{what}, {slots} slots"
+                );
+                let g = IndexFile::open(&dest).unwrap();
+                assert_eq!(g.verify().unwrap(), 300);
+                assert_eq!(g.capacity(), 1000);
+                let k3 = g.query(fingerprint(b"k3"), 0, u64::MAX >> 1, 1000).unwrap();
+                let mut offsets: Vec<u64> = k3.iter().map(|e| e.offset).collect();
+                offsets.sort_unstable();
+                assert_eq!(
+                    offsets,
+                    (0..300).filter(|i| i % 7 == 3).collect::<Vec<_>>(),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn salvage_without_a_header_finds_a_single_entry_and_refuses_an_empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = with_damaged_header(dir.path(), 64, 1, |raw| raw[..HEADER_LEN].fill(0));
+        let report = salvage(&path, &dir.path().join("one.tix")).unwrap();
+        assert_eq!(
+            report,
+            SalvageReport {
+                kept: 1,
+                damaged: 0
+            }
+        );
+        let empty = dir.path().join("e");
+        std::fs::create_dir(&empty).unwrap();
+        let path = with_damaged_header(&empty, 64, 0, |raw| raw[..HEADER_LEN].fill(0));
+        let err = salvage(&path, &empty.join("none.tix")).unwrap_err();
+        assert!(err.to_string().contains("no entries were found"), "{err}");
     }
 
     fn names_in(dir: &Path) -> Vec<String> {

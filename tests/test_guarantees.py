@@ -49,10 +49,12 @@ def test_an_empty_file_is_never_uploaded(tmp_path: Path, remote_url: str) -> Non
     assert open_remote(remote_url).list(DATA_PREFIX) == []
 
 
-def test_start_salvages_a_damaged_unsealed_file(tmp_path: Path, remote_url: str) -> None:
-    """A writer flushed 30 entries and was killed; one entry then rots. The
-    next start salvages the 29 intact ones (quarantining the original),
-    and uploads them."""
+@pytest.mark.parametrize("damaged", ["entry", "header"])
+def test_start_salvages_a_damaged_unsealed_file(tmp_path: Path, remote_url: str, damaged: str) -> None:
+    """A writer flushed 30 entries and was killed; one entry then rots (or
+    one bit of the static header, which gives the file's geometry: every
+    entry was lost). The next start salvages the intact ones (quarantining
+    the original), and uploads them."""
     child = textwrap.dedent(
         f"""
         import os, signal, sys
@@ -71,17 +73,21 @@ def test_start_salvages_a_damaged_unsealed_file(tmp_path: Path, remote_url: str)
     assert done.returncode == -signal.SIGKILL
     (active,) = (tmp_path / "d" / "active").glob("*.tix")
     raw = bytearray(active.read_bytes())
-    raw[128 + 10 * 40 + 9] ^= 1  # entry 10 (64-byte header, 16 slots of 4 bytes, 40-byte entries)
+    if damaged == "entry":
+        raw[128 + 10 * 40 + 9] ^= 1  # entry 10 (64-byte header, 16 slots of 4 bytes, 40-byte entries)
+    else:
+        raw[16] ^= 0x04  # the capacity, in the static header (bytes 0..28, checked by the CRC at 28)
     active.write_bytes(bytes(raw))
     store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=1000))
     report = store.start()
     assert report.quarantined == [active.stem]
-    assert list(report.salvaged.values()) == [29]
+    lost = [10] if damaged == "entry" else []
+    assert list(report.salvaged.values()) == [30 - len(lost)]
     assert store.shutdown(timeout_s=20).clean
     fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
     fresh.start()
     found = sorted(o for k in ("k0", "k1", "k2") for o in offsets(fresh, k))
-    assert found == [i for i in range(30) if i != 10]
+    assert found == [i for i in range(30) if i not in lost]
     fresh.shutdown()
 
 

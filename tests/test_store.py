@@ -1648,6 +1648,50 @@ def test_a_rolled_file_missing_at_start_is_reported_lost(tmp_path: Path, remote_
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, entries_of(model, range(100)))
 
 
+def test_an_active_file_missing_at_start_is_reported_lost(tmp_path: Path, remote_url: str) -> None:
+    """The current file (ACTIVE: written by puts, then a crash) missing at
+    start ended EMPTY, 'file was never created': its acknowledged puts were
+    lost without a word, and shutdown() said clean. A record now says while
+    its file is being created, so a missing file that was made is lost
+    data: quarantined, reported and shown in status()."""
+    model, _, current = crashed_with_two_sealed_files(tmp_path / "d", remote_url)
+    (tmp_path / "d" / "active" / f"{current}.tix").unlink()
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = store.start()
+    assert report.quarantined == [current] and report.salvaged == {current: 0}, report
+    assert current in store.status().quarantined
+    assert store.shutdown(timeout_s=20).clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, entries_of(model, range(100)))
+
+
+def test_a_file_whose_creation_a_crash_cut_short_is_empty_not_lost(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of a new file is written before the file: a crash between
+    leaves a record with no file, and no put reached it. It ends EMPTY, and
+    nothing is reported lost."""
+    import tieredindex.store as store_module
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    with monkeypatch.context() as cut:
+        cut.setattr(store_module.IndexFile, "create", crash)
+        cut.setattr(store, "_forget_never_created", lambda file_id: None)  # the process is gone
+        with pytest.raises(KeyboardInterrupt):
+            store.put("t", "k", queue_id=0, offset=0, size=1, timestamp_ms=1_000)
+    (made,) = [r for r in store.journal.files() if r.state is FileState.ACTIVE]
+    crash_in_process(store)
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = store.start()
+    assert report.quarantined == [] and report.salvaged == {}, report
+    rec = store.journal.get(made.file_id)
+    assert rec is not None and rec.state is FileState.EMPTY, rec
+    assert store.shutdown(timeout_s=20).clean
+
+
 def test_a_salvage_cut_short_is_not_reported_lost(tmp_path: Path, remote_url: str) -> None:
     """A salvage's new file is recorded ROLLED before it is made: a crash
     between leaves a rolled record with no file that lost nothing (the

@@ -139,6 +139,11 @@ RETENTION_CONFIRM_S = 300.0
 # before leaves a ROLLED record with no file that lost nothing (the damaged
 # original is still there, salvaged again), unlike any other ROLLED record.
 SALVAGE_TARGET_NOTE = "salvage target of "
+# The error a new current file is recorded with until it is made (then
+# cleared): a crash before leaves an ACTIVE record with no file and no
+# entries. A record without it whose file is missing at start lost its
+# entries (the file was deleted): reported, not taken for a creation cut short.
+CREATING_NOTE = "being created"
 
 
 def _pass_on(signum: int, frame: FrameType | None, previous: Any) -> None:
@@ -580,11 +585,11 @@ class IndexStore:
             self._note_file_id(rec.file_id)
             if rec.state in (FileState.ACTIVE, FileState.ROLLED):
                 path = self._active_path(rec.file_id)
-                was_rolled = rec.state is FileState.ROLLED
+                never_made = (rec.error or "").startswith((SALVAGE_TARGET_NOTE, CREATING_NOTE))
                 if rec.state is FileState.ACTIVE:
                     rec = journal.transition(rec.file_id, FileState.ROLLED)
-                if not path.exists() and was_rolled and not (rec.error or "").startswith(SALVAGE_TARGET_NOTE):
-                    # A rolled file was made and written: its entries are lost.
+                if not path.exists() and not never_made:
+                    # The file was made and written (deleted since): its entries are lost.
                     self._quarantine_and_salvage(rec, "file missing at start: its entries are lost")
                     quarantined.append(rec.file_id)
                     salvaged[rec.file_id] = 0
@@ -901,8 +906,9 @@ class IndexStore:
             now = _now_ms()
             file_id = self._next_file_id(now)
             # Record first: a crash before the file exists leaves a record
-            # that recovery marks EMPTY (no put can have reached it).
-            self.journal.add(file_id, FileState.ACTIVE, begin_ms=now)
+            # (noted as being created) that recovery marks EMPTY: no put can
+            # have reached it.
+            self.journal.add(file_id, FileState.ACTIVE, begin_ms=now, error=CREATING_NOTE)
             try:
                 f = IndexFile.create(
                     self._active_path(file_id),
@@ -920,6 +926,13 @@ class IndexStore:
                 self._forget_never_created(file_id)
                 raise
             self._create_failed = None
+            try:
+                self.journal.note_error(file_id, None)  # made: missing from now on means lost
+            except Exception:
+                # A journal that cannot take it now (a full disk): the note
+                # stays, and a missing file is taken for one never made, as
+                # it was before the note existed. Not worth failing the put.
+                _LOG.warning("file %s: could not record that it was created", file_id, exc_info=True)
             with self._state_lock:
                 self._unsealed[file_id] = f
             self._current = file_id

@@ -1029,40 +1029,45 @@ struct FoundGeometry {
     slots: u32,
 }
 
-/// How many of the first entries are tried at each candidate offset.
+/// How many entries are tried at each candidate offset.
 const GEOMETRY_PROBES: u32 = 8;
 
 /// The geometry of an unsealed file whose static header is damaged, from
-/// its entries. The file has its full preallocated length, and its entry
-/// area starts at a 64-byte-aligned offset E with (length - E) a multiple
-/// of [`ENTRY_LEN`]; each entry's CRC mixes in its index, so at the right E
-/// entry i verifies as entry i, and almost nowhere else. The lowest E where
-/// at least two of the first [`GEOMETRY_PROBES`] entries verify wins (one,
-/// if no E has two: a file of one entry); a CRC that holds by chance, in
-/// the slot table, would need two to.
+/// its entries. The entry area starts at a 64-byte-aligned offset E; each
+/// entry's CRC mixes in its index, so at the right E entry i verifies as
+/// entry i, and almost nowhere else. The lowest E where at least two of
+/// [`GEOMETRY_PROBES`] entries verify wins (one, if no E has two: a file of
+/// one entry); a CRC that holds by chance, in the slot table, would need
+/// two to. The entries tried are the first ones at or after the first byte
+/// past the header that is not zero: a zeroed start (a torn first page)
+/// holds none. The capacity is what fits from E to the end of the file, so
+/// a file cut short, or longer than it was made, still has its entries
+/// found (an intact header salvages such a file too).
 fn infer_geometry(bytes: &[u8]) -> Option<FoundGeometry> {
     let len = bytes.len();
     let first = unsealed_entries_offset(1) as usize;
+    // No byte past the header holds anything: no entry to find.
+    let nonzero = HEADER_LEN + bytes.get(HEADER_LEN..)?.iter().position(|&b| b != 0)?;
     for needed in [2, 1] {
         let mut e = first;
         while e + ENTRY_LEN <= len {
-            if (len - e).is_multiple_of(ENTRY_LEN) {
-                if let Ok(capacity) = u32::try_from((len - e) / ENTRY_LEN) {
-                    let slots = u32::try_from((e - HEADER_LEN) / SLOT_LEN).unwrap_or(0);
-                    let hits = (0..capacity.min(GEOMETRY_PROBES))
-                        .filter(|&i| {
-                            let at = e + i as usize * ENTRY_LEN;
-                            let raw = &bytes[at..at + ENTRY_LEN];
-                            raw.iter().any(|&b| b != 0) && decode_entry(raw, i).is_some()
-                        })
-                        .count();
-                    if hits >= needed && check_geometry(slots, capacity).is_ok() {
-                        return Some(FoundGeometry {
-                            entries_offset: e,
-                            capacity,
-                            slots,
-                        });
-                    }
+            if let Ok(capacity) = u32::try_from((len - e) / ENTRY_LEN) {
+                let slots = u32::try_from((e - HEADER_LEN) / SLOT_LEN).unwrap_or(0);
+                // The entry holding the first nonzero byte, if E is below it.
+                let skip = u32::try_from(nonzero.saturating_sub(e) / ENTRY_LEN).unwrap_or(u32::MAX);
+                let hits = (skip..capacity.min(skip.saturating_add(GEOMETRY_PROBES)))
+                    .filter(|&i| {
+                        let at = e + i as usize * ENTRY_LEN;
+                        let raw = &bytes[at..at + ENTRY_LEN];
+                        raw.iter().any(|&b| b != 0) && decode_entry(raw, i).is_some()
+                    })
+                    .count();
+                if hits >= needed && check_geometry(slots, capacity).is_ok() {
+                    return Some(FoundGeometry {
+                        entries_offset: e,
+                        capacity,
+                        slots,
+                    });
                 }
             }
             e += 64;
@@ -1316,6 +1321,65 @@ mod tests {
                     "{what}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn salvage_without_a_header_finds_the_entries_of_a_file_cut_short_or_extended() {
+        // The geometry came only from an entry area filling the file to its
+        // end: a file cut short, or with bytes after its end, lost every
+        // entry (an intact header salvages the same file whole).
+        type Change = fn(&mut Vec<u8>);
+        let changes: [(&str, Change); 4] = [
+            ("cut 17 bytes short", |raw| raw.truncate(raw.len() - 17)),
+            ("cut inside its entries", |raw| {
+                raw.truncate(unsealed_entries_offset(16) as usize + 300 * ENTRY_LEN + 3)
+            }),
+            ("10 zero bytes after its end", |raw| raw.extend([0u8; 10])),
+            ("33 bytes after its end", |raw| raw.extend([0xA5u8; 33])),
+        ];
+        for (what, change) in changes {
+            let dir = tempfile::tempdir().unwrap();
+            let path = with_damaged_header(dir.path(), 16, 300, |raw| raw[13] ^= 0x01);
+            let mut raw = std::fs::read(&path).unwrap();
+            change(&mut raw);
+            std::fs::write(&path, &raw).unwrap();
+            let dest = dir.path().join("s.tix");
+            let report = salvage(&path, &dest).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(
+                report,
+                SalvageReport {
+                    kept: 300,
+                    damaged: 0
+                },
+                "{what}"
+            );
+            assert_eq!(
+                IndexFile::open(&dest).unwrap().verify().unwrap(),
+                300,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn salvage_without_a_header_skips_a_zeroed_start() {
+        // A torn first page, zeroed: header, slot table and the first
+        // entries. The entries after it are found, not lost with them.
+        for slots in [16, 64] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = with_damaged_header(dir.path(), slots, 300, |raw| raw[..4096].fill(0));
+            let first_kept =
+                (4096 - unsealed_entries_offset(slots) as usize).div_ceil(ENTRY_LEN) as u64;
+            let report = salvage(&path, &dir.path().join("s.tix"))
+                .unwrap_or_else(|e| panic!("{slots} slots: {e}"));
+            assert_eq!(report.kept, 300 - first_kept, "{slots} slots");
+            let g = IndexFile::open(&dir.path().join("s.tix")).unwrap();
+            let k3 = g.query(fingerprint(b"k3"), 0, u64::MAX >> 1, 1000).unwrap();
+            let mut offsets: Vec<u64> = k3.iter().map(|e| e.offset).collect();
+            offsets.sort_unstable();
+            let want: Vec<u64> = (first_kept..300).filter(|i| i % 7 == 3).collect();
+            assert_eq!(offsets, want, "{slots} slots");
         }
     }
 

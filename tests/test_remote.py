@@ -811,6 +811,53 @@ def test_s3_unreachable_endpoint_is_retried_then_remote_error() -> None:
     r.close()
 
 
+def test_s3_get_takes_a_chunked_body_and_refuses_one_cut_short(_fake_aws_env: None) -> None:
+    """A GET answered with Transfer-Encoding: chunked has no Content-Length
+    (a proxy or an S3-compatible store may send it so). Its chunks say where
+    the body ends, so a whole one is the object, not a truncated response;
+    one cut short is still an error, and a retryable one."""
+    import http.server
+    import socketserver
+
+    body = blob(3000)
+    cut = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "binary/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for at in range(0, len(body), 1000):
+                chunk = body[at : at + 1000]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                if cut.is_set():
+                    self.close_connection = True
+                    return
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    r = S3Remote("bucket", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        assert r.get("k") == body
+        assert r.get_range("k", 0, len(body)) == body
+        cut.set()
+        with pytest.raises(Exception) as info:
+            r.get("k")
+        assert classify(info.value) == "retry"
+    finally:
+        r.close()
+        server.shutdown()
+        server.server_close()
+
+
 # --------------------------------------------------------------------------
 # file:// specifics
 

@@ -1693,7 +1693,11 @@ class S3Remote(Remote):
         finally:
             body.close()
         length = resp.get("ContentLength")
-        if length is None or len(data) != length:
+        headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        # A chunked body says where it ends (one cut short raises as it is
+        # read), so it needs no Content-Length.
+        chunked = str(headers.get("transfer-encoding", "")).split(",")[-1].strip().lower() == "chunked"
+        if (length is None and not chunked) or (length is not None and len(data) != length):
             # A head cut off between lines is taken for a whole one (see
             # head()); with no Content-Length the body is read to EOF, and
             # botocore returns what came, perhaps nothing, as a success.

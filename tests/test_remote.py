@@ -858,6 +858,43 @@ def test_s3_get_takes_a_chunked_body_and_refuses_one_cut_short(_fake_aws_env: No
         server.server_close()
 
 
+def test_s3_ranged_get_from_a_server_that_ignores_range(_fake_aws_env: None) -> None:
+    """HTTP lets a server ignore Range and answer 200 with the whole object
+    (some proxies and S3-compatible stores do). The bytes asked for are
+    taken from it; the whole object served as the range failed the
+    fetcher's block checks, twice, and the file was quarantined."""
+    import http.server
+    import socketserver
+
+    body = blob(3000)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "binary/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    r = S3Remote("bucket", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        assert r.get_range("k", 100, 1100) == body[100:1100]
+        assert r.get_range("k", 2900, 3500) == body[2900:]  # past the end: what there is
+        assert r.get("k") == body
+    finally:
+        r.close()
+        server.shutdown()
+        server.server_close()
+
+
 # --------------------------------------------------------------------------
 # file:// specifics
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -186,14 +187,25 @@ def test_query_with_a_stores_directory_refuses_a_remote_it_never_used(tmp_path: 
     args = ["--dir", str(tmp_path / "d"), "--topic", "orders", "--key", "late"]
     result = run("query", "--remote", typo.as_uri(), *args)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"no tieredindex store at {typo.as_uri()}" in result.stderr
-    assert "uploads to another remote" in result.stderr
+    assert f"writes to {open_remote(remote_url).url}, not {typo.as_uri()}" in result.stderr
     assert list(typo.iterdir()) == []  # nothing uploaded there
+    # Its uploads expired since (retention forgets their journal rows): the
+    # remote it claimed still tells (its journal keeps that), where the
+    # uploads did not.
+    db = sqlite3.connect(tmp_path / "d" / "journal.db")
+    with db:
+        db.execute("DELETE FROM files WHERE state = 'UPLOADED'")
+    db.close()
+    result = run("query", "--remote", typo.as_uri(), *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert list(typo.iterdir()) == []
     right = run("query", "--remote", remote_url, *args, "--json")
     assert right.returncode == 0, right.stderr
     assert [e["offset"] for e in json.loads(right.stdout)] == [1]
 
-    fresh = IndexStore(tmp_path / "new", (tmp_path / "elsewhere").as_uri(), small_config())
+    down = SwitchableRemote(open_remote((tmp_path / "elsewhere").as_uri()))
+    down.down.set()  # it claims nothing: never reached its remote
+    fresh = IndexStore(tmp_path / "new", down, small_config())
     fresh.start()
     fresh.put("orders", "k", queue_id=0, offset=7, size=1, timestamp_ms=1)
     crash_in_process(fresh)  # never uploaded anything

@@ -121,6 +121,18 @@ def _require_store(remote: Remote, why: str = "check the --remote URL") -> None:
     )
 
 
+def _claimed_remote(directory: Path) -> str | None:
+    """The remote the store in ``directory`` claimed (wrote to), by its
+    journal; None when it has claimed none, or the journal cannot tell."""
+    from tieredindex.localstatus import read_journal
+    from tieredindex.store import REMOTE_URL_META
+
+    try:
+        return read_journal(directory, skip_unknown=True).meta.get(REMOTE_URL_META)
+    except (TieredIndexError, OSError):
+        return None
+
+
 def _has_uploaded(directory: Path) -> bool:
     """Whether the store in ``directory`` has uploaded (or begun to upload)
     a file, by its journal; True when the journal cannot tell."""
@@ -299,9 +311,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     remote = _open_remote(args.remote, args.endpoint_url)  # checks the URL before any store exists
     try:
         directory = _store_dir(args.dir) if args.dir else None
+        claimed = None if directory is None else _claimed_remote(directory)
         if directory is None:
             _require_store(remote)
-        elif _has_uploaded(directory):
+        elif claimed is not None and claimed != remote.url:
+            # Started on another remote, the store would upload its pending
+            # files there, and its journal would count them as in its own.
+            raise UsageError(
+                f"--dir {args.dir} holds a store that writes to {claimed}, not {remote.url}: "
+                f"give that one as --remote, or leave out --dir to read {remote.url} alone"
+            )
+        elif claimed is None and _has_uploaded(directory):
             # A stopped store that has uploaded nothing may be all there is.
             # One that has uploads elsewhere: started on a --remote holding
             # no store, it would upload its pending files there, and its

@@ -144,6 +144,8 @@ SALVAGE_TARGET_NOTE = "salvage target of "
 # entries. A record without it whose file is missing at start lost its
 # entries (the file was deleted): reported, not taken for a creation cut short.
 CREATING_NOTE = "being created"
+# Journal meta: the URL of the remote this store claimed (see _claim_locked).
+REMOTE_URL_META = "remote_url"
 
 
 def _pass_on(signum: int, frame: FrameType | None, previous: Any) -> None:
@@ -1711,6 +1713,13 @@ class IndexStore:
             self._refused = (time.monotonic(), why)
             raise StoreLockedError(why)
         self._claimed = True
+        # Which remote this store writes to, for the tools that start it on
+        # the command line (a mistyped --remote would take its uploads).
+        try:
+            if self.journal.get_meta(REMOTE_URL_META) != self.remote.url:
+                self.journal.set_meta(REMOTE_URL_META, self.remote.url)
+        except Exception as exc:  # a note for tools: the claim stands without it
+            _LOG.warning("could not record the remote in the journal: %s", exc)
 
     def _seal_rolled(self) -> None:
         self._forget_never_created_files()

@@ -496,6 +496,34 @@ def test_a_file_expired_between_its_head_and_its_rehash_is_no_damage(
     remote.close()
 
 
+def test_a_file_expired_between_a_damaged_read_and_its_second_is_no_damage(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-hash that fails its check is read again; retention may delete
+    the file (record first, then object) between the two reads. As between
+    its HEAD and its first read, that is no damage (it was "unchecked")."""
+    remote = uploaded_files(tmp_path / "d", remote_url, 1)
+    (key,) = [o.key for o in remote.list("") if o.key.startswith("index/")]
+    file_id = key.rsplit("/", 1)[-1].split(".")[0]
+    real = remote.get_range
+    reads = [0]
+
+    def get_range(key: str, start: int, end: int) -> bytes:
+        reads[0] += 1
+        data = real(key, start, end)
+        if reads[0] == 1:  # the first read damaged on its way; then retention runs
+            remote.delete(manifest_key(file_id))
+            remote.delete(data_key(file_id))
+            return bytes([data[0] ^ 1]) + data[1:]
+        return data
+
+    monkeypatch.setattr(remote, "get_range", get_range)
+    report = verify_url(remote, deep=True, repair=False, grace_s=NO_GRACE, policy=FAST)
+    assert reads[0] >= 2
+    assert report.ok, report.problems
+    remote.close()
+
+
 def test_a_verify_that_raises_midway_stops_its_rehashes(
     tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -200,19 +200,29 @@ def verify_remote(
     def deep_check(item: tuple[ManifestRecord, ObjectInfo]) -> tuple[tuple[str, str] | None, int]:
         """The damage the object's bytes show, if any; and bytes re-hashed."""
         record, info = item
-        try:
-            crc, read = _deep_crc(remote, call, record.key, record.size)
-        except Exception:
-            # The re-hashes come after every HEAD: retention may have
-            # deleted the file since its HEAD (record first, then object).
-            if not recorded_now(record.file_id):
-                return None, 0
-            raise
+
+        def rehash() -> tuple[int, int] | None:
+            """(CRC32C, bytes read); None when the file expired meanwhile."""
+            try:
+                return _deep_crc(remote, call, record.key, record.size)
+            except Exception:
+                # The re-hashes come after every HEAD: retention may have
+                # deleted the file since its HEAD (record first, then object).
+                if not recorded_now(record.file_id):
+                    return None
+                raise
+
+        first = rehash()
+        if first is None:
+            return None, 0
+        crc, read = first
         twice = ""
         if read == record.size and crc != record.crc32c:
             # Damage on the way is no damage stored: the object's bytes are
             # read again, and only the same wrong hash twice is a verdict.
-            again = _deep_crc(remote, call, record.key, record.size)
+            again = rehash()
+            if again is None:
+                return None, read
             if again == (record.crc32c, record.size):
                 _LOG.warning("%s: hashed wrong, then right when read again (damaged on the way?)", record.key)
                 return None, read

@@ -1812,3 +1812,29 @@ def test_an_empty_files_deletes_cut_short_by_a_crash_are_finished_at_start(
     again.start()
     assert not original.exists() and not sealed.exists()
     assert again.shutdown(timeout_s=20).clean
+
+
+def test_a_strict_query_raises_while_a_salvage_the_disk_failed_withholds_a_file(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A damaged file whose salvage the disk failed stays ROLLED, out of
+    queries, until the salvage is tried again: its intact entries are
+    answered by no file meanwhile. A strict query answered without them, as
+    if complete; it must raise, naming the file (a lenient one may answer
+    without it, the file being reported)."""
+    model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
+
+    def disk_full(src: object, dest: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(tieredindex.store, "salvage", disk_full)
+        store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40, reconcile_interval_s=3600))
+        store.start()
+        assert store.journal.get(damaged).state is FileState.ROLLED  # type: ignore[union-attr]
+        key = next(iter(model))
+        with pytest.raises(CorruptFileError, match=damaged):
+            store.query("orders", key, 0, FOREVER, 10_000, strict=True)
+        lenient = store.query("orders", key, 0, FOREVER, 10_000)
+        assert len(lenient) < len(expected(model, key))
+        store.shutdown(timeout_s=1)

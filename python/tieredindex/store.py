@@ -297,6 +297,10 @@ class IndexStore:
         # then, and queries wait for them (_prepared).
         self._preparing: set[str] = set()
         self._prepared = threading.Condition(self._state_lock)
+        # Damaged files whose salvage the disk failed (file id -> why): out
+        # of queries, their intact entries in no file until it is tried
+        # again; a strict query may not answer without them.
+        self._withheld: dict[str, str] = {}
         self._create_failed: tuple[float, OSError] | None = None  # the last failed creation
         # Set when a flush of the current file failed: the disk may have
         # dropped what was put, so later puts are refused (see _put_locked).
@@ -432,6 +436,7 @@ class IndexStore:
             self._bad_remote.clear()
             self._leaky.clear()
             self._retry_after.clear()
+            self._withheld.clear()
         for f in files:
             with contextlib.suppress(Exception):
                 f.close()
@@ -802,6 +807,7 @@ class IndexStore:
         with self._state_lock:
             self._unsealed.pop(rec.file_id, None)
             self._retry_after.pop(rec.file_id, None)
+            self._withheld.pop(rec.file_id, None)
             self._bad[rec.file_id] = why
         _LOG.error("file %s quarantined: %s", rec.file_id, why)
         return kept
@@ -816,6 +822,7 @@ class IndexStore:
         with self._state_lock:
             f = self._unsealed.pop(file_id, None)
             self._retry_after[file_id] = time.monotonic() + pause
+            self._withheld[file_id] = why
         if f is not None:
             with contextlib.suppress(Exception):
                 f.close()
@@ -1068,11 +1075,15 @@ class IndexStore:
 
     def _raise_if_quarantined(self, begin_ms: int, end_ms: int) -> None:
         """A strict query may not answer without a quarantined remote file
-        that could hold some of its entries."""
+        that could hold some of its entries, nor without a damaged local
+        file whose salvage is still to be done (its range unknown)."""
         with self._state_lock:
             hit = next((b for b in self._bad_remote.values() if b.overlaps(begin_ms, end_ms)), None)
+            withheld = next(iter(sorted(self._withheld.items())), None)
         if hit is not None:
             raise CorruptFileError(f"file {hit.file_id} is quarantined: {hit.reason}")
+        if withheld is not None:
+            raise CorruptFileError(f"file {withheld[0]} is damaged and not salvaged yet: {withheld[1]}")
 
     def _answer(
         self,
@@ -1758,6 +1769,7 @@ class IndexStore:
                 return
             with self._state_lock:
                 self._unsealed[rec.file_id] = f
+                self._withheld.pop(rec.file_id, None)
         fault_point("seal.before")
         dest = self._sealed_path(rec.file_id)
         dest.unlink(missing_ok=True)  # a copy from before a crash: never recorded, redo it

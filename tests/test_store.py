@@ -1838,3 +1838,58 @@ def test_a_strict_query_raises_while_a_salvage_the_disk_failed_withholds_a_file(
         lenient = store.query("orders", key, 0, FOREVER, 10_000)
         assert len(lenient) < len(expected(model, key))
         store.shutdown(timeout_s=1)
+
+
+def test_an_upload_that_ends_in_a_failed_salvage_keeps_the_salvage_s_backoff(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """An upload finds its sealed copy gone and its original damaged; the
+    salvage the disk fails sets the file's backoff (_salvage_failed), then
+    the upload returns normally and its success cleared the same entry of
+    _retry_after: the worker salvaged again at once, not after the pause."""
+    directory = tmp_path / "d"
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(directory, remote, small_config(capacity=40))
+    store.start()
+    fill(store, 95)
+    wait_until(lambda: len(store.journal.files([FileState.SEALED, FileState.UPLOADING])) == 2, "two sealed")
+    crash_in_process(store)
+    victim = sorted(p.stem for p in (directory / "sealed").glob("*.sealed"))[0]
+
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(directory, remote, small_config(capacity=40, reconcile_interval_s=3600))
+    store.start()
+    # Its first upload here failed (the remote down) and waits out its backoff.
+    wait_until(lambda: victim in store._retry_after and victim not in store._in_flight, "an upload failed")
+
+    salvages: list[str] = []
+
+    def disk_full(src: object, dest: object) -> None:
+        salvages.append(str(src))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    rounds = [0, 0]  # worker rounds started, ended
+    seal_rolled = store._seal_rolled
+
+    def counted() -> None:
+        rounds[0] += 1
+        seal_rolled()
+        rounds[1] += 1
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(tieredindex.store, "salvage", disk_full)
+        disk.setattr(store, "_seal_rolled", counted)
+        original = directory / "active" / f"{victim}.tix"
+        original.write_bytes(original.read_bytes()[:-100])
+        (directory / "sealed" / f"{victim}.sealed").unlink()
+        remote.down.clear()
+        store._upload_one(victim)
+        assert len(salvages) == 1, salvages
+        assert store.journal.get(victim).state is FileState.ROLLED  # type: ignore[union-attr]
+        begun = rounds[0]
+        store._wake.set()
+        wait_until(lambda: rounds[1] > begun, "a worker round after the upload")
+        assert len(salvages) == 1, "salvaged again before its backoff was over"
+        store.shutdown(timeout_s=1)

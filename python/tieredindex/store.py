@@ -313,7 +313,11 @@ class IndexStore:
         self._calls_done = threading.Condition()
         self._closing = False
         self._final_ready = threading.Event()  # set once shutdown() has its final status
-        self._retry_after: dict[str, float] = {}
+        self._retry_after: dict[str, float] = {}  # uploads: a failed file's next try
+        # Salvages the disk failed: the next try. Apart from the uploads' (an
+        # upload that ends in a failed salvage returns normally, and its
+        # success clears its own backoff, not this one).
+        self._salvage_after: dict[str, float] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._progress = threading.Condition()
@@ -436,6 +440,7 @@ class IndexStore:
             self._bad_remote.clear()
             self._leaky.clear()
             self._retry_after.clear()
+            self._salvage_after.clear()
             self._withheld.clear()
         for f in files:
             with contextlib.suppress(Exception):
@@ -807,6 +812,7 @@ class IndexStore:
         with self._state_lock:
             self._unsealed.pop(rec.file_id, None)
             self._retry_after.pop(rec.file_id, None)
+            self._salvage_after.pop(rec.file_id, None)
             self._withheld.pop(rec.file_id, None)
             self._bad[rec.file_id] = why
         _LOG.error("file %s quarantined: %s", rec.file_id, why)
@@ -821,7 +827,7 @@ class IndexStore:
         pause = self.config.reconcile_interval_s if self._deadline is None else 0.05
         with self._state_lock:
             f = self._unsealed.pop(file_id, None)
-            self._retry_after[file_id] = time.monotonic() + pause
+            self._salvage_after[file_id] = time.monotonic() + pause
             self._withheld[file_id] = why
         if f is not None:
             with contextlib.suppress(Exception):
@@ -1607,7 +1613,10 @@ class IndexStore:
         a failed upload's backoff ends sooner."""
         now = time.monotonic()
         with self._state_lock:
-            due = min((t for t in self._retry_after.values() if t > now), default=math.inf)
+            due = min(
+                (t for t in (*self._retry_after.values(), *self._salvage_after.values()) if t > now),
+                default=math.inf,
+            )
         return max(0.01, min(self.config.reconcile_interval_s, due - now))
 
     def _remote_loop(self) -> None:
@@ -1740,7 +1749,7 @@ class IndexStore:
             with self._state_lock:
                 if rec.file_id in self._preparing:
                     continue  # its file is still being made: the next round
-                if self._retry_after.get(rec.file_id, 0.0) > time.monotonic():
+                if self._salvage_after.get(rec.file_id, 0.0) > time.monotonic():
                     continue  # its salvage failed on the disk: after the pause
             current = self.journal.get(rec.file_id)
             if current is None or current.state is not FileState.ROLLED:
@@ -2375,6 +2384,7 @@ class IndexStore:
                     attempt("roll the last file", self._roll_locked, None)
             with self._state_lock:
                 self._retry_after.clear()  # the last chance: no file waits out its backoff
+                self._salvage_after.clear()
             self._wake.set()
 
             def can_progress() -> bool:

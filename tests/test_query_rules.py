@@ -691,3 +691,39 @@ def test_a_seal_round_during_a_salvage_leaves_the_salvage_alone(
     fresh.start()
     assert offsets(fresh.query("t", "k", 0, FOREVER)) == want
     fresh.shutdown()
+
+
+def test_a_salvage_the_journal_fails_is_tried_again_and_the_query_answers(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the journal too: the new file's record could not be
+    written when a query's salvage began. The sqlite3 error escaped the
+    lenient query (which must answer from the healthy files), and the damaged
+    file, withdrawn from queries, was not withheld: strict queries answered
+    without it. It is now a salvage the disk failed, like any other: the
+    query answers, strict ones raise naming the file, the salvage is tried
+    again and then every intact entry is answered."""
+    import sqlite3
+
+    store, path = store_with_entry_10_damaged(tmp_path, remote_url)
+    real_add = store.journal.add
+    full = [True]
+
+    def add(file_id: str, state: FileState, *, begin_ms: int, error: str | None = None) -> Any:
+        if full[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_add(file_id, state, begin_ms=begin_ms, error=error)
+
+    monkeypatch.setattr(store.journal, "add", add)
+    assert store.query("t", "k", 0, FOREVER) == []  # the only file is withheld
+    with pytest.raises(CorruptFileError, match=path.stem):
+        store.query("t", "k", 0, FOREVER, strict=True)
+    full[0] = False
+    wait_until(
+        lambda: store.journal.get(path.stem).state is FileState.QUARANTINED,  # type: ignore[union-attr]
+        "the salvage was tried again",
+    )
+    assert offsets(store.query("t", "k", 0, FOREVER, strict=True)) == [
+        i for i in reversed(range(20)) if i != 10
+    ]
+    assert store.shutdown(timeout_s=20).clean

@@ -801,7 +801,9 @@ class IndexStore:
             try:
                 with self._making(new_id):
                     kept, note = self._salvage_into(rec, path, new_id)
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:
+                # sqlite3: the new file's record could not be written (a
+                # full disk fails the journal too); nothing was made.
                 self._salvage_failed(rec.file_id, f"{why}; salvage failed, to be tried again: {exc}")
                 return None
             why += note

@@ -1893,3 +1893,37 @@ def test_an_upload_that_ends_in_a_failed_salvage_keeps_the_salvage_s_backoff(
         wait_until(lambda: rounds[1] > begun, "a worker round after the upload")
         assert len(salvages) == 1, "salvaged again before its backoff was over"
         store.shutdown(timeout_s=1)
+
+
+def test_the_cached_copy_of_a_file_salvaged_from_a_damaged_header_is_adopted_without_a_conflict(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A file whose static header was damaged is salvaged into a new file
+    whose header begins at the oldest entry (the begin time was in the
+    damaged header); its journal row kept the original's begin time, and its
+    manifest record said so. Once uploaded, the journal lost: the cached
+    sealed copy is adopted with its header's begin time, the manifest record
+    it would write differed, and the file went CONFLICT (every shutdown
+    unclean from then on). The row takes the sealed file's begin time."""
+    directory = tmp_path / "d"
+    store = IndexStore(directory, remote_url, small_config(capacity=1000))
+    store.start()
+    for i in range(30):
+        store.put("t", f"k{i % 3}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    store.flush()
+    crash_in_process(store)
+    (active,) = (directory / "active").glob("*.tix")
+    raw = bytearray(active.read_bytes())
+    raw[16] ^= 0x04  # the capacity, in the static header (bytes 0..28, checked by the CRC at 28)
+    active.write_bytes(bytes(raw))
+    store = IndexStore(directory, remote_url, small_config(capacity=1000))
+    assert list(store.start().salvaged.values()) == [30]
+    assert store.shutdown(timeout_s=20).clean
+    assert [p.name for p in (directory / "sealed").iterdir()]  # the cached copy
+
+    (directory / "journal.db").unlink()  # lost
+    store = IndexStore(directory, remote_url, small_config(capacity=1000))
+    store.start()
+    shut = store.shutdown(timeout_s=20)
+    assert shut.clean, shut
+    assert not Journal(directory / "journal.db").files([FileState.CONFLICT])

@@ -1810,6 +1810,11 @@ class IndexStore:
             crc32c=sealed.crc32c,
             min_ms=sealed.min_timestamp_ms,
             max_ms=sealed.end_ms,
+            # The file's own begin time, which the manifest record carries:
+            # a salvage from a damaged header began the new file at its
+            # oldest entry, and a sealed copy adopted without its row is
+            # recorded with this one (the record it writes must be the same).
+            begin_ms=sealed.begin_ms,
             error=None,
         )
         fault_point("seal.after_journal")

@@ -1039,7 +1039,11 @@ def test_a_record_of_a_file_never_made_does_not_hold_back_the_rest(tmp_path: Pat
             store.put("orders", "k", queue_id=0, offset=0, size=0, timestamp_ms=1_000)
     (stuck,) = store.journal.files()
     assert stuck.state is FileState.ACTIVE
-    store.journal.add("0000000000001-0000000a", FileState.ROLLED, begin_ms=1)  # rolled, never made
+    # Rolled, never made: noted as being created, as every new record is
+    # until its file is (one with no note and no file lost its entries).
+    store.journal.add(
+        "0000000000001-0000000a", FileState.ROLLED, begin_ms=1, error=store_module.CREATING_NOTE
+    )
     time.sleep(store_module.CREATE_RETRY_S)
     model = fill(store, 50)  # three files
     wait_until(lambda: store.journal.get(stuck.file_id) is None, "the stuck record was removed")
@@ -1927,3 +1931,33 @@ def test_the_cached_copy_of_a_file_salvaged_from_a_damaged_header_is_adopted_wit
     shut = store.shutdown(timeout_s=20)
     assert shut.clean, shut
     assert not Journal(directory / "journal.db").files([FileState.CONFLICT])
+
+
+def test_a_damaged_file_gone_while_it_waits_for_its_salvage_is_reported_lost(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A damaged file waits for its salvage (the disk failed the first), and
+    is deleted meanwhile. The worker's seal took it for a file never made:
+    EMPTY, its entries lost without a word, and strict queries kept raising
+    for a file that no longer was. As at start: quarantined, reported."""
+    model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
+
+    def disk_full(src: object, dest: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(tieredindex.store, "salvage", disk_full)
+        store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
+        store.start()
+        key = next(iter(model))
+        with pytest.raises(CorruptFileError, match=damaged):
+            store.query("orders", key, 0, FOREVER, 10_000, strict=True)
+        (tmp_path / "d" / "active" / f"{damaged}.tix").unlink()
+        wait_until(
+            lambda: store.journal.get(damaged).state is not FileState.ROLLED,  # type: ignore[union-attr]
+            "the worker's seal found it gone",
+        )
+    assert store.journal.get(damaged).state is FileState.QUARANTINED  # type: ignore[union-attr]
+    assert damaged in store.status().quarantined
+    store.query("orders", key, 0, FOREVER, 10_000, strict=True)  # nothing withheld any more
+    assert store.shutdown(timeout_s=20).clean

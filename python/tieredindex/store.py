@@ -1767,8 +1767,13 @@ class IndexStore:
         if f is None:
             path = self._active_path(rec.file_id)
             if not path.exists():
-                # As recovery treats it: no put can have reached a file that
-                # is not there (its creation failed, or it was deleted).
+                if not (rec.error or "").startswith((SALVAGE_TARGET_NOTE, CREATING_NOTE)):
+                    # As recovery treats it: a file that was made (a damaged
+                    # one waiting for its salvage, say) and is gone lost its
+                    # entries: reported, and no longer withheld.
+                    self._quarantine_and_salvage(rec, "file missing: its entries are lost")
+                    return
+                # Its creation failed or was cut short: no put reached it.
                 self.journal.transition(rec.file_id, FileState.EMPTY, error="no such file to seal")
                 return
             try:

@@ -119,10 +119,11 @@ def test_status_during_the_close_gives_the_final_status(
     recording = threading.Event()
     real_set_meta = store.journal.set_meta
 
-    def slow_record(*args: Any) -> None:
-        recording.set()
-        time.sleep(0.3)  # shutdown is past the close of calls, the journal still open
-        real_set_meta(*args)
+    def slow_record(key: str, value: str) -> None:
+        if key == "last_shutdown":  # the shutdown's own record (the claim writes one too)
+            recording.set()
+            time.sleep(0.3)  # shutdown is past the close of calls, the journal still open
+        real_set_meta(key, value)
 
     monkeypatch.setattr(store.journal, "set_meta", slow_record)
     statuses: list[Any] = []

@@ -188,6 +188,22 @@ def _check_flag(name: str, value: object) -> bool:
     return value
 
 
+def _sealed_fields(sealed: SealedIndex) -> dict[str, int]:
+    """What the journal records of a sealed copy (its manifest record is
+    made of it). The begin time is the file's own: a salvage from a damaged
+    header began the new file at its oldest entry, and a sealed copy adopted
+    without its row is recorded from its header (the record it writes must
+    be the same)."""
+    return {
+        "count": sealed.count,
+        "size": sealed.size,
+        "crc32c": sealed.crc32c,
+        "min_ms": sealed.min_timestamp_ms,
+        "max_ms": sealed.end_ms,
+        "begin_ms": sealed.begin_ms,
+    }
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -691,15 +707,7 @@ class IndexStore:
             return False
         if why is None:
             self.journal.add(file_id, FileState.ROLLED, begin_ms=sealed.begin_ms)
-            self.journal.transition(
-                file_id,
-                FileState.SEALED,
-                count=sealed.count,
-                size=sealed.size,
-                crc32c=sealed.crc32c,
-                min_ms=sealed.min_timestamp_ms,
-                max_ms=sealed.end_ms,
-            )
+            self.journal.transition(file_id, FileState.SEALED, **_sealed_fields(sealed))
             _LOG.warning("file %s: a sealed copy with no journal record, adopted for upload", file_id)
             return True
         why = f"a sealed copy with no journal record failed verification: {why}"
@@ -1807,21 +1815,7 @@ class IndexStore:
             dest.unlink(missing_ok=True)
             self._active_path(rec.file_id).unlink(missing_ok=True)
             return
-        self.journal.transition(
-            rec.file_id,
-            FileState.SEALED,
-            count=sealed.count,
-            size=sealed.size,
-            crc32c=sealed.crc32c,
-            min_ms=sealed.min_timestamp_ms,
-            max_ms=sealed.end_ms,
-            # The file's own begin time, which the manifest record carries:
-            # a salvage from a damaged header began the new file at its
-            # oldest entry, and a sealed copy adopted without its row is
-            # recorded with this one (the record it writes must be the same).
-            begin_ms=sealed.begin_ms,
-            error=None,
-        )
+        self.journal.transition(rec.file_id, FileState.SEALED, **_sealed_fields(sealed), error=None)
         fault_point("seal.after_journal")
         with self._state_lock:
             self._sealed[rec.file_id] = sealed

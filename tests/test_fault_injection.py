@@ -159,6 +159,14 @@ def test_lost_create_multipart_answer_leaves_no_upload_open(
     check.shutdown()
 
 
+def listing_denied(self: S3Remote) -> list[object]:
+    """ListMultipartUploads as credentials without s3:ListBucketMultipartUploads get it."""
+    from botocore.exceptions import ClientError
+
+    error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+    raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
+
+
 def test_a_denied_listing_of_uploads_does_not_hold_back_a_leaky_upload(
     tmp_path: Path, moto_server: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,16 +177,10 @@ def test_a_denied_listing_of_uploads_does_not_hold_back_a_leaky_upload(
     for ever (each retry sent the whole object again to get a 412). The file
     is uploaded; the upload left open is there for a listing that is
     allowed (verify(), a later start) to find and abort."""
-    from botocore.exceptions import ClientError
-
-    def denied(self: S3Remote) -> list[object]:
-        error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
-        raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
-
     server = moto_server
     url = f"s3://{server.bucket}/denied-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
     with monkeypatch.context() as patch, NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
-        patch.setattr(S3Remote, "list_multipart_uploads", denied)
+        patch.setattr(S3Remote, "list_multipart_uploads", listing_denied)
         store = IndexStore(tmp_path / "d", url, faulty_config(proxy.endpoint_url, multipart_threshold=1))
         store.start()
         for i in range(20):
@@ -206,15 +208,9 @@ def test_a_denied_listing_of_uploads_does_not_hold_back_reconciliation(
     so the store never counted as reconciled and retention (which waits for
     it) never ran. A refusal for good is reported and reconciliation goes
     on; a transient failure is still tried again (other tests)."""
-    from botocore.exceptions import ClientError
-
-    def denied(self: S3Remote) -> list[object]:
-        error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
-        raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
-
     server = moto_server
     url = f"s3://{server.bucket}/denied-start-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
-    monkeypatch.setattr(S3Remote, "list_multipart_uploads", denied)
+    monkeypatch.setattr(S3Remote, "list_multipart_uploads", listing_denied)
     config = small_config(endpoint_url=server.endpoint_url, retention_s=3600)  # type: ignore[attr-defined]
     earlier = IndexStore(tmp_path / "d", url, config)
     earlier.start()

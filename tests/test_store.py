@@ -43,6 +43,11 @@ from store_helpers import (
 )
 
 
+def disk_full(*args: object, **kwargs: object) -> None:
+    """Stands in for a call that writes to a full disk."""
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def fill(store: IndexStore, n: int, *, topic: str = "orders", keys: int = 7, t0: int = 1_000) -> dict:
     """Puts n messages; returns the model: key -> list of (queue_id, offset, size, ts)."""
     model: dict[str, list[tuple[int, int, int, int]]] = {}
@@ -820,15 +825,11 @@ def test_a_file_that_cannot_be_created_leaves_nothing_pending(tmp_path: Path, re
     """A full disk at the creation of a new file fails that put, and its
     journal record ends EMPTY: a later shutdown neither waits for it nor
     reports it pending."""
-    import errno
 
     import tieredindex.store as store_module
 
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
-
-    def disk_full(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.MonkeyPatch.context() as disk:
         disk.setattr(store_module.IndexFile, "create", disk_full)
@@ -1480,9 +1481,6 @@ def test_a_salvage_failing_on_the_disk_is_tried_again_not_quarantined(
     is pending, and once there is room the salvage is done."""
     model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
 
-    def disk_full(src: object, dest: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     with pytest.MonkeyPatch.context() as disk:
         disk.setattr(tieredindex.store, "salvage", disk_full)
         store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40))
@@ -1828,9 +1826,6 @@ def test_a_strict_query_raises_while_a_salvage_the_disk_failed_withholds_a_file(
     without it, the file being reported)."""
     model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
 
-    def disk_full(src: object, dest: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     with pytest.MonkeyPatch.context() as disk:
         disk.setattr(tieredindex.store, "salvage", disk_full)
         store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40, reconcile_interval_s=3600))
@@ -1941,9 +1936,6 @@ def test_a_damaged_file_gone_while_it_waits_for_its_salvage_is_reported_lost(
     EMPTY, its entries lost without a word, and strict queries kept raising
     for a file that no longer was. As at start: quarantined, reported."""
     model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
-
-    def disk_full(src: object, dest: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.MonkeyPatch.context() as disk:
         disk.setattr(tieredindex.store, "salvage", disk_full)

@@ -811,13 +811,30 @@ def test_s3_unreachable_endpoint_is_retried_then_remote_error() -> None:
     r.close()
 
 
+@contextlib.contextmanager
+def s3_remote_served_by(handler: type) -> Iterator[S3Remote]:
+    """An S3Remote whose endpoint is a plain HTTP server on 127.0.0.1 with
+    ``handler`` (a ``BaseHTTPRequestHandler``): answers moto never gives."""
+    import socketserver
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    r = S3Remote("bucket", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        yield r
+    finally:
+        r.close()
+        server.shutdown()
+        server.server_close()
+
+
 def test_s3_get_takes_a_chunked_body_and_refuses_one_cut_short(_fake_aws_env: None) -> None:
     """A GET answered with Transfer-Encoding: chunked has no Content-Length
     (a proxy or an S3-compatible store may send it so). Its chunks say where
     the body ends, so a whole one is the object, not a truncated response;
     one cut short is still an error, and a retryable one."""
     import http.server
-    import socketserver
 
     body = blob(3000)
     cut = threading.Event()
@@ -841,21 +858,13 @@ def test_s3_get_takes_a_chunked_body_and_refuses_one_cut_short(_fake_aws_env: No
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    r = S3Remote("bucket", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
-    try:
+    with s3_remote_served_by(Handler) as r:
         assert r.get("k") == body
         assert r.get_range("k", 0, len(body)) == body
         cut.set()
         with pytest.raises(Exception) as info:
             r.get("k")
         assert classify(info.value) == "retry"
-    finally:
-        r.close()
-        server.shutdown()
-        server.server_close()
 
 
 def test_s3_ranged_get_from_a_server_that_ignores_range(_fake_aws_env: None) -> None:
@@ -864,7 +873,6 @@ def test_s3_ranged_get_from_a_server_that_ignores_range(_fake_aws_env: None) -> 
     taken from it; the whole object served as the range failed the
     fetcher's block checks, twice, and the file was quarantined."""
     import http.server
-    import socketserver
 
     body = blob(3000)
 
@@ -881,18 +889,10 @@ def test_s3_ranged_get_from_a_server_that_ignores_range(_fake_aws_env: None) -> 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    r = S3Remote("bucket", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
-    try:
+    with s3_remote_served_by(Handler) as r:
         assert r.get_range("k", 100, 1100) == body[100:1100]
         assert r.get_range("k", 2900, 3500) == body[2900:]  # past the end: what there is
         assert r.get("k") == body
-    finally:
-        r.close()
-        server.shutdown()
-        server.server_close()
 
 
 # --------------------------------------------------------------------------

@@ -147,16 +147,23 @@ def test_lost_create_multipart_answer_leaves_no_upload_open(
         store.start()
         for i in range(20):
             store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-        proxy.set_faults({}, match=r"^POST .*/index/.*\?uploads")
-        proxy.inject_next(fault, 1)
-        report = store.shutdown(timeout_s=30)
+        report = shutdown_after_one_fault(store, proxy, fault, r"^POST .*/index/.*\?uploads")
         assert report.clean, report
-        assert proxy.counters()["faults"].get(fault) == 1
     check = IndexStore(tmp_path / "check", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
     check.start()
     assert check.remote.list_multipart_uploads() == []
     assert check.verify(deep=True).ok
     check.shutdown()
+
+
+def shutdown_after_one_fault(store: IndexStore, proxy: NetProxy, fault: str, match: str) -> ShutdownReport:
+    """Injects ``fault`` into the next request matching ``match``, shuts the
+    store down, and checks the fault was met (once)."""
+    proxy.set_faults({}, match=match)
+    proxy.inject_next(fault, 1)
+    report = store.shutdown(timeout_s=30)
+    assert proxy.counters()["faults"].get(fault) == 1
+    return report
 
 
 def listing_denied(self: S3Remote) -> list[object]:
@@ -185,10 +192,7 @@ def test_a_denied_listing_of_uploads_does_not_hold_back_a_leaky_upload(
         store.start()
         for i in range(20):
             store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-        proxy.set_faults({}, match=r"^POST .*/index/.*\?uploads")
-        proxy.inject_next("truncate", 1)
-        report = store.shutdown(timeout_s=30)
-        assert proxy.counters()["faults"].get("truncate") == 1
+        report = shutdown_after_one_fault(store, proxy, "truncate", r"^POST .*/index/.*\?uploads")
     assert report.clean, report
     (file_id,) = report.uploaded
     check = IndexStore(tmp_path / "d", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
@@ -269,10 +273,7 @@ def test_an_upload_damaged_on_the_way_is_caught_and_redone(
         store.start()
         for i in range(40):
             store.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-        proxy.set_faults({}, match=r"^PUT .*/index/")
-        proxy.inject_next("flip", 1)
-        report = store.shutdown(timeout_s=30)
-        assert proxy.counters()["faults"].get("flip") == 1
+        report = shutdown_after_one_fault(store, proxy, "flip", r"^PUT .*/index/")
     assert report.clean, report
     (file_id,) = report.uploaded
     remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
@@ -362,13 +363,8 @@ def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
         store.start()
         for i in range(40):
             store.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-        proxy.set_faults({}, match=r"^PUT .*/index/")
-        proxy.inject_next("flip", 1)
-        faults.arm("upload.after_put:raise")
-        try:
-            report = store.shutdown(timeout_s=30)
-        finally:
-            faults.arm("")
+        with faults.armed("upload.after_put:raise"):
+            report = shutdown_after_one_fault(store, proxy, "flip", r"^PUT .*/index/")
     assert report.clean, report
     (file_id,) = report.uploaded
     remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
@@ -407,11 +403,8 @@ def _retried_after_the_manifest_record(
     remote.delete = deleting  # type: ignore[method-assign]
     for i in range(40):
         store.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-    faults.arm("manifest.after_write:raise")
-    try:
+    with faults.armed("manifest.after_write:raise"):
         report = store.shutdown(timeout_s=30)
-    finally:
-        faults.arm("")
     (file_id,) = report.uploaded or report.pending
     return url, report, file_id, reads, deleted
 

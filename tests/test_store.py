@@ -727,15 +727,12 @@ def test_verify_leaves_the_object_of_an_upload_that_will_resume(tmp_path: Path, 
     store = IndexStore(tmp_path / "d", remote_url, small_config(reconcile_interval_s=30.0))
     store.start()
     model = fill(store, 10)
-    faults.arm("upload.after_put:raise")
-    try:
+    with faults.armed("upload.after_put:raise"):
         store.seal()
         deadline = time.monotonic() + 20
         while "InjectedFault" not in (store.status().last_error or ""):
             assert time.monotonic() < deadline, store.status()
             time.sleep(0.01)
-    finally:
-        faults.arm("")
     remote = open_remote(remote_url)
     (obj,) = remote.list(DATA_PREFIX)
     assert remote.list(MANIFEST_PREFIX) == []
@@ -897,6 +894,19 @@ def test_retention_runs_after_a_restart_with_nothing_to_upload(tmp_path: Path, r
     assert again.shutdown(timeout_s=20).clean
 
 
+def old_and_new_file_uploaded(directory: Path, remote_url: str) -> int:
+    """A store that uploaded two files, key "old" two hours old and key
+    "new" now, and shut down; returns now (ms)."""
+    now = int(time.time() * 1000)
+    store = IndexStore(directory, remote_url, small_config())
+    store.start()
+    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)
+    store.seal()
+    store.put("t", "new", queue_id=0, offset=2, size=1, timestamp_ms=now)
+    assert store.shutdown(timeout_s=20).clean
+    return now
+
+
 @pytest.mark.usefixtures("prompt_retention")
 def test_retention_finishes_a_deletion_cut_short(tmp_path: Path, remote_url: str) -> None:
     """Retention deletes an expired file's manifest record, then its object.
@@ -904,13 +914,7 @@ def test_retention_finishes_a_deletion_cut_short(tmp_path: Path, remote_url: str
     catalog refresh), the record is gone, so the catalog no longer lists the
     file: the object and the journal row stayed for ever. The journal still
     knows the file: the next round finishes from there."""
-    now = int(time.time() * 1000)
-    store = IndexStore(tmp_path / "d", remote_url, small_config())
-    store.start()
-    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)  # two hours old
-    store.seal()
-    store.put("t", "new", queue_id=0, offset=2, size=1, timestamp_ms=now)
-    assert store.shutdown(timeout_s=20).clean
+    now = old_and_new_file_uploaded(tmp_path / "d", remote_url)
     remote = open_remote(remote_url)
     old_record = sorted(o.key for o in remote.list(MANIFEST_PREFIX))[0]
     remote.delete(old_record)  # where a retention round was cut short
@@ -1207,11 +1211,8 @@ def test_an_object_deleted_before_its_check_is_uploaded_again_not_a_conflict(
     store = IndexStore(tmp_path / "d", remote, small_config())
     store.start()
     model = fill(store, 10)
-    faults.arm("upload.after_put:raise")
-    try:
+    with faults.armed("upload.after_put:raise"):
         report = store.shutdown(timeout_s=20)
-    finally:
-        faults.arm("")
     assert report.clean, report
     (file_id,) = report.uploaded
     assert remote.deleted == [f"{DATA_PREFIX}{file_id}.tix"]
@@ -1550,13 +1551,7 @@ def test_retention_goes_by_the_remote_record_not_the_journal_row(tmp_path: Path,
     seconds old. The file's own manifest record decides."""
     import sqlite3
 
-    now = int(time.time() * 1000)
-    store = IndexStore(tmp_path / "d", remote_url, small_config())
-    store.start()
-    store.put("t", "old", queue_id=0, offset=1, size=1, timestamp_ms=now - 7_200_000)  # two hours old
-    store.seal()
-    store.put("t", "new", queue_id=0, offset=2, size=1, timestamp_ms=now)
-    assert store.shutdown(timeout_s=20).clean
+    now = old_and_new_file_uploaded(tmp_path / "d", remote_url)
     db = sqlite3.connect(tmp_path / "d" / "journal.db")
     with db:
         db.execute("UPDATE files SET max_ms = max_ms - (1 << 40) WHERE max_ms = ?", (now,))

@@ -11,9 +11,11 @@ the point is reached. Unarmed points cost one dict lookup.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 ENV_VAR = "TIEREDINDEX_FAULTS"
 
@@ -71,6 +73,16 @@ def arm(spec: str) -> None:
     with _lock:
         _armed = _parse(spec)
         _hits.clear()
+
+
+@contextlib.contextmanager
+def armed(spec: str) -> Iterator[None]:
+    """Arms ``spec`` for the block, then disarms every point (tests in-process)."""
+    arm(spec)
+    try:
+        yield
+    finally:
+        arm("")
 
 
 def fault_point(name: str) -> None:

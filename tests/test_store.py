@@ -1948,3 +1948,107 @@ def test_a_damaged_file_gone_while_it_waits_for_its_salvage_is_reported_lost(
     assert damaged in store.status().quarantined
     store.query("orders", key, 0, FOREVER, 10_000, strict=True)  # nothing withheld any more
     assert store.shutdown(timeout_s=20).clean
+
+
+def _elsewhere(remote_url: str, tmp_path: Path) -> str:
+    """Another, empty remote on the same back end: a mistyped URL."""
+    if remote_url.startswith("file:"):
+        return (tmp_path / "mistyped").as_uri()
+    return remote_url.rstrip("/") + "-mistyped/"
+
+
+def _check_refused_then_back(tmp_path: Path, remote_url: str, away: Any, back: Any) -> None:
+    """A store restarted on a remote that holds none of its uploaded files
+    (``away()`` makes the URL it is given) took them for expired: strict
+    queries answered without them, verify() called the remote healthy with
+    0 files, retention forgot them, and the next uploads went there. Now
+    nothing is read as expired, claimed or written there, and all of it is
+    there once the store is back on its remote (after ``back()``)."""
+    directory = tmp_path / "store"
+    config = small_config(cache_bytes=0)
+    with IndexStore(directory, remote_url, config) as store:
+        model = fill(store, 120)
+    assert [r.state for r in Journal(directory / "journal.db").files()] == [FileState.UPLOADED] * 3
+    wrong = away()
+    before = open_remote(wrong).list()
+    store = IndexStore(directory, wrong, small_config(cache_bytes=0, retention_s=1.0))
+    store.start()
+    store.put("orders", "new", queue_id=0, offset=1_000, size=1, timestamp_ms=2_000)
+    with pytest.raises(RemoteError, match="is not this store's remote") as raised:
+        store.query("orders", "k1", 0, FOREVER, strict=True)
+    assert "none of the 3 files this store uploaded" in str(raised.value)
+    # Answered from what is local (a sealed copy not evicted yet) and no error.
+    assert {tuple(e) for e in store.query("orders", "k1", 0, FOREVER)} <= set(expected(model, "k1"))
+    assert store.query("orders", "new", 0, FOREVER) != []  # local files still answer
+    with pytest.raises(RemoteError, match="is not this store's remote"):
+        store.verify(deep=False)
+    status = store.status()
+    assert "is not this store's remote" in (status.last_error or "") and not status.reconciled
+    report = store.shutdown(timeout_s=2)
+    assert not report.clean and len(report.pending) == 1
+    assert open_remote(wrong).list() == before  # no owner record, no object, no manifest record
+    assert [r.state for r in Journal(directory / "journal.db").files()].count(FileState.UPLOADED) == 3
+    back()
+    with IndexStore(directory, remote_url, config) as store:
+        assert_answers(store, model)
+    assert store.shutdown().clean
+    model.setdefault("new", []).append((0, 1_000, 1, 2_000))
+    with IndexStore(tmp_path / "fresh", remote_url, config) as fresh:
+        assert_answers(fresh, model)
+
+
+def test_a_mistyped_remote_is_refused_and_nothing_is_lost(
+    tmp_path: Path, remote_url: str, prompt_retention: None
+) -> None:
+    _check_refused_then_back(tmp_path, remote_url, lambda: _elsewhere(remote_url, tmp_path), lambda: None)
+
+
+def test_another_stores_remote_is_refused_and_nothing_is_lost(
+    tmp_path: Path, remote_url: str, prompt_retention: None
+) -> None:
+    """A URL mistyped into another store's prefix: it has an owner record,
+    another writer's, and none of this store's files."""
+    wrong = _elsewhere(remote_url, tmp_path)
+
+    def away() -> str:
+        with IndexStore(tmp_path / "other", wrong, small_config()) as other:
+            fill(other, 60, topic="payments")
+        assert other.shutdown().clean
+        return wrong
+
+    _check_refused_then_back(tmp_path, remote_url, away, lambda: None)
+
+
+def test_a_volume_not_mounted_is_refused_and_nothing_is_lost(tmp_path: Path, prompt_retention: None) -> None:
+    """file://: an empty directory in place of the remote's volume."""
+    mounted, volume = tmp_path / "remote", tmp_path / "volume"
+
+    def unmount() -> str:
+        mounted.rename(volume)
+        mounted.mkdir()
+        return mounted.as_uri()
+
+    def mount() -> None:
+        mounted.rmdir()
+        volume.rename(mounted)
+
+    _check_refused_then_back(tmp_path, mounted.as_uri(), unmount, mount)
+
+
+def test_a_remote_copied_whole_to_a_new_url_is_the_stores(tmp_path: Path, remote_url: str) -> None:
+    """Moving a store's remote (every object copied, its owner record
+    included) is not a mistake: the store goes on there."""
+    directory = tmp_path / "store"
+    config = small_config(cache_bytes=0)
+    with IndexStore(directory, remote_url, config) as store:
+        model = fill(store, 120)
+    old, new = open_remote(remote_url), open_remote(_elsewhere(remote_url, tmp_path))
+    for info in old.list():
+        body = old.get(info.key)
+        new.put_if_absent(info.key, body, size=len(body), crc32c=crc32c(body))
+    with IndexStore(directory, new.url, config) as store:
+        assert_answers(store, model)
+        store.put("orders", "new", queue_id=0, offset=1_000, size=1, timestamp_ms=2_000)
+        assert store.verify(deep=True).ok
+    assert store.shutdown().clean
+    assert len([i for i in new.list(MANIFEST_PREFIX)]) == 4

@@ -341,6 +341,9 @@ class IndexStore:
         self._claimed = False
         self._claim_lock = threading.Lock()
         self._refused: tuple[float, str] | None = None
+        # The remote holds what this store uploaded (_confirm_remote): once
+        # seen, for the rest of its life.
+        self._remote_confirmed = False
         self._reconciled = False
         self._catalog_loaded_at: float | None = None
         # One catalog load at a time: a first query and the worker's start-up
@@ -1187,6 +1190,11 @@ class IndexStore:
                         if strict:
                             raise CorruptFileError(f"{view.name}: object missing: {exc}") from exc
                         continue
+                    if isinstance(verdict, RemoteError):  # the remote is not this store's
+                        self._record_error(verdict)
+                        if strict:
+                            raise verdict from exc
+                        continue
                 self._record_error(exc)
                 if strict:
                     raise
@@ -1195,12 +1203,14 @@ class IndexStore:
                     self._access[file_id] = time.monotonic()
         return batches
 
-    def _object_missing(self, file_id: str, view: RemoteIndexFile, exc: RemoteError) -> str:
+    def _object_missing(self, file_id: str, view: RemoteIndexFile, exc: RemoteError) -> str | RemoteError:
         """A remote file's object was not found. If its manifest record is
         gone too, retention expired it meanwhile: forgotten, no error (its
-        entries are past retention): "expired". Otherwise the object is
-        missing: the file is quarantined: "missing". "unknown" when the
-        record could not be looked at (the read's error stands)."""
+        entries are past retention): "expired", unless the remote is not
+        this store's (_confirm_remote): that error, the file kept. Otherwise
+        the object is missing: the file is quarantined: "missing".
+        "unknown" when the record could not be looked at (the read's error
+        stands)."""
         mkey = manifest_key(file_id)
         try:
             still_listed = self._read_call(partial(self.remote.head, mkey), f"head {mkey}") is not None
@@ -1208,6 +1218,10 @@ class IndexStore:
             self._record_error(head_exc)
             return "unknown"
         if not still_listed:
+            try:
+                self._confirm_remote(reading=True)
+            except RemoteError as not_ours:
+                return not_ours
             with self._state_lock:
                 self._remote_files.pop(file_id, None)
                 self._remote_added.pop(file_id, None)
@@ -1408,6 +1422,7 @@ class IndexStore:
             self._note_file_id(file_id)
         self._ids_listed.set()
         present: set[str] = {file_id for _, file_id in files}
+        self._confirm_remote(present)
 
         def to_read(file_id: str) -> tuple[bool, RemoteQuarantine | None] | None:
             """(known, its quarantine) if the file's record is to be read:
@@ -1727,6 +1742,7 @@ class IndexStore:
     def _claim_locked(self) -> None:
         if self._claimed:
             return
+        self._confirm_remote()  # never claim (then fill) a remote that is not this store's
         if self._refused is not None and time.monotonic() - self._refused[0] < CATALOG_REFRESH_S:
             raise StoreLockedError(self._refused[1])
         body = owner_record(self._store_id)
@@ -1750,6 +1766,50 @@ class IndexStore:
                 self.journal.set_meta(REMOTE_URL_META, self.remote.url)
         except Exception as exc:  # a note for tools: the claim stands without it
             _LOG.warning("could not record the remote in the journal: %s", exc)
+
+    def _confirm_remote(self, listed: set[str] | None = None, *, reading: bool = False) -> None:
+        """Raises RemoteError when the remote holds nothing of what this
+        store uploaded: the journal has uploaded files, the manifest lists
+        none of them (``listed``: the ids it lists, if just listed) and the
+        owner record is not this store's (or there is none). A mistyped
+        URL, or a volume not mounted: read as it is, those files would be
+        taken for expired and dropped from every answer, strict ones
+        included, and the next uploads would split the store across two
+        remotes. So nothing is claimed, written or forgotten there; local
+        files wait, and every round asks again. Once confirmed, for the
+        rest of the store's life. ``reading``: for a query (its reads are
+        not cut short by a shutdown)."""
+        if self._remote_confirmed:
+            return
+        call = self._read_call if reading else self._call
+        uploaded = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+        if not uploaded or (listed is not None and uploaded & listed):
+            self._remote_confirmed = True
+            return
+        try:
+            owner: str | None = owner_of(call(partial(self.remote.get, OWNER_KEY), f"get {OWNER_KEY}"))
+        except RemoteError as exc:
+            if not _is_not_found(exc):
+                raise
+            owner = None
+        if owner != self._store_id:
+            if listed is None:  # a store may have lost its owner record, or been taken over
+                listed = {
+                    file_id
+                    for info in call(partial(self.remote.list, MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
+                    if (file_id := file_id_of_key(info.key)) is not None
+                }
+            if not uploaded & listed:
+                claimed = self.journal.get_meta(REMOTE_URL_META)
+                whose = f"it has no {OWNER_KEY}" if owner is None else f"it is writer {owner}'s"
+                raise RemoteError(
+                    f"{self.remote.url} is not this store's remote: {whose} and holds none of "
+                    f"the {len(uploaded)} files this store uploaded"
+                    + (f" to {claimed}" if claimed and claimed != self.remote.url else "")
+                    + " (a mistyped URL, or a volume not mounted?). Nothing is written to it; "
+                    "local files wait for their upload, and the store asks again every round"
+                )
+        self._remote_confirmed = True
 
     def _seal_rolled(self) -> None:
         self._forget_never_created_files()
@@ -2263,6 +2323,7 @@ class IndexStore:
             return report
 
     def _verify(self, deep: bool, repair: bool) -> VerifyReport:
+        self._confirm_remote()  # an empty remote that is not this store's is not a healthy one
         if repair:
             # Repairs write and delete: a writer's act. A reader of another
             # writer's prefix is refused (StoreLockedError), as for retention.

@@ -345,7 +345,11 @@ const I64_MAX: u64 = i64::MAX as u64;
 /// The fingerprint of a `str` (as UTF-8) or `bytes` key.
 fn key_fingerprint(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(fingerprint(s.to_str()?.as_bytes()));
+        // Hashed as UTF-8, which cannot hold a lone surrogate.
+        let text = s.to_str().map_err(|e| {
+            PyValueError::new_err(format!("key is not valid text: {}", e.value(key.py())))
+        })?;
+        return Ok(fingerprint(text.as_bytes()));
     }
     if let Ok(b) = key.cast::<PyBytes>() {
         return Ok(fingerprint(b.as_bytes()));
@@ -395,8 +399,17 @@ fn key_fingerprints(keys: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
             "keys must be a sequence of str or bytes, not a single key",
         ));
     }
-    let with_index =
-        |i: usize, r: PyResult<u64>| r.map_err(|e| PyTypeError::new_err(format!("keys[{i}]: {e}")));
+    let py = keys.py();
+    let with_index = |i: usize, r: PyResult<u64>| {
+        r.map_err(|e| {
+            let message = format!("keys[{i}]: {}", e.value(py));
+            if e.is_instance_of::<PyValueError>(py) {
+                PyValueError::new_err(message) // a str that is not valid text
+            } else {
+                PyTypeError::new_err(message)
+            }
+        })
+    };
     if let Ok(list) = keys.cast::<PyList>() {
         return list_fingerprints(list, &with_index);
     }

@@ -299,6 +299,21 @@ def test_put_batch_key_errors(tmp_path: Path) -> None:
     assert f.count == 0
 
 
+def test_a_key_that_is_not_valid_text_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    """A str with a lone surrogate has no UTF-8 to hash: it raised a bare
+    UnicodeEncodeError naming no argument (put, query), or a TypeError
+    though its type is right (put_batch)."""
+    f = make(tmp_path)
+    with pytest.raises(ValueError, match="key is not valid text"):
+        f.put("\ud800", 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="key is not valid text"):
+        f.query("\udc00x", 0, 10, 5)
+    for keys in (["a", "\ud800"], ("a", "\ud800"), iter(["a", "\ud800"])):
+        with pytest.raises(ValueError, match=r"keys\[1\]: key is not valid text"):
+            f.put_batch(keys, [0, 0], [0, 0], [0, 0], [0, 0])
+    assert f.count == 0
+
+
 def test_four_threads_putting_at_once(tmp_path: Path) -> None:
     f = make(tmp_path, slots=97, capacity=40_000)
     per_thread = 5_000

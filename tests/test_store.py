@@ -128,6 +128,20 @@ def test_bad_arguments_are_refused_by_name(tmp_path: Path) -> None:
         assert signal.getsignal(signal.SIGTERM) is handler  # refused before any handler was set
 
 
+def test_a_topic_or_key_that_is_not_valid_text_is_refused_by_name(tmp_path: Path) -> None:
+    """A lone surrogate has no UTF-8: the error named neither argument."""
+    with IndexStore(tmp_path / "d", (tmp_path / "remote").as_uri(), small_config()) as store:
+        for topic, key, name in (("t", "\ud800", "key"), ("\udc00", "k", "topic")):
+            with pytest.raises(ValueError, match=f"^{name} is not valid text"):
+                store.put(topic, key, queue_id=0, offset=0, size=1, timestamp_ms=1)
+            with pytest.raises(ValueError, match=f"^{name} is not valid text"):
+                store.query(topic, key, 0, FOREVER)
+        with pytest.raises(ValueError, match=r"^key is not valid text"):
+            store.put("t", ["ok", "\ud800"], queue_id=0, offset=0, size=1, timestamp_ms=1)
+        assert store.query("t", "ok", 0, FOREVER) == []  # nothing of the refused put
+    assert store.shutdown().clean
+
+
 def test_put_query_across_rolled_files_and_reopen(tmp_path: Path, remote_url: str) -> None:
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()

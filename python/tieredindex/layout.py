@@ -86,8 +86,15 @@ def index_key(topic: str, key: str) -> bytes:
         raise TypeError(f"key must be a str, not {type(key).__name__}")
     if not topic:
         raise ValueError("topic must not be empty")
-    t = topic.encode()
-    return len(t).to_bytes(4, "little") + t + key.encode()
+    t, k = _utf8("topic", topic), _utf8("key", key)
+    return len(t).to_bytes(4, "little") + t + k
+
+
+def _utf8(name: str, text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 for it
+        raise ValueError(f"{name} is not valid text: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import shutil
 import signal
 import threading
@@ -1521,6 +1522,37 @@ def test_a_salvage_failing_on_the_disk_is_tried_again_not_quarantined(
     assert shut.clean, shut
     assert [p.name for p in (tmp_path / "d" / "quarantine").iterdir()] == [f"{damaged}.tix"]
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
+
+
+def test_a_salvage_the_disk_keeps_failing_backs_off_and_adds_no_rows(tmp_path: Path, remote_url: str) -> None:
+    """Each failed try left an EMPTY journal row (its new file's), and tries
+    came every reconcile interval, each preallocating a full-size file: a
+    disk full for a day added a row every few seconds. Now the half-made
+    file's row is removed, and the pause doubles with each failure."""
+    model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
+    rows_before = len(Journal(tmp_path / "d" / "journal.db").files())
+    tries: list[float] = []
+
+    def full_disk_counted(*args: object, **kwargs: object) -> None:
+        tries.append(time.monotonic())
+        disk_full()
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(tieredindex.store, "salvage", full_disk_counted)
+        store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40, reconcile_interval_s=0.05))
+        store.start()
+        wait_until(lambda: len(tries) >= 4, "the salvage tried four times")
+        assert len(store.journal.files()) == rows_before
+        pauses = [later - earlier for earlier, later in itertools.pairwise(tries)]
+        # Doubling from 0.05 s: 0.05, 0.1, 0.2 at least (a constant pause
+        # gives 0.05 each time; a loaded machine only lengthens them).
+        assert pauses[2] >= 0.2 - 0.01, pauses
+    wait_until(
+        lambda: store.journal.get(damaged).state is FileState.QUARANTINED,  # type: ignore[union-attr]
+        "the salvage done once the disk has room",
+    )
+    assert_answers(store, model)
+    assert store.shutdown(timeout_s=20).clean
 
 
 @pytest.mark.parametrize("interruption", [OSError(errno.EIO, "injected I/O error"), KeyboardInterrupt()])

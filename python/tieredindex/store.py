@@ -144,6 +144,8 @@ SALVAGE_TARGET_NOTE = "salvage target of "
 # entries. A record without it whose file is missing at start lost its
 # entries (the file was deleted): reported, not taken for a creation cut short.
 CREATING_NOTE = "being created"
+# The longest pause between tries of a salvage the disk keeps failing.
+SALVAGE_PAUSE_CAP_S = 60.0
 # Journal meta: the URL of the remote this store claimed (see _claim_locked).
 REMOTE_URL_META = "remote_url"
 
@@ -334,6 +336,7 @@ class IndexStore:
         # upload that ends in a failed salvage returns normally, and its
         # success clears its own backoff, not this one).
         self._salvage_after: dict[str, float] = {}
+        self._salvage_failures: dict[str, int] = {}  # in a row: the pause doubles with each
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._progress = threading.Condition()
@@ -460,6 +463,7 @@ class IndexStore:
             self._leaky.clear()
             self._retry_after.clear()
             self._salvage_after.clear()
+            self._salvage_failures.clear()
             self._withheld.clear()
         for f in files:
             with contextlib.suppress(Exception):
@@ -781,9 +785,11 @@ class IndexStore:
             else:
                 note = ""
             salvaged = IndexFile.open(target) if kept else None
-        except OSError as exc:
+        except OSError:
+            # Never held anything: forgotten, not left EMPTY (a disk that
+            # keeps failing would add a row at every try).
             target.unlink(missing_ok=True)
-            self.journal.transition(new_id, FileState.EMPTY, error=f"salvage failed: {exc}")
+            self.journal.remove(new_id)
             raise
         if salvaged is not None:
             with self._state_lock:
@@ -826,6 +832,7 @@ class IndexStore:
             self._unsealed.pop(rec.file_id, None)
             self._retry_after.pop(rec.file_id, None)
             self._salvage_after.pop(rec.file_id, None)
+            self._salvage_failures.pop(rec.file_id, None)
             self._withheld.pop(rec.file_id, None)
             self._bad[rec.file_id] = why
         _LOG.error("file %s quarantined: %s", rec.file_id, why)
@@ -837,8 +844,14 @@ class IndexStore:
         and salvages it once its backoff is over."""
         with contextlib.suppress(Exception):  # the journal may be on the failing disk too
             self.journal.note_error(file_id, why)
-        pause = self.config.reconcile_interval_s if self._deadline is None else 0.05
         with self._state_lock:
+            failures = self._salvage_failures.get(file_id, 0) + 1
+            self._salvage_failures[file_id] = failures
+            # Each try preallocates a full-size file: on a disk that stays
+            # full, not every few seconds for as long as it lasts.
+            pause = min(SALVAGE_PAUSE_CAP_S, self.config.reconcile_interval_s * 2 ** min(failures - 1, 30))
+            if self._deadline is not None:
+                pause = 0.05  # the shutdown's last chance
             f = self._unsealed.pop(file_id, None)
             self._salvage_after[file_id] = time.monotonic() + pause
             self._withheld[file_id] = why

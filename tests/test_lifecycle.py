@@ -272,6 +272,48 @@ def test_signal_handlers_of_stores_shut_down_off_the_main_thread_do_not_pile_up(
     assert "still alive" not in done.stdout
 
 
+SIGNALLED_SHUTDOWNS_WITHOUT_EXIT = """
+import gc, os, signal, sys, threading
+from tieredindex import IndexStore, StoreConfig
+import tieredindex.store
+root = sys.argv[1]
+signal.signal(signal.SIGTERM, lambda signum, frame: (print("original handler", flush=True), os._exit(0)))
+for n in range(30):
+    store = IndexStore(root + "/d", "file://" + root + "/remote", StoreConfig(shutdown_timeout_s=20))
+    store.start()
+    store.install_signal_handlers(exit=False)
+    store.put("t", "k", queue_id=0, offset=n, size=1, timestamp_ms=1_000 + n)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert store._signal_exit.done.wait(30)
+    del store
+gc.collect()
+alive = sum(isinstance(o, tieredindex.store._SignalExit) for o in gc.get_objects())
+print("alive", alive, "threads", threading.active_count(), flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+print("still alive after SIGTERM", flush=True)
+"""
+
+
+def test_signal_started_shutdowns_without_exit_do_not_pile_up(tmp_path: Path) -> None:
+    """With exit=False, a shutdown a signal started left its handler in
+    place and its atexit hook registered: each such cycle kept one more
+    link alive, and a later SIGTERM, past the new store's handler, met a
+    link whose shutdown was long over and took it for a second signal
+    (os._exit(1)) instead of reaching the application's handler. The
+    handlers of such a shutdown now retire with it, as after a call."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNALLED_SHUTDOWNS_WITHOUT_EXIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
+    # One link stays: the last store's handler, installed until a signal
+    # passes it on or another install replaces it.
+    assert "alive 1 threads 1\n" in done.stdout, done.stdout
+    assert done.stdout.endswith("original handler\n"), done.stdout
+
+
 def test_status_in_flight_keeps_the_journal_open(
     tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2596,6 +2596,13 @@ class IndexStore:
                 clean = False
             if exit:
                 exiting.code = 0 if clean else 1
+            else:
+                # No exit follows: retire as after a call (off the main
+                # thread, so the handlers pass signals on and the next
+                # install skips them), or each such cycle kept its link,
+                # and a later signal was taken for a second one (os._exit).
+                exiting.retired = True
+                atexit.unregister(wait_at_exit)
             exiting.done.set()
             if exit:
                 with contextlib.suppress(OSError):

@@ -800,6 +800,46 @@ def test_retention_deletes_manifest_then_object(tmp_path: Path, remote_url: str)
     assert store.shutdown().clean
 
 
+@pytest.mark.usefixtures("prompt_retention")
+def test_files_retention_deleted_leave_nothing_behind(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker runs for months, and retention deletes its files as fast as
+    it makes them: nothing of a deleted file may stay (journal row, local
+    file, the per-file maps). The footers its queries read stayed in the
+    footer cache: one per file, for good, till it held 64 MiB of them."""
+    clock = [time.time_ns() // 1_000_000]  # retention's wall clock, moved by hand
+    monkeypatch.setattr(tieredindex.store, "_now_ms", lambda: clock[0])
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=5, cache_bytes=0, retention_s=60.0))
+    store.start()
+    for i in range(100):  # 20 files
+        store.put("t", "k", queue_id=0, offset=i, size=1, timestamp_ms=clock[0])
+    store.seal()
+    wait_until(lambda: not store.status().pending_files and not store._sealed, "all uploaded, copies evicted")
+    assert len(store.query("t", "k", 0, FOREVER, 1000)) == 100  # read from the 20 remote files
+    assert len(store._footers) == 20
+    clock[0] += 61_000
+    wait_until(lambda: not store.journal.files() and not store._remote_files, "retention deleted every file")
+    wait_until(lambda: not store._expired_since, "a retention round after the deletes")
+    assert store.query("t", "k", 0, FOREVER, 1000) == []
+    left = {
+        name: len(getattr(store, name))
+        for name in (
+            "_remote_added",
+            "_access",
+            "_sealed",
+            "_kept_by_record",
+            "_retry_after",
+            "_bad",
+            "_footers",
+        )
+    }
+    assert left == dict.fromkeys(left, 0)
+    local = [p.name for sub in ("active", "sealed", "quarantine") for p in (tmp_path / "d" / sub).iterdir()]
+    assert local == []
+    assert store.shutdown().clean
+
+
 def test_shutdown_with_the_journal_unwritable_returns_a_report_and_start_finishes(
     tmp_path: Path, remote_url: str
 ) -> None:

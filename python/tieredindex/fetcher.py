@@ -41,30 +41,43 @@ keep every footer it ever read."""
 
 
 class FooterCache:
-    """The most recently used footers, up to ``max_bytes`` of them."""
+    """The most recently used footers, up to ``max_bytes`` of them, by
+    object key (one entry per object, so a deleted file's can be dropped)."""
 
     def __init__(self, max_bytes: int = FOOTER_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._footers: OrderedDict[str, tuple[SealedFooter, int]] = OrderedDict()
+        self._footers: OrderedDict[str, tuple[int, SealedFooter, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> SealedFooter | None:
+    def get(self, key: str, crc32c: int) -> SealedFooter | None:
+        """The footer of ``key``'s object whose CRC-32C is ``crc32c``: a
+        record naming other bytes under the same key never gets this one."""
         with self._lock:
             hit = self._footers.get(key)
-            if hit is None:
+            if hit is None or hit[0] != crc32c:
                 return None
             self._footers.move_to_end(key)
-            return hit[0]
+            return hit[1]
 
-    def put(self, key: str, footer: SealedFooter, nbytes: int) -> None:
+    def put(self, key: str, crc32c: int, footer: SealedFooter, nbytes: int) -> None:
         with self._lock:
-            old = self._footers.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._footers[key] = (footer, nbytes)
+            self._discard_locked(key)
+            self._footers[key] = (crc32c, footer, nbytes)
             self._bytes += nbytes
             self._trim()
+
+    def discard(self, key: str) -> None:
+        """Forgets ``key``'s footer: its object was deleted (retention) or
+        left the catalog. Kept, it would stay until the budget pushed it
+        out: one per file for good, with small files."""
+        with self._lock:
+            self._discard_locked(key)
+
+    def _discard_locked(self, key: str) -> None:
+        old = self._footers.pop(key, None)
+        if old is not None:
+            self._bytes -= old[2]
 
     def clear(self) -> None:
         with self._lock:
@@ -78,7 +91,7 @@ class FooterCache:
 
     def _trim(self) -> None:
         while self._bytes > self.max_bytes and len(self._footers) > 1:  # the newest always stays
-            _, (_, dropped) = self._footers.popitem(last=False)
+            _, (_, _, dropped) = self._footers.popitem(last=False)
             self._bytes -= dropped
 
     @property
@@ -117,21 +130,19 @@ class RemoteIndexFile:
 
     def footer(self) -> SealedFooter:
         with self._lock:
-            # keyed by the object and its checksum: a record naming other
-            # bytes under the same key never gets this footer
-            cache_key = f"{self.record.key}#{self.record.crc32c:08x}"
-            footer = self._footers.get(cache_key)
+            footer = self._footers.get(self.record.key, self.record.crc32c)
             if footer is None:
                 footer = self._load_footer()
-                self._footers.put(cache_key, footer, self.record.size - footer.data_len)
+                self._footers.put(
+                    self.record.key, self.record.crc32c, footer, self.record.size - footer.data_len
+                )
             return footer
 
     def _read_footer_again(self) -> SealedFooter:
         """The footer read from the object, not the cache (which it replaces)."""
         with self._lock:
             footer = self._load_footer()
-            cache_key = f"{self.record.key}#{self.record.crc32c:08x}"
-            self._footers.put(cache_key, footer, self.record.size - footer.data_len)
+            self._footers.put(self.record.key, self.record.crc32c, footer, self.record.size - footer.data_len)
             return footer
 
     def _load_footer(self) -> SealedFooter:

@@ -1238,6 +1238,7 @@ class IndexStore:
             with self._state_lock:
                 self._remote_files.pop(file_id, None)
                 self._remote_added.pop(file_id, None)
+            self._footers.discard(data_key(file_id))
             _LOG.info("file %s: expired while being read; forgotten", file_id)
             return "expired"
         _LOG.error("file %s: its object is missing and the file is quarantined: %s", file_id, exc)
@@ -1485,6 +1486,7 @@ class IndexStore:
                 self._remote_files.pop(fid, None)
                 self._remote_added.pop(fid, None)
         for fid in gone:
+            self._footers.discard(data_key(fid))
             if fid in self._bad_remote:
                 self._release_remote(fid)
         self._catalog_loaded_at = time.monotonic()
@@ -2231,6 +2233,7 @@ class IndexStore:
                         self._sealed[file_id] = cached
                 raise
             self._sealed_path(file_id).unlink(missing_ok=True)
+            self._footers.discard(key)
             self._release_remote(file_id)
             self.journal.remove(file_id)
             self._kept_by_record.pop(file_id, None)

@@ -2138,3 +2138,53 @@ def test_a_remote_copied_whole_to_a_new_url_is_the_stores(tmp_path: Path, remote
         assert store.verify(deep=True).ok
     assert store.shutdown().clean
     assert len([i for i in new.list(MANIFEST_PREFIX)]) == 4
+
+
+class _CountingRemote(SwitchableRemote):
+    """Counts the listings and HEADs asked of the remote."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__(inner)
+        self.asked: collections.Counter[str] = collections.Counter()
+
+    def list(self, prefix: str = "") -> list[Any]:
+        self.asked["list"] += 1
+        return super().list(prefix)
+
+    def head(self, key: str) -> Any:
+        self.asked["head"] += 1
+        return super().head(key)
+
+
+def test_queries_on_a_refused_remote_do_not_list_it_for_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a remote refused as not this store's, each remote file a query
+    read (missing there) asked again whether the remote was the store's: a
+    HEAD, the owner record and a listing of the whole manifest per file per
+    query, so a query cost as many listings as the store has files. The
+    refusal now stands for the queries until the next check is due."""
+    monkeypatch.setattr(tieredindex.store, "CATALOG_RETRY_S", 3600.0)  # no check falls due in the test
+    directory = tmp_path / "store"
+    with IndexStore(
+        directory, (tmp_path / "remote").as_uri(), small_config(capacity=5, cache_bytes=0)
+    ) as store:
+        for i in range(50):  # 10 files
+            store.put("orders", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    (tmp_path / "mistyped").mkdir()
+    wrong = _CountingRemote(open_remote((tmp_path / "mistyped").as_uri()))
+    # One round of upkeep (refused), then none while the queries run.
+    store = IndexStore(directory, wrong, small_config(capacity=5, cache_bytes=0, reconcile_interval_s=3600.0))
+    store.start()
+    wait_until(lambda: "is not this store's remote" in (store.status().last_error or ""), "refused")
+    wait_until(lambda: not store._sealed, "local copies evicted")
+    wrong.asked.clear()
+    for _ in range(3):
+        assert store.query("orders", "k", 0, FOREVER, 100) == []  # the files are elsewhere
+    with pytest.raises(RemoteError, match="is not this store's remote"):
+        store.query("orders", "k", 0, FOREVER, 100, strict=True)
+    # The first query's catalog load lists the manifest once; no file asks.
+    assert wrong.asked["head"] == 0 and wrong.asked["list"] <= 1, wrong.asked
+    assert [r.state for r in store.journal.files()] == [FileState.UPLOADED] * 10  # nothing forgotten
+    assert store.shutdown(timeout_s=5).clean

@@ -347,6 +347,9 @@ class IndexStore:
         # The remote holds what this store uploaded (_confirm_remote): once
         # seen, for the rest of its life.
         self._remote_confirmed = False
+        # When, and why, _confirm_remote last refused it: queries take that
+        # for CATALOG_RETRY_S rather than list the manifest for every file.
+        self._not_ours: tuple[float, str] | None = None
         self._reconciled = False
         self._catalog_loaded_at: float | None = None
         # One catalog load at a time: a first query and the worker's start-up
@@ -1224,6 +1227,13 @@ class IndexStore:
         the object is missing: the file is quarantined: "missing".
         "unknown" when the record could not be looked at (the read's error
         stands)."""
+        if self._refused_lately():
+            # Each file of each query would ask again: a HEAD, the owner
+            # record and a listing of the whole manifest, per file.
+            try:
+                self._confirm_remote(reading=True)
+            except RemoteError as not_ours:
+                return not_ours
         mkey = manifest_key(file_id)
         try:
             still_listed = self._read_call(partial(self.remote.head, mkey), f"head {mkey}") is not None
@@ -1796,6 +1806,9 @@ class IndexStore:
         not cut short by a shutdown)."""
         if self._remote_confirmed:
             return
+        if reading and self._refused_lately():
+            assert self._not_ours is not None
+            raise RemoteError(self._not_ours[1])  # the upkeep's rounds ask again
         call = self._read_call if reading else self._call
         uploaded = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
         if not uploaded or (listed is not None and uploaded & listed):
@@ -1817,14 +1830,26 @@ class IndexStore:
             if not uploaded & listed:
                 claimed = self.journal.get_meta(REMOTE_URL_META)
                 whose = f"it has no {OWNER_KEY}" if owner is None else f"it is writer {owner}'s"
-                raise RemoteError(
+                why = (
                     f"{self.remote.url} is not this store's remote: {whose} and holds none of "
                     f"the {len(uploaded)} files this store uploaded"
                     + (f" to {claimed}" if claimed and claimed != self.remote.url else "")
                     + " (a mistyped URL, or a volume not mounted?). Nothing is written to it; "
                     "local files wait for their upload, and the store asks again every round"
                 )
+                self._not_ours = (time.monotonic(), why)
+                raise RemoteError(why)
         self._remote_confirmed = True
+
+    def _refused_lately(self) -> bool:
+        """Whether _confirm_remote refused the remote less than
+        CATALOG_RETRY_S ago (and has not confirmed it since)."""
+        refused = self._not_ours
+        return (
+            not self._remote_confirmed
+            and refused is not None
+            and time.monotonic() - refused[0] < CATALOG_RETRY_S
+        )
 
     def _seal_rolled(self) -> None:
         self._forget_never_created_files()

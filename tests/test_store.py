@@ -2121,6 +2121,25 @@ def test_a_volume_not_mounted_is_refused_and_nothing_is_lost(tmp_path: Path, pro
     _check_refused_then_back(tmp_path, mounted.as_uri(), unmount, mount)
 
 
+def test_a_refused_remote_does_not_evict_the_local_copies(tmp_path: Path, remote_url: str) -> None:
+    """On a remote that holds none of its files, the store evicted its
+    local sealed copies as usual (cache_bytes): the files were then
+    answered by nothing until the store was back on its remote."""
+    directory = tmp_path / "store"
+    with IndexStore(directory, remote_url, small_config()) as store:  # keeps its sealed copies
+        model = fill(store, 120)
+    cached = sorted(p.name for p in (directory / "sealed").iterdir())
+    assert len(cached) == 3
+    store = IndexStore(directory, _elsewhere(remote_url, tmp_path), small_config(cache_bytes=0))
+    store.start()
+    wait_until(lambda: "is not this store's remote" in (store.status().last_error or ""), "the refusal")
+    store._evict_cache()  # as the worker's next round would
+    assert sorted(p.name for p in (directory / "sealed").iterdir()) == cached
+    for key in model:  # every entry still answered, from the local copies
+        assert [tuple(e) for e in store.query("orders", key, 0, FOREVER, 10_000)] == expected(model, key)
+    store.shutdown(timeout_s=2)
+
+
 def test_a_remote_copied_whole_to_a_new_url_is_the_stores(tmp_path: Path, remote_url: str) -> None:
     """Moving a store's remote (every object copied, its owner record
     included) is not a mistake: the store goes on there."""
@@ -2172,13 +2191,14 @@ def test_queries_on_a_refused_remote_do_not_list_it_for_every_file(
         for i in range(50):  # 10 files
             store.put("orders", "k", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
     assert store.shutdown().clean
+    for cached in (directory / "sealed").iterdir():  # every file answered by the remote alone
+        cached.unlink()
     (tmp_path / "mistyped").mkdir()
     wrong = _CountingRemote(open_remote((tmp_path / "mistyped").as_uri()))
     # One round of upkeep (refused), then none while the queries run.
     store = IndexStore(directory, wrong, small_config(capacity=5, cache_bytes=0, reconcile_interval_s=3600.0))
     store.start()
     wait_until(lambda: "is not this store's remote" in (store.status().last_error or ""), "refused")
-    wait_until(lambda: not store._sealed, "local copies evicted")
     wrong.asked.clear()
     for _ in range(3):
         assert store.query("orders", "k", 0, FOREVER, 100) == []  # the files are elsewhere

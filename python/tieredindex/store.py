@@ -2175,6 +2175,11 @@ class IndexStore:
             self._apply_retention(self.config.retention_s)
 
     def _evict_cache(self) -> None:
+        if not self._remote_confirmed:
+            # Not yet known to hold this store's files (_confirm_remote):
+            # it may not (a mistyped URL), and then the local copies are
+            # all that answers.
+            return
         with self._state_lock:
             candidates = list(self._sealed)
             # Reads stamp every file they touch; only sealed copies are ever

@@ -285,6 +285,18 @@ def test_an_upload_damaged_on_the_way_is_caught_and_redone(
     fresh.shutdown()
 
 
+def forty_entries_uploaded(tmp_path: Path, server: Any, name: str) -> str:
+    """The URL of a new prefix (``name`` and a unique suffix) holding a
+    store's 40 entries (keys k0 to k4, offsets 0 to 39), all uploaded."""
+    url = f"s3://{server.bucket}/{name}-{time.monotonic_ns()}/"
+    writer = IndexStore(tmp_path / "w", url, small_config(endpoint_url=server.endpoint_url))
+    writer.start()
+    for i in range(40):
+        writer.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert writer.shutdown(timeout_s=30).clean
+    return url
+
+
 def offsets_of(entries: list) -> list[int]:
     return [e.offset for e in entries]
 
@@ -297,12 +309,7 @@ def test_a_read_cut_in_its_head_is_tried_again_not_quarantined(
     success with an empty body (no Content-Length: read to EOF). It is a
     failed read, tried again; never a short object to quarantine."""
     server = moto_server
-    url = f"s3://{server.bucket}/hc-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
-    writer = IndexStore(tmp_path / "w", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
-    writer.start()
-    for i in range(40):
-        writer.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-    assert writer.shutdown(timeout_s=30).clean
+    url = forty_entries_uploaded(tmp_path, server, "hc")
     with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
         reader = IndexStore(tmp_path / "r", url, faulty_config(proxy.endpoint_url))
         proxy.set_faults({}, match=which)
@@ -323,12 +330,7 @@ def test_a_listing_cut_in_its_head_is_tried_again_not_taken_for_empty(
     for the listing, it empties the catalog (every remote file forgotten,
     every quarantine lifted) and verify finds nothing to check."""
     server = moto_server
-    url = f"s3://{server.bucket}/hcl-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
-    writer = IndexStore(tmp_path / "w", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
-    writer.start()
-    for i in range(40):
-        writer.put("t", f"k{i % 5}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
-    assert writer.shutdown(timeout_s=30).clean
+    url = forty_entries_uploaded(tmp_path, server, "hcl")
     with NetProxy(server.endpoint_url) as proxy:  # type: ignore[attr-defined]
         reader = IndexStore(tmp_path / "r", url, faulty_config(proxy.endpoint_url))
         proxy.set_faults({}, match=r"list-type=2")

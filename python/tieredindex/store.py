@@ -1438,8 +1438,7 @@ class IndexStore:
 
     def _load_catalog_once(self) -> None:
         started = time.monotonic()
-        listed = self._call(lambda: self.remote.list(MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
-        files = [(info, file_id) for info in listed if (file_id := file_id_of_key(info.key)) is not None]
+        files = self._list_manifest(self._call)
         # Every id before any record is read: start() on an empty directory
         # waits for this, so that its first file sorts after the remote's.
         for _, file_id in files:
@@ -1822,11 +1821,7 @@ class IndexStore:
             owner = None
         if owner != self._store_id:
             if listed is None:  # a store may have lost its owner record, or been taken over
-                listed = {
-                    file_id
-                    for info in call(partial(self.remote.list, MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
-                    if (file_id := file_id_of_key(info.key)) is not None
-                }
+                listed = {file_id for _, file_id in self._list_manifest(call)}
             if not uploaded & listed:
                 claimed = self.journal.get_meta(REMOTE_URL_META)
                 whose = f"it has no {OWNER_KEY}" if owner is None else f"it is writer {owner}'s"
@@ -1840,6 +1835,13 @@ class IndexStore:
                 self._not_ours = (time.monotonic(), why)
                 raise RemoteError(why)
         self._remote_confirmed = True
+
+    def _list_manifest(
+        self, call: Callable[[Callable[[], list[ObjectInfo]], str], list[ObjectInfo]]
+    ) -> list[tuple[ObjectInfo, str]]:
+        """The manifest's records, each with the file id it names."""
+        listed = call(partial(self.remote.list, MANIFEST_PREFIX), f"list {MANIFEST_PREFIX}")
+        return [(info, file_id) for info in listed if (file_id := file_id_of_key(info.key)) is not None]
 
     def _refused_lately(self) -> bool:
         """Whether _confirm_remote refused the remote less than

@@ -1595,6 +1595,28 @@ def test_a_salvage_the_disk_keeps_failing_backs_off_and_adds_no_rows(tmp_path: P
     assert store.shutdown(timeout_s=20).clean
 
 
+def test_a_new_file_made_ends_a_failed_salvage_s_pause(tmp_path: Path, remote_url: str) -> None:
+    """A salvage the disk failed waits out a pause that doubles up to a
+    minute; a full-size file made meanwhile shows the disk has room again,
+    and the salvage is tried then, not a minute later (its file's entries
+    out of every answer till then)."""
+    model, damaged = crashed_with_a_damaged_current_file(tmp_path / "d", remote_url)
+    config = small_config(capacity=40, reconcile_interval_s=60.0)  # a first pause of a minute
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(tieredindex.store, "salvage", disk_full)
+        store = IndexStore(tmp_path / "d", remote_url, config)
+        store.start()  # its salvage fails
+    assert store.journal.get(damaged).state is FileState.ROLLED  # type: ignore[union-attr]
+    store.put("orders", "new", queue_id=0, offset=1_000, size=1, timestamp_ms=2_000)  # a new file
+    wait_until(
+        lambda: store.journal.get(damaged).state is FileState.QUARANTINED,  # type: ignore[union-attr]
+        "the salvage tried again once a new file was made",
+    )
+    model.setdefault("new", []).append((0, 1_000, 1, 2_000))
+    assert_answers(store, model)
+    assert store.shutdown(timeout_s=20).clean
+
+
 @pytest.mark.parametrize("interruption", [OSError(errno.EIO, "injected I/O error"), KeyboardInterrupt()])
 def test_a_start_that_fails_in_recovery_leaves_nothing_open(
     tmp_path: Path, remote_url: str, interruption: BaseException

@@ -979,6 +979,11 @@ class IndexStore:
                 _LOG.warning("file %s: could not record that it was created", file_id, exc_info=True)
             with self._state_lock:
                 self._unsealed[file_id] = f
+                # A full-size file was just made: the disk has room again, so
+                # a salvage it failed need not sit out its pause (up to a minute).
+                if self._salvage_after:
+                    self._salvage_after.clear()
+                    self._wake.set()
             self._current = file_id
             self._current_since = time.monotonic()
             if not self._claimed:

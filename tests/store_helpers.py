@@ -13,13 +13,14 @@ from typing import Any
 from tieredindex import RetryPolicy, StoreConfig
 from tieredindex.remote import (
     LocalRemote,
-    MultipartUpload,
     ObjectInfo,
+    ObjectList,
     PutResult,
     Remote,
     RetryCall,
     S3Remote,
     Source,
+    UploadList,
 )
 
 FOREVER = 2**63 - 1
@@ -89,7 +90,7 @@ class SwitchableRemote(Remote):
         self._check()
         return self.inner.get_range(key, start, end)
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def list(self, prefix: str = "") -> ObjectList:  # as Remote spells it: list[...] means this method here
         self._check()
         return self.inner.list(prefix)
 
@@ -97,7 +98,7 @@ class SwitchableRemote(Remote):
         self._check()
         self.inner.delete(key)
 
-    def list_multipart_uploads(self) -> list[MultipartUpload]:
+    def list_multipart_uploads(self) -> UploadList:
         self._check()
         return self.inner.list_multipart_uploads()
 

@@ -50,6 +50,8 @@ def client_error(code: str, status: int, op: str = "PutObject", message: str = "
         ("GatewayTimeout", 504),
         ("TooManyRequests", 429),
         ("BadDigest", 400),
+        # MinIO's BadDigest for an x-amz-checksum-* header the body does not match
+        ("XAmzContentChecksumMismatch", 400),
         ("ConditionalRequestConflict", 409),
         ("NoSuchUpload", 404),
     ],

@@ -195,6 +195,8 @@ _TRANSIENT_CODES = frozenset(
         # damaged on the way; the operation re-reads the source and resends.
         "BadDigest",
         "XAmzContentSHA256Mismatch",
+        # MinIO's name for BadDigest on an x-amz-checksum-* header.
+        "XAmzContentChecksumMismatch",
         # 409 on a conditional write racing another write: retry the upload.
         "ConditionalRequestConflict",
         "OperationAborted",

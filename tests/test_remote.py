@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from tieredindex._native import CorruptFileError, RemoteError, crc32c
 from tieredindex.remote import (
     READS_PER_UPLOAD,
+    ConditionalWriteIgnoredError,
     KeyEscapesError,
     LocalRemote,
     ObjectNotFoundError,
@@ -1370,3 +1371,33 @@ def test_a_key_gone_between_the_412_and_its_head_is_retried_not_a_conflict(
     )
     assert result.created and remote.get("index/x.tix") == b"ours"
     remote.close()
+
+
+def test_s3_put_if_absent_check_passes_on_a_store_that_refuses_overwrites(s3_remote: S3Remote) -> None:
+    s3_remote.check_put_if_absent()
+    assert s3_remote.list() == []  # the probe object is gone again
+
+
+def test_s3_a_store_that_ignores_if_none_match_is_detected(
+    s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some S3-compatibles (older MinIO, emulators) accept ``If-None-Match: *``
+    and overwrite anyway: every put-if-absent would then replace what is
+    stored (another writer's OWNER record included) without a word. The
+    check writes a probe twice and refuses such a store."""
+
+    def ignore_condition(real: Callable[..., Any], **kw: Any) -> Any:
+        kw.pop("IfNoneMatch", None)
+        return real(**kw)
+
+    wrap_client(monkeypatch, s3_remote, "put_object", ignore_condition)
+    with pytest.raises(ConditionalWriteIgnoredError, match=re.escape(s3_remote.url)) as caught:
+        s3_remote.check_put_if_absent()
+    assert classify(caught.value) == "fatal"
+    assert s3_remote.list() == []
+
+
+def test_a_file_remote_needs_no_put_if_absent_check(tmp_path: Path) -> None:
+    remote = LocalRemote(tmp_path / "remote")
+    remote.check_put_if_absent()
+    assert remote.list() == []

@@ -2230,3 +2230,40 @@ def test_queries_on_a_refused_remote_do_not_list_it_for_every_file(
     assert wrong.asked["head"] == 0 and wrong.asked["list"] <= 1, wrong.asked
     assert [r.state for r in store.journal.files()] == [FileState.UPLOADED] * 10  # nothing forgotten
     assert store.shutdown(timeout_s=5).clean
+
+
+def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
+    tmp_path: Path, moto_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An S3-compatible that accepts If-None-Match: * and overwrites anyway
+    would let the claim replace another writer's OWNER record (and then
+    both write the prefix). The store checks the condition first, refuses
+    to write, and says why."""
+    import uuid
+
+    from tieredindex.layout import owner_record
+    from tieredindex.remote import S3Remote
+
+    remote = S3Remote(
+        moto_server.bucket, f"inm-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server.endpoint_url
+    )
+    theirs = owner_record("another-writer")
+    remote.put_if_absent(OWNER_KEY, theirs, size=len(theirs), crc32c=crc32c(theirs))
+    real_put = remote.client.put_object
+    monkeypatch.setattr(
+        remote.client,
+        "put_object",
+        lambda **kw: real_put(**{k: v for k, v in kw.items() if k != "IfNoneMatch"}),
+    )
+    store = IndexStore(tmp_path / "d", remote, small_config())
+    store.start()
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    wait_until(lambda: "If-None-Match" in (store.status().last_error or ""), "the check refused the store")
+    report = store.shutdown(timeout_s=2)
+    assert not report.clean and report.pending
+    stored = moto_server.client.list_objects_v2(Bucket=moto_server.bucket, Prefix=remote.prefix)
+    # Nothing of this store's went up (a probe may still be in flight as shutdown gives up).
+    keys = [o["Key"] for o in stored["Contents"] if ".tix-probe-" not in o["Key"]]
+    assert keys == [remote.prefix + OWNER_KEY]
+    owner = moto_server.client.get_object(Bucket=moto_server.bucket, Key=remote.prefix + OWNER_KEY)
+    assert owner["Body"].read() == theirs

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MULTIPART_THRESHOLD",
     "DEFAULT_PART_SIZE",
+    "ConditionalWriteIgnoredError",
     "KeyEscapesError",
     "LocalRemote",
     "MultipartUpload",
@@ -551,6 +552,18 @@ class ObjectVanishedError(OSError):
         self.key = key
 
 
+class ConditionalWriteIgnoredError(TieredIndexError):
+    """The store took a second ``If-None-Match: *`` put of a key: it ignores
+    the condition (older MinIO, some emulators), so every put-if-absent
+    would silently overwrite what is stored. Not retried."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"{url}: the store overwrote an object despite If-None-Match: *; "
+            "put-if-absent is not safe on it, so nothing is written"
+        )
+
+
 def _compare(key: str, existing: ObjectInfo | None, size: int, crc: int) -> PutResult:
     """The outcome of a put that found ``key`` taken, from a HEAD of it."""
     if existing is None:
@@ -639,6 +652,12 @@ class Remote(ABC):
         """Abort one unfinished upload; no error if it is already gone.
         ``key`` is taken as :meth:`list_multipart_uploads` reported it (only
         checked to stay under the prefix, as for :meth:`delete`)."""
+
+    def check_put_if_absent(self) -> None:
+        """Raise :class:`ConditionalWriteIgnoredError` if this store lets a
+        put-if-absent overwrite an object. Nothing to check by default: the
+        back end enforces it itself."""
+        self._check_open()
 
     def clock(self) -> dt.datetime:
         """The remote's time now (UTC): the clock its ``last_modified`` and
@@ -1417,6 +1436,29 @@ class S3Remote(Remote):
             if payload.size < self._threshold:
                 return self._put_single(key, full, payload, meta, cancel)
             return self._put_multipart(key, full, payload, meta, cancel, retry)
+
+    def check_put_if_absent(self) -> None:
+        """Put an empty probe object twice with ``If-None-Match: *``: the
+        second must be refused (412). A store that takes both ignores the
+        condition. The probe (a dot name, which no valid key has) is
+        deleted again."""
+        self._check_open()
+        from botocore.exceptions import ClientError
+
+        probe = f"{self._prefix}.tix-probe-{uuid.uuid4().hex}"
+        try:
+            for attempt in (1, 2):
+                try:
+                    self._client.put_object(Bucket=self._bucket, Key=probe, Body=b"", IfNoneMatch="*")
+                except ClientError as exc:
+                    code, status = _error_code(exc)
+                    if attempt == 2 and (status == 412 or code == "PreconditionFailed"):
+                        return
+                    raise
+            raise ConditionalWriteIgnoredError(self.url)
+        finally:
+            with contextlib.suppress(Exception):  # a leftover probe is an orphan, swept by verify
+                self._client.delete_object(Bucket=self._bucket, Key=probe)
 
     def _put_single(
         self,

@@ -1774,6 +1774,9 @@ class IndexStore:
         self._confirm_remote()  # never claim (then fill) a remote that is not this store's
         if self._refused is not None and time.monotonic() - self._refused[0] < CATALOG_REFRESH_S:
             raise StoreLockedError(self._refused[1])
+        # On a store that ignores If-None-Match the claim below would
+        # overwrite another writer's record, and every upload its objects.
+        self._call(self.remote.check_put_if_absent, f"check that {self.remote.url} refuses overwrites")
         body = owner_record(self._store_id)
         result = self._call(
             lambda: self.remote.put_if_absent(OWNER_KEY, body, size=len(body), crc32c=crc32c(body)),

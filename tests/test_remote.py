@@ -1390,11 +1390,22 @@ def test_s3_a_store_that_ignores_if_none_match_is_detected(
         kw.pop("IfNoneMatch", None)
         return real(**kw)
 
-    wrap_client(monkeypatch, s3_remote, "put_object", ignore_condition)
+    puts: list[str] = []
+
+    def ignore_condition_counted(real: Callable[..., Any], **kw: Any) -> Any:
+        puts.append(kw["Key"])
+        return ignore_condition(real, **kw)
+
+    wrap_client(monkeypatch, s3_remote, "put_object", ignore_condition_counted)
     with pytest.raises(ConditionalWriteIgnoredError, match=re.escape(s3_remote.url)) as caught:
         s3_remote.check_put_if_absent()
     assert classify(caught.value) == "fatal"
     assert s3_remote.list() == []
+    assert len(puts) == 2
+    # Asked again (each upload of the refused store asks): the verdict stands, no new probe.
+    with pytest.raises(ConditionalWriteIgnoredError):
+        s3_remote.check_put_if_absent()
+    assert len(puts) == 2
 
 
 def test_a_file_remote_needs_no_put_if_absent_check(tmp_path: Path) -> None:

@@ -1315,6 +1315,7 @@ class S3Remote(Remote):
         check_region(region)
         self._bucket = bucket
         self._prefix = prefix
+        self._honours_if_none_match: bool | None = None  # unknown till check_put_if_absent()
         self._threshold = _check_int("multipart_threshold", multipart_threshold, 1, 5 * 1024**3)
         self._part_size = _check_int("part_size", part_size, S3_MIN_PART_SIZE, 5 * 1024**3)
         self._concurrency = _check_int("upload_concurrency", upload_concurrency, 1, 64)
@@ -1441,8 +1442,13 @@ class S3Remote(Remote):
         """Put an empty probe object twice with ``If-None-Match: *``: the
         second must be refused (412). A store that takes both ignores the
         condition. The probe (a dot name, which no valid key has) is
-        deleted again."""
+        deleted again. Its verdict is kept: a store does not change its
+        ways while it runs, and each upload of a refused store asks."""
         self._check_open()
+        if self._honours_if_none_match is not None:
+            if not self._honours_if_none_match:
+                raise ConditionalWriteIgnoredError(self.url)
+            return
         from botocore.exceptions import ClientError
 
         probe = f"{self._prefix}.tix-probe-{uuid.uuid4().hex}"
@@ -1453,8 +1459,10 @@ class S3Remote(Remote):
                 except ClientError as exc:
                     code, status = _error_code(exc)
                     if attempt == 2 and (status == 412 or code == "PreconditionFailed"):
+                        self._honours_if_none_match = True
                         return
                     raise
+            self._honours_if_none_match = False
             raise ConditionalWriteIgnoredError(self.url)
         finally:
             with contextlib.suppress(Exception):  # a leftover probe is an orphan, swept by verify

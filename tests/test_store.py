@@ -31,7 +31,7 @@ from tieredindex import (
 )
 from tieredindex.journal import Journal
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY
-from tieredindex.remote import READS_PER_UPLOAD, Remote
+from tieredindex.remote import READS_PER_UPLOAD, PutResult, Remote
 
 from store_helpers import (
     FOREVER,
@@ -2160,6 +2160,38 @@ def test_a_refused_remote_does_not_evict_the_local_copies(tmp_path: Path, remote
     for key in model:  # every entry still answered, from the local copies
         assert [tuple(e) for e in store.query("orders", key, 0, FOREVER, 10_000)] == expected(model, key)
     store.shutdown(timeout_s=2)
+
+
+class AnswersDoneWithoutObject(SwitchableRemote):
+    """Its first put of a data object opens a multipart upload and answers
+    done without completing it: botocore takes an empty 200 answer to
+    CompleteMultipartUpload for success."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__(inner)
+        self.faked = False
+
+    def put_if_absent(self, key: str, source: Any, **kwargs: Any) -> Any:
+        if not self.faked and key.startswith(DATA_PREFIX):
+            self.faked = True
+            open_upload(self.inner, key)
+            return PutResult(created=True, identical=True)
+        return super().put_if_absent(key, source, **kwargs)
+
+
+def test_an_upload_answered_done_without_its_object_leaves_no_upload_open(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """The HEAD after it found no object and the upload was done again, but
+    the multipart upload the answered-done attempt left open stayed open
+    (until the next start's reconciliation, or for ever if the store never
+    starts again): it is now swept before the file is recorded uploaded."""
+    remote = AnswersDoneWithoutObject(open_remote(remote_url))
+    with IndexStore(tmp_path / "d", remote, small_config()) as store:
+        model = fill(store, 30)
+    assert store.shutdown().clean and remote.faked
+    assert open_remote(remote_url).list_multipart_uploads() == []
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_a_remote_copied_whole_to_a_new_url_is_the_stores(tmp_path: Path, remote_url: str) -> None:

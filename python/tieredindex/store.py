@@ -2026,7 +2026,16 @@ class IndexStore:
             return
         if result.identical:
             fault_point("upload.after_put")
-            why, info = self._verify_upload(key, size, crc, result)
+            try:
+                why, info = self._verify_upload(key, size, crc, result)
+            except RemoteError:
+                # Not there, or not checked: a put answered as done with no
+                # object behind it (botocore takes an empty 200 to
+                # CompleteMultipartUpload for success) may have left its
+                # upload open. Swept once the file is up.
+                with self._state_lock:
+                    self._leaky.add(file_id)
+                raise
         else:
             # Found taken by an object of another size or CRC-32C (the
             # store's own, for a multipart upload: what it got of the parts).

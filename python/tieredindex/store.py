@@ -1232,13 +1232,10 @@ class IndexStore:
         the object is missing: the file is quarantined: "missing".
         "unknown" when the record could not be looked at (the read's error
         stands)."""
-        if self._refused_lately():
-            # Each file of each query would ask again: a HEAD, the owner
-            # record and a listing of the whole manifest, per file.
-            try:
-                self._confirm_remote(reading=True)
-            except RemoteError as not_ours:
-                return not_ours
+        # Each file of each query would ask again: a HEAD, the owner record
+        # and a listing of the whole manifest, per file.
+        if self._refused_lately() and (refusal := self._remote_refusal()) is not None:
+            return refusal
         mkey = manifest_key(file_id)
         try:
             still_listed = self._read_call(partial(self.remote.head, mkey), f"head {mkey}") is not None
@@ -1246,10 +1243,8 @@ class IndexStore:
             self._record_error(head_exc)
             return "unknown"
         if not still_listed:
-            try:
-                self._confirm_remote(reading=True)
-            except RemoteError as not_ours:
-                return not_ours
+            if (refusal := self._remote_refusal()) is not None:
+                return refusal
             with self._state_lock:
                 self._remote_files.pop(file_id, None)
                 self._remote_added.pop(file_id, None)
@@ -1843,6 +1838,15 @@ class IndexStore:
                 self._not_ours = (time.monotonic(), why)
                 raise RemoteError(why)
         self._remote_confirmed = True
+
+    def _remote_refusal(self) -> RemoteError | None:
+        """For a query: why the remote is not taken for this store's (see
+        _confirm_remote), or None."""
+        try:
+            self._confirm_remote(reading=True)
+        except RemoteError as not_ours:
+            return not_ours
+        return None
 
     def _list_manifest(
         self, call: Callable[[Callable[[], list[ObjectInfo]], str], list[ObjectInfo]]

@@ -30,8 +30,8 @@ from tieredindex import (
     open_remote,
 )
 from tieredindex.journal import Journal
-from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY
-from tieredindex.remote import READS_PER_UPLOAD, PutResult, Remote
+from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY, PROBE_KEY_PREFIX
+from tieredindex.remote import READS_PER_UPLOAD, PutResult, Remote, S3Remote
 
 from store_helpers import (
     FOREVER,
@@ -2264,6 +2264,39 @@ def test_queries_on_a_refused_remote_do_not_list_it_for_every_file(
     assert store.shutdown(timeout_s=5).clean
 
 
+def test_verify_during_the_claims_overwrite_check_takes_its_probe_for_no_orphan(
+    tmp_path: Path, moto_server: Any
+) -> None:
+    """The claim writes a probe object (and deletes it) to check that the
+    remote refuses overwrites. A verify() listing the prefix meanwhile
+    reported it as an orphan (and with repair=True deleted it), so a
+    verify soon after a store's first put could say unhealthy."""
+    import uuid
+
+    url = f"s3://{moto_server.bucket}/probe-{uuid.uuid4().hex[:12]}/"
+    store = IndexStore(tmp_path / "d", url, small_config(endpoint_url=moto_server.endpoint_url))
+    store.start()
+    remote = store.remote
+    assert isinstance(remote, S3Remote)
+    real_check = remote.check_put_if_absent
+    seen: list[Any] = []
+
+    def check_with_a_verify_in_the_middle() -> None:
+        probe = remote.prefix + PROBE_KEY_PREFIX + "seen-by-verify"
+        remote.client.put_object(Bucket=remote.bucket, Key=probe, Body=b"")  # as the check's own probe
+        try:
+            seen.append(store.verify(deep=False))
+        finally:
+            remote.client.delete_object(Bucket=remote.bucket, Key=probe)
+        real_check()
+
+    remote.check_put_if_absent = check_with_a_verify_in_the_middle  # type: ignore[method-assign]
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    wait_until(lambda: bool(seen), "a verify ran during the check")
+    assert seen[0].ok, seen[0]
+    assert store.shutdown(timeout_s=20).clean
+
+
 def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
     tmp_path: Path, moto_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2295,7 +2328,7 @@ def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
     assert not report.clean and report.pending
     stored = moto_server.client.list_objects_v2(Bucket=moto_server.bucket, Prefix=remote.prefix)
     # Nothing of this store's went up (a probe may still be in flight as shutdown gives up).
-    keys = [o["Key"] for o in stored["Contents"] if ".tix-probe-" not in o["Key"]]
+    keys = [o["Key"] for o in stored["Contents"] if PROBE_KEY_PREFIX not in o["Key"]]
     assert keys == [remote.prefix + OWNER_KEY]
     owner = moto_server.client.get_object(Bucket=moto_server.bucket, Key=remote.prefix + OWNER_KEY)
     assert owner["Body"].read() == theirs

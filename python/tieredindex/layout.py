@@ -27,6 +27,9 @@ from typing import Any
 from tieredindex._native import crc32c
 
 OWNER_KEY = "OWNER.json"
+# Keys of the objects a store writes and deletes again before its claim, to
+# check that the remote refuses overwrites (S3Remote.check_put_if_absent).
+PROBE_KEY_PREFIX = ".tix-probe-"
 DATA_PREFIX = "index/"
 MANIFEST_PREFIX = "manifest/"
 MANIFEST_FORMAT = 1

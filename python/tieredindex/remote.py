@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tieredindex._native import CorruptFileError, TieredIndexError, crc32c
 from tieredindex.faults import fault_point
+from tieredindex.layout import PROBE_KEY_PREFIX
 from tieredindex.pool import DaemonThreadPool
 from tieredindex.retry import RetryPolicy, run_with_retry
 
@@ -1451,7 +1452,7 @@ class S3Remote(Remote):
             return
         from botocore.exceptions import ClientError
 
-        probe = f"{self._prefix}.tix-probe-{uuid.uuid4().hex}"
+        probe = f"{self._prefix}{PROBE_KEY_PREFIX}{uuid.uuid4().hex}"
         try:
             for attempt in (1, 2):
                 try:

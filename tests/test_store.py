@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import errno
 import itertools
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import tieredindex.layout
 import tieredindex.store
 from tieredindex import (
     CorruptFileError,
@@ -2270,7 +2272,8 @@ def test_verify_during_the_claims_overwrite_check_takes_its_probe_for_no_orphan(
     """The claim writes a probe object (and deletes it) to check that the
     remote refuses overwrites. A verify() listing the prefix meanwhile
     reported it as an orphan (and with repair=True deleted it), so a
-    verify soon after a store's first put could say unhealthy."""
+    verify soon after a store's first put could say unhealthy. Probes get a
+    grace of their own."""
     import uuid
 
     url = f"s3://{moto_server.bucket}/probe-{uuid.uuid4().hex[:12]}/"
@@ -2294,6 +2297,19 @@ def test_verify_during_the_claims_overwrite_check_takes_its_probe_for_no_orphan(
     store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
     wait_until(lambda: bool(seen), "a verify ran during the check")
     assert seen[0].ok, seen[0]
+    # A listing that caught a probe the claim has finished with since: no orphan
+    # either; one left behind for longer than PROBE_GRACE_S is.
+    wait_until(lambda: store._claimed, "the claim made")
+    leftover = remote.prefix + PROBE_KEY_PREFIX + "left-behind"
+    remote.client.put_object(Bucket=remote.bucket, Key=leftover, Body=b"")
+    assert store.verify(deep=False).ok
+    real_clock = remote.clock
+    later = dt.timedelta(seconds=tieredindex.layout.PROBE_GRACE_S + 60)
+    remote.clock = lambda: real_clock() + later  # type: ignore[method-assign]
+    report = store.verify(deep=False)
+    assert [(p.kind, p.key) for p in report.problems] == [("orphan", PROBE_KEY_PREFIX + "left-behind")]
+    remote.clock = real_clock  # type: ignore[method-assign]
+    remote.client.delete_object(Bucket=remote.bucket, Key=leftover)
     assert store.shutdown(timeout_s=20).clean
 
 

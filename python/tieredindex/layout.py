@@ -30,6 +30,9 @@ OWNER_KEY = "OWNER.json"
 # Keys of the objects a store writes and deletes again before its claim, to
 # check that the remote refuses overwrites (S3Remote.check_put_if_absent).
 PROBE_KEY_PREFIX = ".tix-probe-"
+# A probe lives for two PUTs and a DELETE (under the retry policy); one older
+# than this was left behind (a shutdown cut the check) and is an orphan.
+PROBE_GRACE_S = 600.0
 DATA_PREFIX = "index/"
 MANIFEST_PREFIX = "manifest/"
 MANIFEST_FORMAT = 1

@@ -61,7 +61,6 @@ from tieredindex.layout import (
     LOCK_NAME,
     MANIFEST_PREFIX,
     OWNER_KEY,
-    PROBE_KEY_PREFIX,
     QUARANTINE_DIR,
     SEALED_DIR,
     STORE_ID_NAME,
@@ -2417,8 +2416,6 @@ class IndexStore:
             takes long: an upload may have begun since it started)."""
 
             def __contains__(_, key: object) -> bool:
-                if not self._claimed and isinstance(key, str) and key.startswith(PROBE_KEY_PREFIX):
-                    return True  # the claim's overwrite check, under way
                 return key in resuming or key in self._keys_in_use()
 
         in_flight = InFlight()

@@ -32,6 +32,8 @@ from tieredindex.layout import (
     DATA_PREFIX,
     MANIFEST_PREFIX,
     OWNER_KEY,
+    PROBE_GRACE_S,
+    PROBE_KEY_PREFIX,
     ManifestRecord,
     data_key,
     file_id_of_key,
@@ -306,7 +308,12 @@ def verify_remote(
         if obj.size == 0 and (obj.key == "" or obj.key.endswith("/")):
             continue  # a "folder" marker (the S3 console makes them): no data
         age_s = (now - obj.last_modified).total_seconds()
-        if age_s < grace_s:
+        if obj.key.startswith(PROBE_KEY_PREFIX):
+            # A claim's overwrite check writes and deletes one: a listing
+            # may catch it, and it may be gone or the claim over by now.
+            if age_s < max(grace_s, PROBE_GRACE_S):
+                continue
+        elif age_s < grace_s:
             continue
         other = other_store(obj.key)
         if other is not None:

@@ -564,7 +564,10 @@ def test_an_abort_answered_500_is_tried_again(tmp_path: Path, moto_server: objec
         with pytest.raises(ClientError, match=r"InternalError"):
             remote.put_if_absent("k", path, size=len(data), crc32c=crc32c(data), retry=_retry_parts(3))
         proxy.set_faults({})
-        assert len(aborts) == 2
+        # Tried again after the planted 500, and once more if moto itself
+        # answered that one 500 (its race with parts still in flight, as in
+        # the test above): two tries at least, all of the same upload.
+        assert len(aborts) >= 2 and len(set(aborts)) == 1
         assert remote.list_multipart_uploads() == []
         remote.close()
 

@@ -1119,6 +1119,22 @@ fn salvage(py: Python<'_>, src: PathBuf, dest: PathBuf) -> PyResult<(u64, u64)> 
     Ok((report.kept, report.damaged))
 }
 
+/// Checks an entry's numbers as `IndexFile.put` does, without a file: the
+/// store checks them before it makes a file for the put.
+#[pyfunction]
+fn check_entry_args(
+    queue_id: &Bound<'_, PyAny>,
+    offset: &Bound<'_, PyAny>,
+    size: &Bound<'_, PyAny>,
+    timestamp_ms: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    int_arg::<u32>(queue_id, "queue_id", U32_MAX)?;
+    int_arg::<u64>(offset, "offset", I64_MAX)?;
+    int_arg::<u32>(size, "size", U32_MAX)?;
+    int_arg::<u64>(timestamp_ms, "timestamp_ms", I64_MAX)?;
+    Ok(())
+}
+
 /// The fingerprint the index stores for a key (XXH3-64 of its bytes).
 #[pyfunction]
 fn key_fingerprint_of(key: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -1421,6 +1437,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FORMAT_VERSION", crate::format::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(key_fingerprint_of, m)?)?;
+    m.add_function(wrap_pyfunction!(check_entry_args, m)?)?;
     m.add_function(wrap_pyfunction!(salvage, m)?)?;
     m.add_class::<PyIndexFile>()?;
     m.add_class::<PySealedIndex>()?;

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tieredindex import CorruptFileError, Entry, IndexFile, StoreLockedError
+from tieredindex._native import check_entry_args
 
 FOREVER = 2**63 - 1
 
@@ -113,6 +114,8 @@ def test_put_out_of_range_names_argument(tmp_path: Path, args: tuple, name: str,
     with pytest.raises(exc, match=name):
         f.put(*args)
     assert f.count == 0
+    with pytest.raises(exc, match=name):  # the store's check before it makes a file
+        check_entry_args(*args[1:])
 
 
 def test_put_key_type_checked(tmp_path: Path) -> None:

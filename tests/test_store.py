@@ -356,6 +356,25 @@ def test_bad_arguments(tmp_path: Path, remote_url: str) -> None:
         small_config(slots=0)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("queue_id", -1), ("offset", 2**63), ("size", 2**32), ("timestamp_ms", -5), ("queue_id", True)],
+)
+def test_a_put_refused_by_its_arguments_makes_no_file(
+    tmp_path: Path, remote_url: str, field: str, value: int
+) -> None:
+    """Arguments are checked before the store makes a file for them: a run
+    whose only put was refused left an empty file and a journal row."""
+    args = {"queue_id": 0, "offset": 0, "size": 0, "timestamp_ms": 0, field: value}
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    with pytest.raises((ValueError, TypeError), match=field):
+        store.put("t", "k", **args)
+    assert store.journal.count_by_state() == {}
+    assert store.shutdown().clean
+    assert not list((tmp_path / "d").rglob("*.idx*")), list((tmp_path / "d").rglob("*"))
+
+
 def test_remote_down_during_shutdown_keeps_deadline_then_recovers(tmp_path: Path, remote_url: str) -> None:
     remote = SwitchableRemote(open_remote(remote_url))
     store = IndexStore(tmp_path / "d", remote, small_config())

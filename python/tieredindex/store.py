@@ -48,6 +48,7 @@ from tieredindex._native import (
     StoreClosedError,
     StoreLockedError,
     TieredIndexError,
+    check_entry_args,
     crc32c,
     salvage,
 )
@@ -883,6 +884,8 @@ class IndexStore:
             # bytes: iterating would give ints
             raise TypeError(f"keys must be a str or an iterable of str, not {type(keys).__name__}")
         encoded = [index_key(topic, keys)] if isinstance(keys, str) else [index_key(topic, k) for k in keys]
+        # Before a file is made for it: a refused put leaves no file behind.
+        check_entry_args(queue_id, offset, size, timestamp_ms)
         try:
             self._put_locked(encoded, queue_id, offset, size, timestamp_ms)
         except StoreClosedError:

@@ -72,7 +72,7 @@ import numpy as np
 import pytest
 
 from tieredindex import IndexFile, IndexStore, SealedIndex, StoreConfig, crc32c, open_remote, verifier
-from tieredindex.layout import MANIFEST_PREFIX, ManifestRecord, index_key
+from tieredindex.layout import MANIFEST_PREFIX, OWNER_KEY, ManifestRecord, index_key
 from tieredindex.remote import READS_PER_UPLOAD, S3Remote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -877,6 +877,73 @@ def test_remote_verify(
     )
 
 
+RETENTION_FILES = int(os.environ.get("TIX_BENCH_RETENTION_FILES", str(CATALOG_FILES)))
+
+
+def test_remote_retention(
+    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention of RETENTION_FILES expired files through the link: the
+    store that wrote them (its directory, so its journal rows too; written
+    straight to moto, not timed), its catalog loaded, runs one retention
+    round (``_apply_retention``, as its upkeep thread does), which per file
+    reads the record, deletes it, then deletes the object."""
+    import tieredindex.store
+
+    spec, proxy = link
+    monkeypatch.setattr(tieredindex.store, "RETENTION_CONFIRM_S", 0.0)  # deletes at its first look
+    direct = StoreConfig(
+        slots=64, capacity=4, endpoint_url=moto.endpoint_url, region="us-east-1", shutdown_timeout_s=300.0
+    )
+    linked = dataclasses.replace(direct, endpoint_url=proxy.endpoint_url, shutdown_timeout_s=120.0)
+    stores: list[tuple[IndexStore, str]] = []
+    get_s: list[float] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        prefix = f"retention-{uuid.uuid4().hex[:8]}"
+        url = f"s3://{BUCKET}/{prefix}/"
+        writer = IndexStore(tmp / prefix, url, direct)
+        writer.start()
+        for i in range(RETENTION_FILES * direct.capacity):  # timestamps of 1970: all expired
+            writer.put("orders", f"k{i}", queue_id=0, offset=i, size=100, timestamp_ms=1_000_000 + i)
+        assert writer.shutdown().clean
+        if not get_s:
+            listed = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{MANIFEST_PREFIX}")
+            get_s.append(small_get_seconds(proxy.endpoint_url, listed["Contents"][0]["Key"], ROUNDS * 3))
+        store = IndexStore(tmp / prefix, url, linked)  # retention_s None: only the timed round deletes
+        store.start()
+        deadline = time.monotonic() + 120
+        while store.status().remote_files != RETENTION_FILES:
+            assert time.monotonic() < deadline, "the catalog did not load"
+            time.sleep(0.05)
+        store._ensure_claimed()  # once a store's life (its upkeep does it before retention): not timed
+        stores.append((store, prefix))
+        return (store,), {}
+
+    def retention(store: IndexStore) -> None:
+        store._apply_retention(3600.0)
+
+    benchmark.group = f"retention {spec}"
+    benchmark.pedantic(retention, setup=setup, rounds=ROUNDS, iterations=1)
+    for store, prefix in stores:
+        left = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/").get("Contents", [])
+        assert store.journal.files() == [] and store.status().remote_files == 0
+        assert [o["Key"] for o in left] == [f"{prefix}/{OWNER_KEY}"], left[:5]
+        assert store.shutdown().clean
+        clean_prefix(moto, prefix)
+    # Per file a GET and two deletes; nothing besides (the prefix claimed in the setup).
+    at_once = max(1, READS_PER_UPLOAD * linked.upload_concurrency // 2)
+    info = {
+        "files": RETENTION_FILES,
+        "get_s": get_s[0],
+        "concurrency": at_once,
+        "floor_requests": 3 * -(-RETENTION_FILES // at_once),
+        "serial_requests": 3 * RETENTION_FILES,
+    }
+    benchmark.extra_info.update(info, **_link_info(spec))
+    RESULTS[("retention", str(spec), "")] = {"seconds": benchmark.stats.stats.median, **info}
+
+
 # --------------------------------------------------------------------------
 # Memory while uploading a 600 MB file
 
@@ -1055,6 +1122,7 @@ def _table() -> list[str]:
             ("catalog", "fresh store, first query over {} remote files"),
             ("verify", "shallow verify of {} remote files"),
             ("wide", "query over all {} remote files, footers cached"),
+            ("retention", "retention deletes {} expired remote files"),
         ):
             result = RESULTS.get((name, spec, ""))
             if not result:

@@ -103,12 +103,12 @@ def plan(quick: bool) -> list[Step]:
              "rocketmq.json"),
         # Round trip x bandwidth, the store's default part size and concurrency.
         Step("remote-grid", "Remote: links",
-             _pytest("test_remote_bench.py", "-k", "not rss and not catalog and not verify and not wide"),
+             _pytest("test_remote_bench.py", "-k", "not rss and not catalog and not verify and not wide and not retention"),
              {"TIX_BENCH_LINKS": "0:inf,10:inf,50:inf,0:200,10:200,50:200,50:100,0:50,10:50,50:50",
               "TIX_BENCH_SIZES_MIB": "64", "TIX_BENCH_ROUNDS": "3"}, "remote-grid.json"),
         # Issue 3's example link once more over plain http, beside the https grid.
         Step("remote-http", "Remote: the example link over plain http",
-             _pytest("test_remote_bench.py", "-k", "not rss and not query and not catalog and not verify and not wide"),
+             _pytest("test_remote_bench.py", "-k", "not rss and not query and not catalog and not verify and not wide and not retention"),
              {"TIX_BENCH_SCHEME": "http", "TIX_BENCH_LINKS": "50:100", "TIX_BENCH_SIZES_MIB": "64",
               "TIX_BENCH_ROUNDS": "3"}, "remote-http.json"),
         # Issue 3's SIGTERM figure on its example link, round by round: its
@@ -120,7 +120,7 @@ def plan(quick: bool) -> list[Step]:
         # A prefix of many files on issue 3's example link: what a fresh store's
         # first query and a verify cost before any file is read.
         Step("remote-catalog", "Remote: a prefix of many files",
-             _pytest("test_remote_bench.py", "-k", "catalog or verify or wide"),
+             _pytest("test_remote_bench.py", "-k", "catalog or verify or wide or retention"),
              {"TIX_BENCH_LINKS": "50:100", "TIX_BENCH_CATALOG_FILES": "200", "TIX_BENCH_ROUNDS": "3"},
              "remote-catalog.json"),
         # A file above the multipart threshold on issue 3's example link.
@@ -1165,6 +1165,7 @@ class Report:
                 ("test_remote_catalog[", "fresh store: `start()` + first query"),
                 ("test_remote_verify[", "`tieredindex verify` (shallow)"),
                 ("test_remote_wide_query[", "query of a key over all the files (footers cached)"),
+                ("test_remote_retention[", "retention: one round deleting every file (all expired)"),
             )
             for x in self.catalog.where(name)
         ]
@@ -1174,11 +1175,13 @@ class Report:
         self.w(
             f"**A prefix of {files} files**: what a store on an empty directory pays before its first answer "
             "(it lists the manifest and reads every file's record: the remote layout describes itself), what "
-            "a shallow verify pays (each file's record and a HEAD of its object), and what a query of one key "
-            "over all time pays once the footers are cached (each file's slot record). The files are small, "
+            "a shallow verify pays (each file's record and a HEAD of its object), what a query of one key "
+            "over all time pays once the footers are cached (each file's slot record), and what retention pays to "
+            "delete them all (each file's record read, then deleted, then its object). The files are small, "
             "so round trips are the whole cost. The anchor is one GET of a record through the same link; the "
             "floor is the per-file requests as many at once as the store runs them (the store's small reads: "
-            "`READS_PER_UPLOAD` x `upload_concurrency` = 32; verify: 8), plus the listings and, for the first "
+            "`READS_PER_UPLOAD` x `upload_concurrency` = 32; verify: 8; retention: half the small reads, 16), "
+            "plus the listings and, for the first "
             "query, its own file (footer, slot, entries):",
             "",
         )
@@ -1193,7 +1196,7 @@ class Report:
                     f"{i['rtt_ms']:g} ms / " + ("unlimited" if i["mbps"] is None else f"{i['mbps']:g} MB/s"),
                     fmt_s(got),
                     fmt_s(get_s),
-                    f"{fmt_s(requests * get_s)} ({requests} GETs)",
+                    f"{fmt_s(requests * get_s)} ({requests} round trips)",
                     fmt_x(ratio(got, requests * get_s)),
                     fmt_s(one_by_one),
                 )
@@ -1203,7 +1206,7 @@ class Report:
                     (
                         f"{what}, {i['files']} remote files, 50 ms / 100 MB/s link",
                         fmt_s(got),
-                        f"floor {fmt_s(requests * get_s)} ({requests} GETs; one by one {fmt_s(one_by_one)})",
+                        f"floor {fmt_s(requests * get_s)} ({requests} round trips; one by one {fmt_s(one_by_one)})",
                         fmt_x(ratio(got, requests * get_s)),
                     )
                 )

@@ -2300,8 +2300,8 @@ class IndexStore:
                     continue
                 if failure is None:
                     failure = exc
-                else:
-                    _LOG.warning("retention: %s", exc)
+                else:  # counted and reported as the first one will be
+                    self._record_error(exc)
         if failure is not None:
             raise failure
 

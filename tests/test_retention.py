@@ -72,7 +72,8 @@ def uploaded_then_expired(
     tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch, delay_s: float = 0.0
 ) -> tuple[IndexStore, Watched, list[str]]:
     """A store with FILES uploaded files (no local copies), all of which
-    expire at once once everything is up. Returns it, its remote, the ids."""
+    expire at once once everything is up. Returns it, its remote, the ids
+    (the clock moved on is ``store.clock``)."""
     monkeypatch.setattr(tieredindex.store, "RETENTION_CONFIRM_S", 0.0)
     clock = [time.time_ns() // 1_000_000]  # retention's wall clock, moved by hand
     monkeypatch.setattr(tieredindex.store, "_now_ms", lambda: clock[0])
@@ -91,6 +92,7 @@ def uploaded_then_expired(
         timeout_s=60,
     )
     ids = sorted(store._remote_files)
+    store.clock = clock  # type: ignore[attr-defined]
     with remote.lock:
         remote.log.clear()
         remote.delay_s = delay_s
@@ -211,3 +213,26 @@ def test_shutdown_does_not_wait_for_a_retention_backlog(
     wait_until(lambda: not again.journal.files(), "the next life deleted the rest", timeout_s=60)
     assert objects(remote_url, MANIFEST_PREFIX) == [] and objects(remote_url, DATA_PREFIX) == []
     assert again.shutdown().clean
+
+
+def test_queries_keep_read_threads_while_retention_deletes(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention's deletions run in the read pool, which a query's remote
+    files use too: a backlog takes at most half of it, so a query's reads
+    do not queue behind the backlog's (40 files x 3 slow calls here)."""
+    store, remote, _ = uploaded_then_expired(tmp_path, remote_url, monkeypatch, delay_s=0.5)
+    now = store.clock[0]  # type: ignore[attr-defined]
+    for i in range(4 * ENTRIES_PER_FILE):  # four files not expired, read from the remote too
+        store.put("t", "fresh", queue_id=1, offset=i, size=1, timestamp_ms=now)
+    store.seal()
+    wait_until(lambda: not store.status().pending_files and not store._sealed, "the fresh files uploaded")
+    wait_until(lambda: remote.in_flight >= AT_ONCE, "retention's deletions in flight")
+    started = time.monotonic()
+    got = store.query("t", "fresh", now, now, 1000, strict=True)
+    took = time.monotonic() - started
+    assert sorted(e.offset for e in got) == list(range(4 * ENTRIES_PER_FILE))
+    # Behind the backlog, its reads would wait for whole files' deletions (1.5 s each).
+    assert took < 1.5, took
+    assert len(store.journal.files()) > 4, "the backlog was gone before the query"
+    assert store.shutdown().clean

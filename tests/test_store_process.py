@@ -208,3 +208,69 @@ def test_sigkill_inside_file_creation_quarantines_nothing(tmp_path: Path) -> Non
     assert found == set(acked)
     assert store.shutdown().clean
     assert_remote_has(tmp_path, remote_url, acked)
+
+
+HUNG_UPLOAD_CHILD = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[3])
+from tieredindex import IndexStore, StoreConfig, open_remote
+from tieredindex.layout import DATA_PREFIX
+from store_helpers import SwitchableRemote
+
+class HungUploads(SwitchableRemote):
+    def put_if_absent(self, key, source, **kwargs):
+        if key.startswith(DATA_PREFIX):
+            print("uploading", flush=True)
+            threading.Event().wait()  # the upload never answers
+        return super().put_if_absent(key, source, **kwargs)
+
+store = IndexStore(sys.argv[1], HungUploads(open_remote(sys.argv[2])), StoreConfig(
+    slots=16, capacity=1000, flush_interval_s=0.05, reconcile_interval_s=0.05, shutdown_timeout_s=300))
+store.start()
+store.install_signal_handlers()
+for i in range(20):
+    store.put("orders", f"k{i % 13}", queue_id=i % 3, offset=i, size=10, timestamp_ms=1_000 + i)
+    print(i, flush=True)
+print("done", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.crash
+def test_a_second_signal_exits_at_once_with_the_journal_consistent(tmp_path: Path) -> None:
+    """SIGINT starts the graceful shutdown as SIGTERM does; while it waits
+    on an upload that never answers (its deadline is minutes away), a
+    second signal ends the process at once, unclean. The journal it leaves
+    is consistent: a restart finishes the upload and loses no put."""
+    directory, remote_url = tmp_path / "d", f"file://{tmp_path / 'remote'}"
+    child = subprocess.Popen(
+        [sys.executable, "-c", HUNG_UPLOAD_CHILD, str(directory), remote_url, str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        lines = []
+        for line in child.stdout:
+            lines.append(line.strip())
+            if line.strip() == "done":
+                break
+        child.send_signal(signal.SIGINT)
+        assert child.stdout.readline().strip() == "uploading"  # the shutdown's upload of the last file
+        started = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert time.monotonic() - started < 5
+    assert child.returncode == 1, err[-3000:]  # unclean, and not killed by the signal
+    acked = acknowledged("\n".join(lines))
+    assert len(acked) == 20
+    store = IndexStore(directory, remote_url, small_config(capacity=1000))
+    store.start()
+    assert store.shutdown().clean
+    assert_remote_has(tmp_path, remote_url, acked)

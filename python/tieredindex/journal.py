@@ -124,7 +124,7 @@ def _disk_errno(exc: Exception) -> int | None:
 
 def _is_damage(exc: Exception) -> bool:
     """Whether an error opening the journal means the journal is damaged: a
-    failed quick_check or a state no version wrote (raised without an SQLite
+    failed integrity_check or a state no version wrote (raised without an SQLite
     code), or SQLite's own word that the file is no sound database (CORRUPT,
     NOTADB). Anything else (FULL, IOERR, CANTOPEN, READONLY, ...) is the
     disk's or the system's trouble, not the journal's."""
@@ -155,10 +155,13 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             # A damaged journal must be found now, not half way through a
-            # transition; quick_check reads every page (small: one row a file).
-            verdict = self._db.execute("PRAGMA quick_check").fetchone()
+            # transition; integrity_check reads every page (small: one row a
+            # file) and, unlike quick_check, compares every index with its
+            # table: an index entry a flipped bit changed is well formed, and
+            # only an UPDATE of its row found it ("disk image is malformed").
+            verdict = self._db.execute("PRAGMA integrity_check").fetchone()
             if verdict is None or verdict[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+                raise sqlite3.DatabaseError(f"integrity_check: {verdict}")
             self._db.executescript(_SCHEMA)
             rows = self._db.execute("SELECT state FROM files").fetchall()
             for (state,) in rows:

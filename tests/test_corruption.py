@@ -204,6 +204,41 @@ def test_a_journal_index_out_of_step_with_its_rows_is_damage(tmp_path: Path, rem
     fresh.shutdown()
 
 
+def test_a_journal_whose_schema_names_another_column_is_damage(tmp_path: Path, remote_url: str) -> None:
+    """A flipped bit in the journal's schema text (sqlite_master) that still
+    parses renames a column: every page is sound, integrity_check passes,
+    and start() raised "no such column" at every start. The schema is
+    checked at open: such a journal is damage, set aside and rebuilt."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    model = model_entries(0)
+    for i in range(120):
+        key = KEYS[i % len(KEYS)]
+        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
+        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    crash_in_process(store)
+    journal = tmp_path / "d" / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    raw = bytearray(journal.read_bytes())
+    at = raw.index(b"max_ms      INTEGER")  # the files table's column, in its CREATE TABLE text
+    raw[at + len("max_m")] ^= 1  # max_ms -> max_mr
+    journal.write_bytes(bytes(raw))
+    check = sqlite3.connect(journal)
+    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    check.close()
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = again.start()
+    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
+    assert again.shutdown().clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    for key in KEYS:
+        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key]
+    fresh.shutdown()
+
+
 def test_remote_object_campaign(tmp_path: Path, remote_url: str) -> None:
     rng = random.Random(7)
     with IndexStore(tmp_path / "d", remote_url, small_config(capacity=400)) as store:

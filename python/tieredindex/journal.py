@@ -115,6 +115,12 @@ RECORD_COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
 # Whole records (see _record), here and in localstatus.py's read-only view.
 SELECT_RECORDS = f"SELECT {', '.join(RECORD_COLUMNS)} FROM files"
 _MUTABLE = frozenset(RECORD_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
+# The columns this version reads and writes, by table (checked at open).
+_COLUMNS = {
+    "meta": frozenset({"key", "value"}),
+    "files": frozenset(RECORD_COLUMNS),
+    "remote_quarantine": frozenset({"file_id", "reason", "min_ms", "max_ms", "at"}),
+}
 
 
 def _disk_errno(exc: Exception) -> int | None:
@@ -124,10 +130,11 @@ def _disk_errno(exc: Exception) -> int | None:
 
 def _is_damage(exc: Exception) -> bool:
     """Whether an error opening the journal means the journal is damaged: a
-    failed integrity_check or a state no version wrote (raised without an SQLite
-    code), or SQLite's own word that the file is no sound database (CORRUPT,
-    NOTADB). Anything else (FULL, IOERR, CANTOPEN, READONLY, ...) is the
-    disk's or the system's trouble, not the journal's."""
+    failed integrity_check, a column missing from the schema or a state no
+    version wrote (raised without an SQLite code), or SQLite's own word that
+    the file is no sound database (CORRUPT, NOTADB). Anything else (FULL,
+    IOERR, CANTOPEN, READONLY, ...) is the disk's or the system's trouble,
+    not the journal's."""
     code = getattr(exc, "sqlite_errorname", None)
     return code is None or code == "SQLITE_NOTADB" or code.startswith("SQLITE_CORRUPT")
 
@@ -163,6 +170,12 @@ class Journal:
             if verdict is None or verdict[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity_check: {verdict}")
             self._db.executescript(_SCHEMA)
+            # A flipped bit in the schema's text that still parses renames a
+            # column: sound pages, and "no such column" at the first use.
+            for table, wanted in _COLUMNS.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if not wanted <= have:
+                    raise sqlite3.DatabaseError(f"schema: table {table} lacks {sorted(wanted - have)}")
             rows = self._db.execute("SELECT state FROM files").fetchall()
             for (state,) in rows:
                 FileState(state)

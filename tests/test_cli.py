@@ -64,12 +64,14 @@ def free_port() -> int:
 # ------------------------------------------------------------------ usage
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_has_an_example(command: str) -> None:
-    result = run(command, "--help")
+@pytest.mark.parametrize("command", [*COMMANDS, "rocketmq audit"])
+def test_help_has_an_example_and_the_exit_statuses(command: str) -> None:
+    """README: every command's --help has examples and its exit statuses."""
+    result = run(*command.split(), "--help")
     assert result.returncode == 0
     assert "examples:" in result.stdout
     assert f"tieredindex {command} " in result.stdout.split("examples:")[1]
+    assert "exit status: 0 " in " ".join(result.stdout.lower().split())
 
 
 def test_top_level_help_lists_commands() -> None:

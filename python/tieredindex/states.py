@@ -12,8 +12,10 @@ States:
     No longer written (full, too old, or shutdown), waiting to be sealed.
     Still answers queries from the unsealed file.
 ``SEALED``
-    The sealed copy is on local disk and fsynced; its size and CRC32C are
-    recorded. Waiting for upload.
+    The sealed copy is on local disk; its size and CRC32C are recorded.
+    Waiting for upload. The copy is not fsynced: the unsealed original,
+    synced by the seal, stays until the upload is verified, and a copy
+    found missing or damaged (power loss) is sealed again from it.
 ``UPLOADING``
     Intent recorded before any remote side effect: object key, size, CRC32C
     and a fresh attempt id. An upload may be in flight, or interrupted by a

@@ -51,9 +51,9 @@ class StoreStatus:
 @dataclasses.dataclass(frozen=True)
 class Problem:
     kind: str
-    """``missing``, ``size-mismatch``, ``checksum-mismatch``, ``corrupt``,
-    ``bad-manifest``, ``orphan``, ``open-multipart-upload``, ``unchecked``
-    (the object could not be checked: ``detail`` says why)."""
+    """``missing``, ``size-mismatch``, ``checksum-mismatch`` (a deep verify's
+    re-hash included), ``bad-manifest``, ``orphan``, ``open-multipart-upload``,
+    ``unchecked`` (the object could not be checked: ``detail`` says why)."""
     key: str
     detail: str
     action: str = ""

@@ -1,5 +1,7 @@
-//! Every `unsafe` and every raw OS call of the crate: file locks,
-//! preallocation, memory maps, msync, fsync and no-replace renames.
+//! Every `unsafe` and every raw OS call of the core on files and maps: file
+//! locks, preallocation, memory maps, msync, fsync and no-replace renames.
+//! (The only other `unsafe` is the Python bindings' use of the interpreter's
+//! C API, in `py.rs`.)
 //!
 //! A memory map of a file is only sound while nobody shrinks the file under
 //! it: touching a page past the end raises SIGBUS, which would kill the

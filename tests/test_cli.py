@@ -172,6 +172,37 @@ def test_query_with_the_directory_of_a_stopped_store(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == model["k4"]
 
 
+def test_query_with_the_directory_of_a_crashed_store_finishes_its_uploads(tmp_path: Path) -> None:
+    """--help: the stopped store in --dir "is then started: it finishes any
+    pending uploads before it stops". A store that crashed with files not yet
+    uploaded: query --dir answers from them, and afterwards nothing is
+    pending and the remote alone answers every entry."""
+    from tieredindex.localstatus import local_status
+
+    remote_url = (tmp_path / "remote").as_uri()
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()  # nothing reaches the remote before the crash
+    store = IndexStore(tmp_path / "d", remote, small_config())
+    store.start()
+    expected = []
+    for i in range(120):
+        store.put("orders", f"k{i % 7}", queue_id=i % 3, offset=i * 10, size=100 + i, timestamp_ms=1_000 + i)
+        if i % 7 == 4:
+            expected.insert(
+                0, {"queue_id": i % 3, "offset": i * 10, "size": 100 + i, "timestamp_ms": 1_000 + i}
+            )
+    crash_in_process(store)
+    assert len(local_status(tmp_path / "d").pending_files) == 3
+    args = ["query", "--remote", remote_url, "--topic", "orders", "--key", "k4", "--json"]
+    result = run(*args[:3], "--dir", str(tmp_path / "d"), *args[3:])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == expected
+    assert local_status(tmp_path / "d").pending_files == []
+    alone = run(*args)
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout) == expected
+
+
 def test_query_with_a_stores_directory_refuses_a_remote_it_never_used(tmp_path: Path) -> None:
     """--dir starts the stopped store, which uploads its pending files: to
     a mistyped --remote (an empty prefix) they went, and its journal then

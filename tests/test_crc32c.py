@@ -1,6 +1,9 @@
 """CRC-32C: check values, incremental use, buffer kinds, rejected inputs."""
 
 import array
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -40,6 +43,39 @@ def test_large_buffer_released_gil_path_matches_small_chunks() -> None:
     for i in range(0, len(data), 1000):
         running = crc32c(data[i : i + 1000], running)
     assert crc32c(data) == running
+
+
+def test_large_buffers_are_hashed_with_the_gil_released() -> None:
+    """API.md: large buffers are hashed with the GIL released. With a
+    switch interval of minutes, another thread gets the GIL only when this
+    one lets it go: it counts only if crc32c does."""
+    data = bytes(16 << 20)
+    ticks = 0
+    stop = False
+
+    def tick() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            time.sleep(0)  # lets the GIL go
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    interval = sys.getswitchinterval()
+    while ticks == 0:
+        time.sleep(0.001)
+    sys.setswitchinterval(300.0)
+    try:
+        time.sleep(0.01)  # a wait begun under the old interval ends
+        before = ticks
+        for _ in range(50):
+            crc32c(data)
+        during = ticks - before
+    finally:
+        sys.setswitchinterval(interval)
+        stop = True
+        thread.join()
+    assert during >= 10, during
 
 
 def test_buffer_kinds_agree() -> None:

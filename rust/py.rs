@@ -256,7 +256,8 @@ impl Drop for RawBuffer {
 
 /// CRC-32C (Castagnoli) of any contiguous buffer, continuing `value`.
 #[pyfunction]
-#[pyo3(signature = (data, value = None))]
+// API.md's signature: `value=0` (an omitted value is 0; None is taken as 0 too).
+#[pyo3(signature = (data, value = None), text_signature = "(data, value=0)")]
 fn crc32c(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,

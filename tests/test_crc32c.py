@@ -1,6 +1,7 @@
 """CRC-32C: check values, incremental use, buffer kinds, rejected inputs."""
 
 import array
+import inspect
 import sys
 import threading
 import time
@@ -76,6 +77,13 @@ def test_large_buffers_are_hashed_with_the_gil_released() -> None:
         stop = True
         thread.join()
     assert during >= 10, during
+
+
+def test_the_signature_is_the_documented_one() -> None:
+    """API.md: ``crc32c(data, value=0) -> int``."""
+    params = inspect.signature(crc32c).parameters
+    assert list(params) == ["data", "value"]
+    assert params["value"].default == 0
 
 
 def test_buffer_kinds_agree() -> None:

@@ -77,8 +77,10 @@ def test_help_has_an_example_and_the_exit_statuses(command: str) -> None:
 def test_top_level_help_lists_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in COMMANDS:
+    for command in [*COMMANDS, "rocketmq"]:
         assert command in result.stdout
+    summary = " ".join(result.stdout.split("positional arguments")[0].split())
+    assert summary.endswith("demo, inspect files, query, verify, status, RocketMQ interop.")
 
 
 @pytest.mark.parametrize(

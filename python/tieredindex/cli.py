@@ -606,7 +606,10 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tieredindex",
-        description="Tiered-storage index for message brokers: demo, inspect files, query, verify, status.",
+        description=(
+            "Tiered-storage index for message brokers: demo, inspect files, query, verify, status, "
+            "RocketMQ interop."
+        ),
         epilog="run 'tieredindex COMMAND --help' for a command's options, examples and exit statuses",
     )
     parser.add_argument(

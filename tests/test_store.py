@@ -895,9 +895,9 @@ def test_shutdown_with_the_journal_unwritable_returns_a_report_and_start_finishe
 
 
 def test_a_file_that_cannot_be_created_leaves_nothing_pending(tmp_path: Path, remote_url: str) -> None:
-    """A full disk at the creation of a new file fails that put, and its
-    journal record ends EMPTY: a later shutdown neither waits for it nor
-    reports it pending."""
+    """A full disk at the creation of a new file fails that put and leaves
+    no journal record: a later shutdown neither waits for it nor reports
+    it pending."""
 
     import tieredindex.store as store_module
 

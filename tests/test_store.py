@@ -918,6 +918,41 @@ def test_a_file_that_cannot_be_created_leaves_nothing_pending(tmp_path: Path, re
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
+def test_the_read_cache_keeps_the_sealed_copies_used_last_within_its_budget(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """StoreConfig.cache_bytes: local disk kept for sealed files after their
+    upload is verified, least recently used first out. Room for two copies:
+    after F1 and F2 are uploaded a query reads F1, so when F3's upload
+    makes three, F2 (used least recently, not the oldest) goes."""
+    from tieredindex.layout import SEALED_DIR, index_key
+
+    probe = IndexFile.create(tmp_path / "probe.tix", slots=16, capacity=10, begin_ms=0)
+    for i in range(10):
+        probe.put(index_key("t", "k"), 0, i, 1, 1_000 + i)
+    size = probe.seal(tmp_path / "probe.sealed").size  # every file below seals to this size
+    probe.close()
+    store = IndexStore(
+        tmp_path / "d", remote_url, small_config(capacity=10, cache_bytes=2 * size + size // 2)
+    )
+    store.start()
+    files = []
+    for n in range(3):
+        for i in range(10):
+            store.put("t", "k", queue_id=0, offset=n * 10 + i, size=1, timestamp_ms=(n + 1) * 1_000 + i)
+        store.seal()
+        wait_until(
+            lambda n=n: store.status().files_by_state.get("UPLOADED", 0) == n + 1, f"file {n} uploaded"
+        )
+        files.append(max(store.journal.file_ids([FileState.UPLOADED])))
+        if n == 1:
+            assert [e.offset for e in store.query("t", "k", 1_000, 1_009)] == list(range(9, -1, -1))
+    sealed = tmp_path / "d" / SEALED_DIR
+    wait_until(lambda: len(list(sealed.iterdir())) == 2, "one sealed copy evicted")
+    assert sorted(p.stem for p in sealed.iterdir()) == [files[0], files[2]]
+    assert store.shutdown().clean
+
+
 def test_status_after_shutdown_is_the_final_one(tmp_path: Path, remote_url: str) -> None:
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tieredindex import CorruptFileError, IndexFile, IndexStore, SealedIndex, crc32c, open_remote
-from tieredindex.layout import DATA_PREFIX, JOURNAL_NAME, MANIFEST_PREFIX
+from tieredindex import CorruptFileError, FileState, IndexFile, IndexStore, SealedIndex, crc32c, open_remote
+from tieredindex.layout import DATA_PREFIX, JOURNAL_NAME, MANIFEST_PREFIX, data_key
 
-from store_helpers import FOREVER, crash_in_process, small_config
+from store_helpers import FOREVER, crash_in_process, small_config, wait_until
 
 TRIALS = int(os.environ.get("TIX_CORRUPTION_TRIALS", "60"))
 KEYS = [f"key-{i}" for i in range(11)]
@@ -239,6 +239,43 @@ def test_a_journal_whose_schema_names_another_column_is_damage(tmp_path: Path, r
     raw = bytearray(journal.read_bytes())
     at = raw.index(b"max_ms      INTEGER")  # the files table's column, in its CREATE TABLE text
     raw[at + len("max_m")] ^= 1  # max_ms -> max_mr
+    journal.write_bytes(bytes(raw))
+    check = sqlite3.connect(journal)
+    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    check.close()
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = again.start()
+    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
+    assert again.shutdown().clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    for key in KEYS:
+        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key]
+    fresh.shutdown()
+
+
+def test_a_journal_text_that_is_not_utf8_is_damage(tmp_path: Path, remote_url: str) -> None:
+    """A flipped bit in a text value of the journal (here an uploaded file's
+    object key) can leave bytes that are not UTF-8 in a sound database:
+    integrity_check passes, and reading the row raised sqlite3's "Could not
+    decode to UTF-8" out of start(), at every start. Such a journal is
+    damage: set aside and rebuilt."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    model = model_entries(0)
+    for i in range(120):
+        key = KEYS[i % len(KEYS)]
+        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
+        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    wait_until(lambda: store.journal.file_ids([FileState.UPLOADED]), "a file uploaded")
+    uploaded = store.journal.file_ids([FileState.UPLOADED])[0]
+    crash_in_process(store)
+    journal = tmp_path / "d" / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    raw = bytearray(journal.read_bytes())
+    raw[raw.index(data_key(uploaded).encode())] = 0xFF  # "index/..." -> b"\xffndex/...": no UTF-8
     journal.write_bytes(bytes(raw))
     check = sqlite3.connect(journal)
     assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -130,8 +130,9 @@ def _disk_errno(exc: Exception) -> int | None:
 
 def _is_damage(exc: Exception) -> bool:
     """Whether an error opening the journal means the journal is damaged: a
-    failed integrity_check, a column missing from the schema or a state no
-    version wrote (raised without an SQLite code), or SQLite's own word that
+    failed integrity_check, a column missing from the schema, text that is
+    not UTF-8 or a state no version wrote (raised without an SQLite code,
+    the decoding error by Python's sqlite3 itself), or SQLite's own word that
     the file is no sound database (CORRUPT, NOTADB). Anything else (FULL,
     IOERR, CANTOPEN, READONLY, ...) is the disk's or the system's trouble,
     not the journal's."""
@@ -176,6 +177,9 @@ class Journal:
                 have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 if not wanted <= have:
                     raise sqlite3.DatabaseError(f"schema: table {table} lacks {sorted(wanted - have)}")
+                # Every value read once: a flipped bit can leave text that is
+                # not UTF-8 in a sound database, which only a read finds.
+                self._db.execute(f"SELECT * FROM {table}").fetchall()
             rows = self._db.execute("SELECT state FROM files").fetchall()
             for (state,) in rows:
                 FileState(state)

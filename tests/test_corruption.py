@@ -291,6 +291,38 @@ def test_a_journal_text_that_is_not_utf8_is_damage(tmp_path: Path, remote_url: s
     fresh.shutdown()
 
 
+def test_a_journal_header_naming_an_unknown_format_is_damage(tmp_path: Path, remote_url: str) -> None:
+    """Garbage over the journal's header can leave its magic intact and its
+    schema format number impossible: SQLite answers "unsupported file
+    format" (SQLITE_ERROR, neither CORRUPT nor NOTADB), which start() took
+    for the disk failing and raised, at every start. It is damage: the
+    journal is set aside and rebuilt."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    model = model_entries(0)
+    for i in range(120):
+        key = KEYS[i % len(KEYS)]
+        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
+        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    crash_in_process(store)
+    journal = tmp_path / "d" / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    raw = bytearray(journal.read_bytes())
+    raw[44:48] = b"\xe4\xa6\x4c\x1a"  # the schema format number (1 to 4)
+    journal.write_bytes(bytes(raw))
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = again.start()
+    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
+    assert again.shutdown().clean
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    for key in KEYS:
+        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key]
+    fresh.shutdown()
+
+
 def test_remote_object_campaign(tmp_path: Path, remote_url: str) -> None:
     rng = random.Random(7)
     with IndexStore(tmp_path / "d", remote_url, small_config(capacity=400)) as store:

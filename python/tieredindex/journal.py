@@ -133,10 +133,14 @@ def _is_damage(exc: Exception) -> bool:
     failed integrity_check, a column missing from the schema, text that is
     not UTF-8 or a state no version wrote (raised without an SQLite code,
     the decoding error by Python's sqlite3 itself), or SQLite's own word that
-    the file is no sound database (CORRUPT, NOTADB). Anything else (FULL,
+    the file is no sound database (CORRUPT, NOTADB, an "unsupported file
+    format" in its header). Anything else (FULL,
     IOERR, CANTOPEN, READONLY, ...) is the disk's or the system's trouble,
     not the journal's."""
     code = getattr(exc, "sqlite_errorname", None)
+    if code == "SQLITE_ERROR" and "unsupported file format" in str(exc):
+        # A header whose format numbers are garbage (no SQLite writes them).
+        return True
     return code is None or code == "SQLITE_NOTADB" or code.startswith("SQLITE_CORRUPT")
 
 

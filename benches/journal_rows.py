@@ -16,11 +16,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tieredindex import IndexStore, StoreConfig
+from tieredindex.journal import CHECKED_COLUMNS, _row_crc
 
 CONFIG = StoreConfig(slots=16, capacity=32)
 IDLE_S = 5.0
+
+
+def _with_crc(columns: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A copied row with its own checksum (the journal checks each at open)."""
+    values = dict(zip(columns, row, strict=True))
+    values["fields_crc"] = _row_crc(values[c] for c in CHECKED_COLUMNS)
+    return tuple(values[c] for c in columns)
 
 
 def make_store(root: Path, rows: int) -> tuple[Path, str]:
@@ -34,7 +43,7 @@ def make_store(root: Path, rows: int) -> tuple[Path, str]:
     columns = [c[1] for c in db.execute("PRAGMA table_info(files)")]
     (row,) = db.execute("SELECT * FROM files WHERE state = 'UPLOADED'").fetchall()
     first = int(row[0][:13]) - rows
-    copies = [(f"{first + i:013d}-{i:08x}", *row[1:]) for i in range(rows - 1)]
+    copies = [_with_crc(columns, (f"{first + i:013d}-{i:08x}", *row[1:])) for i in range(rows - 1)]
     db.executemany(f"INSERT INTO files VALUES ({', '.join('?' * len(columns))})", copies)
     db.commit()
     db.close()

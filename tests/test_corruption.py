@@ -13,9 +13,16 @@ from pathlib import Path
 import pytest
 
 from tieredindex import CorruptFileError, FileState, IndexFile, IndexStore, SealedIndex, crc32c, open_remote
-from tieredindex.layout import DATA_PREFIX, JOURNAL_NAME, MANIFEST_PREFIX, data_key
+from tieredindex.layout import (
+    DATA_PREFIX,
+    JOURNAL_NAME,
+    MANIFEST_PREFIX,
+    ManifestRecord,
+    data_key,
+    manifest_key,
+)
 
-from store_helpers import FOREVER, crash_in_process, small_config, wait_until
+from store_helpers import FOREVER, SwitchableRemote, crash_in_process, small_config, wait_until
 
 TRIALS = int(os.environ.get("TIX_CORRUPTION_TRIALS", "60"))
 KEYS = [f"key-{i}" for i in range(11)]
@@ -393,3 +400,84 @@ def test_open_refuses_what_is_not_a_regular_file(tmp_path: Path, opener: str, ki
     assert isinstance(exc, ValueError), exc
     assert str(path) in str(exc)
     assert {"fifo": "a FIFO", "directory": "a directory", "device": "a device"}[kind] in str(exc)
+
+
+def _change_row(journal: Path, file_id: str, **values: int) -> None:
+    """Changes a row's values as a flipped bit would: behind the journal's
+    back, every page still sound."""
+    db = sqlite3.connect(journal)
+    sets = ", ".join(f"{k} = ?" for k in values)
+    assert db.execute(f"UPDATE files SET {sets} WHERE file_id = ?", (*values.values(), file_id)).rowcount == 1
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def test_an_uploaded_files_row_with_a_changed_range_is_damage(tmp_path: Path, remote_url: str) -> None:
+    """A flipped bit in an uploaded file's max_ms (its row, not its remote
+    record) passed every check of the journal; the restarted store chose
+    files for queries by the row's range, and the file's entries went
+    missing from answers. The journal is now damaged: set aside, rebuilt
+    from the remote, and every entry answers."""
+    store = IndexStore(tmp_path / "d", remote_url, small_config())
+    store.start()
+    model = model_entries(0)
+    for i in range(120):
+        key = KEYS[i % len(KEYS)]
+        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
+        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    assert store.shutdown().clean
+    journal = tmp_path / "d" / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    file_id, min_ms = db.execute(
+        "SELECT file_id, min_ms FROM files WHERE state = 'UPLOADED' ORDER BY file_id LIMIT 1"
+    ).fetchone()
+    db.close()
+    _change_row(journal, file_id, max_ms=min_ms - 1)  # its range now overlaps no query
+    for copy in (tmp_path / "d").glob("sealed/*"):
+        copy.unlink()  # out of the read cache, as eviction does: the remote answers
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    report = again.start()
+    assert report.journal_quarantined is not None
+    for key in KEYS:  # from the first entry's time: the changed range ends before it
+        assert {tuple(e) for e in again.query("t", key, 10_000, FOREVER, 10_000)} == model[key], key
+    assert again.shutdown().clean
+
+
+def test_a_sealed_files_row_with_a_changed_range_is_not_recorded_remotely(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A flipped bit in the max_ms of a file sealed but not yet uploaded
+    became its manifest record, for good: the range remote readers choose
+    files by, and retention deletes by. The journal is now damaged, and the
+    record the file gets is its sealed copy's own range."""
+    down = SwitchableRemote(open_remote(remote_url))
+    store = IndexStore(tmp_path / "d", down, small_config())
+    store.start()
+    model = model_entries(0)
+    down.down.set()
+    for i in range(120):
+        key = KEYS[i % len(KEYS)]
+        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
+        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    report = store.shutdown(timeout_s=1)
+    assert not report.clean and report.pending
+    journal = tmp_path / "d" / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    file_id, true_max = db.execute(
+        "SELECT file_id, max_ms FROM files WHERE state IN ('SEALED', 'UPLOADING') ORDER BY file_id LIMIT 1"
+    ).fetchone()
+    db.close()
+    _change_row(journal, file_id, max_ms=true_max + (1 << 40))
+    again = IndexStore(tmp_path / "d", remote_url, small_config())
+    assert again.start().journal_quarantined is not None
+    assert again.shutdown().clean
+    remote = open_remote(remote_url)
+    record = ManifestRecord.from_bytes(remote.get(manifest_key(file_id)), manifest_key(file_id))
+    assert record.max_ms == true_max
+    remote.close()
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    for key in KEYS:
+        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key], key
+    fresh.shutdown()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tieredindex import CorruptFileError
 from tieredindex.journal import _SCHEMA, Journal
 from tieredindex.states import FileState
 
@@ -161,3 +162,65 @@ def test_a_full_disk_at_open_is_not_a_damaged_journal(tmp_path: Path) -> None:
     error, rows = done.stdout.strip().splitlines()
     assert error.startswith("OSError ") and "journal.db: the journal could not be opened" in error, error
     assert rows == "['0000000000001-deadbeef']"
+
+
+SEALED_ID = "0000000000001-deadbeef"
+
+
+def _sealed_journal(path: Path) -> None:
+    j = Journal(path)
+    j.add(SEALED_ID, FileState.ACTIVE, begin_ms=1_000)
+    j.transition(SEALED_ID, FileState.ROLLED)
+    j.transition(SEALED_ID, FileState.SEALED, count=7, size=4096, crc32c=0xABCD, min_ms=1_000, max_ms=2_000)
+    j.note_error(SEALED_ID, "a note changes no checked field")
+    j.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("max_ms", 1_000 ^ 512),
+        ("min_ms", 1_000 ^ 1),
+        ("count", 7 ^ 4),
+        ("size", 4096 ^ 1),
+        ("state", "UPLOADED"),
+    ],
+)
+def test_a_row_value_changed_behind_the_journals_back_is_damage(
+    tmp_path: Path, column: str, value: object
+) -> None:
+    """SQLite keeps no checksum of its values: a flipped bit in a sealed
+    file's max_ms passed every check, and became the manifest record that
+    queries choose files by and retention deletes by. Each row carries a
+    CRC-32C of what it says; one that fails it makes the journal damaged
+    (set aside and rebuilt by the store, as for any other damage)."""
+    path = tmp_path / "journal.db"
+    _sealed_journal(path)
+    assert Journal(path).get(SEALED_ID) is not None  # intact: opens
+    db = sqlite3.connect(path)
+    db.execute(f"UPDATE files SET {column} = ? WHERE file_id = ?", (value, SEALED_ID))
+    db.commit()
+    db.close()
+    with pytest.raises(CorruptFileError, match=rf"journal is damaged.*{SEALED_ID}.*checksum"):
+        Journal(path)
+
+
+def test_a_journal_from_before_row_checksums_gets_them(tmp_path: Path) -> None:
+    """A journal written before rows had checksums opens as it is (its
+    values trusted, as before), and its rows are checked from then on."""
+    path = tmp_path / "journal.db"
+    _sealed_journal(path)
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE files DROP COLUMN fields_crc")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    rec = j.get(SEALED_ID)
+    assert rec is not None and rec.max_ms == 2_000 and rec.state is FileState.SEALED
+    j.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE files SET max_ms = 3000 WHERE file_id = ?", (SEALED_ID,))
+    db.commit()
+    db.close()
+    with pytest.raises(CorruptFileError, match="checksum"):
+        Journal(path)

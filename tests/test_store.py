@@ -1710,15 +1710,23 @@ def test_a_start_that_fails_in_recovery_leaves_nothing_open(
 @pytest.mark.usefixtures("prompt_retention")
 def test_retention_goes_by_the_remote_record_not_the_journal_row(tmp_path: Path, remote_url: str) -> None:
     """Retention deleted a remote file for good on its local journal row
-    alone: a row whose max_ms was damaged (SQLite pages carry no checksum;
-    here 2^40 ms less, one flipped bit) deleted a file whose entries were
-    seconds old. The file's own manifest record decides."""
+    alone: a row whose max_ms was wrong (here 2^40 ms less, one flipped bit)
+    deleted a file whose entries were seconds old. The file's own manifest
+    record decides. (A row changed on disk fails its own checksum at open,
+    and the journal is rebuilt; this one is written wrong with a checksum
+    to match, as a bug or a change while the store runs would leave it.)"""
     import sqlite3
+
+    from tieredindex.journal import CHECKED_COLUMNS, _row_crc
 
     now = old_and_new_file_uploaded(tmp_path / "d", remote_url)
     db = sqlite3.connect(tmp_path / "d" / "journal.db")
     with db:
         db.execute("UPDATE files SET max_ms = max_ms - (1 << 40) WHERE max_ms = ?", (now,))
+        for *values, file_id in db.execute(
+            f"SELECT {', '.join(CHECKED_COLUMNS)}, file_id FROM files"
+        ).fetchall():
+            db.execute("UPDATE files SET fields_crc = ? WHERE file_id = ?", (_row_crc(values), file_id))
     db.close()
     again = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0))
     rounds = threading.Semaphore(0)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tieredindex._native import CorruptFileError
+from tieredindex._native import CorruptFileError, crc32c
 from tieredindex.faults import fault_point
 from tieredindex.states import FileState, check_transition
 
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS files (
     attempt_id  TEXT,              -- fresh for every upload attempt
     error       TEXT,              -- last error, for status()
     created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL
+    updated_at  REAL NOT NULL,
+    fields_crc  INTEGER            -- CRC-32C of the row's CHECKED_COLUMNS (_row_crc); see below
 );
 -- Remote files (ours or another writer's) that failed a check when read or
 -- verified: never served, reported by status(), until a deep verify finds
@@ -115,6 +116,26 @@ RECORD_COLUMNS = [f.name for f in dataclasses.fields(FileRecord)]
 # Whole records (see _record), here and in localstatus.py's read-only view.
 SELECT_RECORDS = f"SELECT {', '.join(RECORD_COLUMNS)} FROM files"
 _MUTABLE = frozenset(RECORD_COLUMNS) - {"file_id", "state", "created_at", "updated_at"}
+# SQLite keeps no checksum of the values it stores: a flipped bit in a sealed
+# file's max_ms passes every check of the database, and would become the
+# file's manifest record (the range readers choose files by, and retention
+# deletes by). So each row carries a CRC-32C of what it says, checked at
+# open: a row that fails it makes the journal damaged (the store sets it
+# aside and rebuilds it from its files and the remote). Not the error note
+# and the times, which say nothing a file's fate depends on. Rows written
+# before the column existed get it at their first open, trusted as before.
+CHECKED_COLUMNS = (
+    "file_id",
+    "state",
+    "begin_ms",
+    "min_ms",
+    "max_ms",
+    "count",
+    "size",
+    "crc32c",
+    "object_key",
+    "attempt_id",
+)
 # The columns this version reads and writes, by table (checked at open).
 _COLUMNS = {
     "meta": frozenset({"key", "value"}),
@@ -142,6 +163,15 @@ def _is_damage(exc: Exception) -> bool:
         # A header whose format numbers are garbage (no SQLite writes them).
         return True
     return code is None or code == "SQLITE_NOTADB" or code.startswith("SQLITE_CORRUPT")
+
+
+def _row_crc(values: Iterable[Any]) -> int:
+    """The CRC-32C of CHECKED_COLUMNS' values, in that order (repr: None, an
+    int and a str never read alike; an int as SQLite gives it back, whatever
+    integer type it was written from)."""
+    return crc32c(
+        "\x1f".join(repr(v if v is None or isinstance(v, str) else int(v)) for v in values).encode()
+    )
 
 
 def _in_states(states: Iterable[FileState]) -> tuple[str, tuple[str, ...]]:
@@ -175,6 +205,8 @@ class Journal:
             if verdict is None or verdict[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity_check: {verdict}")
             self._db.executescript(_SCHEMA)
+            if "fields_crc" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
+                self._db.execute("ALTER TABLE files ADD COLUMN fields_crc INTEGER")  # an older journal
             # A flipped bit in the schema's text that still parses renames a
             # column: sound pages, and "no such column" at the first use.
             for table, wanted in _COLUMNS.items():
@@ -187,6 +219,7 @@ class Journal:
             rows = self._db.execute("SELECT state FROM files").fetchall()
             for (state,) in rows:
                 FileState(state)
+            self._check_rows()
         except (sqlite3.DatabaseError, ValueError) as exc:
             self._db.close()
             if not _is_damage(exc):
@@ -200,6 +233,19 @@ class Journal:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: journal schema {version}, this version reads {SCHEMA_VERSION}")
+
+    def _check_rows(self) -> None:
+        """Every row against its CRC-32C; rows from before the column get one."""
+        unchecked = []
+        for *values, stored in self._db.execute(
+            f"SELECT {', '.join(CHECKED_COLUMNS)}, fields_crc FROM files"
+        ):
+            if stored is None:
+                unchecked.append((_row_crc(values), values[0]))
+            elif stored != _row_crc(values):
+                raise sqlite3.DatabaseError(f"the row of file {values[0]} fails its checksum")
+        if unchecked:
+            self._db.executemany("UPDATE files SET fields_crc = ? WHERE file_id = ?", unchecked)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -240,11 +286,16 @@ class Journal:
         if state not in (FileState.ACTIVE, FileState.ROLLED):
             raise ValueError(f"a file starts ACTIVE or ROLLED, not {state}")
         now = time.time()
+        checked = {c: None for c in CHECKED_COLUMNS} | {
+            "file_id": file_id,
+            "state": str(state),
+            "begin_ms": begin_ms,
+        }
         with self._locked():
             self._db.execute(
-                "INSERT INTO files (file_id, state, begin_ms, error, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (file_id, str(state), begin_ms, error, now, now),
+                "INSERT INTO files (file_id, state, begin_ms, error, created_at, updated_at, fields_crc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (file_id, str(state), begin_ms, error, now, now, _row_crc(checked.values())),
             )
             return self._get_locked(file_id)
 
@@ -259,9 +310,11 @@ class Journal:
             try:
                 old = self._get_locked(file_id)
                 check_transition(file_id, old.state, new)
-                sets = ", ".join(f"{k} = ?" for k in fields)
-                sql = f"UPDATE files SET state = ?, updated_at = ?{', ' + sets if sets else ''} WHERE file_id = ?"
-                self._db.execute(sql, (str(new), time.time(), *fields.values(), file_id))
+                after = dataclasses.asdict(old) | fields | {"state": str(new)}
+                row_crc = _row_crc(after[c] for c in CHECKED_COLUMNS)
+                sets = "".join(f", {k} = ?" for k in fields)
+                sql = f"UPDATE files SET state = ?, updated_at = ?, fields_crc = ?{sets} WHERE file_id = ?"
+                self._db.execute(sql, (str(new), time.time(), row_crc, *fields.values(), file_id))
                 fault_point("journal.before_commit")
                 self._db.execute("COMMIT")
             except BaseException:

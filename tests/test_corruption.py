@@ -59,6 +59,38 @@ def model_entries(n: int) -> dict[str, set[tuple[int, int, int, int]]]:
     return model
 
 
+def put_entries(store: IndexStore, n: int) -> dict[str, set[tuple[int, int, int, int]]]:
+    """Puts the first ``n`` entries of ``model_entries`` into the store; returns that model."""
+    for i in range(n):
+        store.put("t", KEYS[i % len(KEYS)], queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
+    return model_entries(n)
+
+
+def checkpointed_bytes(journal: Path) -> bytearray:
+    """The journal's file, with everything in its WAL moved into it first."""
+    db = sqlite3.connect(journal)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return bytearray(journal.read_bytes())
+
+
+def restart_with_journal_rebuilt(directory: Path, remote_url: str) -> IndexStore:
+    """A store started on ``directory``, which found its journal damaged and set it aside."""
+    again = IndexStore(directory, remote_url, small_config())
+    report = again.start()
+    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
+    return again
+
+
+def assert_remote_alone_answers(directory: Path, remote_url: str, model: dict) -> None:
+    """A new store on an empty ``directory`` answers every key from the remote."""
+    fresh = IndexStore(directory, remote_url, small_config())
+    fresh.start()
+    for key in KEYS:
+        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key], key
+    fresh.shutdown()
+
+
 def write_unsealed(path: Path, n: int) -> None:
     with IndexFile.create(path, slots=64, capacity=n + 10, begin_ms=10_000) as f:
         for i in range(n):
@@ -158,11 +190,7 @@ def test_sealed_file_campaign(tmp_path: Path) -> None:
 def test_damaged_journal_is_quarantined_and_rebuilt(tmp_path: Path, remote_url: str) -> None:
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
-    model = model_entries(0)
-    for i in range(120):
-        key = KEYS[i % len(KEYS)]
-        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
-        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    model = put_entries(store, 120)
     # Crash-like stop with files in every state, then wreck the journal.
     crash_in_process(store)
     journal = tmp_path / "d" / JOURNAL_NAME
@@ -172,16 +200,8 @@ def test_damaged_journal_is_quarantined_and_rebuilt(tmp_path: Path, remote_url: 
     journal.write_bytes(bytes(raw))
     for extra in ("-wal", "-shm"):
         (tmp_path / "d" / (JOURNAL_NAME + extra)).unlink(missing_ok=True)
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
-    report = again.start()
-    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
-    assert again.shutdown().clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    for key in KEYS:
-        got = {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)}
-        assert got == model[key]
-    fresh.shutdown()
+    assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_a_journal_index_out_of_step_with_its_rows_is_damage(tmp_path: Path, remote_url: str) -> None:
@@ -193,11 +213,7 @@ def test_a_journal_index_out_of_step_with_its_rows_is_damage(tmp_path: Path, rem
     journal aside and rebuild it, as for any other damage."""
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
-    model = model_entries(0)
-    for i in range(20):  # one file, still ACTIVE: start() moves it to ROLLED
-        key = KEYS[i % len(KEYS)]
-        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
-        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    model = put_entries(store, 20)  # one file, still ACTIVE: start() moves it to ROLLED
     active = store._current
     assert active is not None
     crash_in_process(store)
@@ -215,15 +231,8 @@ def test_a_journal_index_out_of_step_with_its_rows_is_damage(tmp_path: Path, rem
     check = sqlite3.connect(journal)
     assert check.execute("PRAGMA quick_check").fetchone() == ("ok",)
     check.close()
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
-    report = again.start()
-    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
-    assert again.shutdown().clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    for key in KEYS:
-        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key]
-    fresh.shutdown()
+    assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_a_journal_whose_schema_names_another_column_is_damage(tmp_path: Path, remote_url: str) -> None:
@@ -233,32 +242,18 @@ def test_a_journal_whose_schema_names_another_column_is_damage(tmp_path: Path, r
     checked at open: such a journal is damage, set aside and rebuilt."""
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
-    model = model_entries(0)
-    for i in range(120):
-        key = KEYS[i % len(KEYS)]
-        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
-        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    model = put_entries(store, 120)
     crash_in_process(store)
     journal = tmp_path / "d" / JOURNAL_NAME
-    db = sqlite3.connect(journal)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    raw = bytearray(journal.read_bytes())
+    raw = checkpointed_bytes(journal)
     at = raw.index(b"max_ms      INTEGER")  # the files table's column, in its CREATE TABLE text
     raw[at + len("max_m")] ^= 1  # max_ms -> max_mr
     journal.write_bytes(bytes(raw))
     check = sqlite3.connect(journal)
     assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     check.close()
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
-    report = again.start()
-    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
-    assert again.shutdown().clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    for key in KEYS:
-        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key]
-    fresh.shutdown()
+    assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_a_journal_text_that_is_not_utf8_is_damage(tmp_path: Path, remote_url: str) -> None:
@@ -269,33 +264,19 @@ def test_a_journal_text_that_is_not_utf8_is_damage(tmp_path: Path, remote_url: s
     damage: set aside and rebuilt."""
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
-    model = model_entries(0)
-    for i in range(120):
-        key = KEYS[i % len(KEYS)]
-        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
-        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    model = put_entries(store, 120)
     wait_until(lambda: store.journal.file_ids([FileState.UPLOADED]), "a file uploaded")
     uploaded = store.journal.file_ids([FileState.UPLOADED])[0]
     crash_in_process(store)
     journal = tmp_path / "d" / JOURNAL_NAME
-    db = sqlite3.connect(journal)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    raw = bytearray(journal.read_bytes())
+    raw = checkpointed_bytes(journal)
     raw[raw.index(data_key(uploaded).encode())] = 0xFF  # "index/..." -> b"\xffndex/...": no UTF-8
     journal.write_bytes(bytes(raw))
     check = sqlite3.connect(journal)
     assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     check.close()
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
-    report = again.start()
-    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
-    assert again.shutdown().clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    for key in KEYS:
-        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key]
-    fresh.shutdown()
+    assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_a_journal_header_naming_an_unknown_format_is_damage(tmp_path: Path, remote_url: str) -> None:
@@ -306,28 +287,14 @@ def test_a_journal_header_naming_an_unknown_format_is_damage(tmp_path: Path, rem
     journal is set aside and rebuilt."""
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
-    model = model_entries(0)
-    for i in range(120):
-        key = KEYS[i % len(KEYS)]
-        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
-        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    model = put_entries(store, 120)
     crash_in_process(store)
     journal = tmp_path / "d" / JOURNAL_NAME
-    db = sqlite3.connect(journal)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    raw = bytearray(journal.read_bytes())
+    raw = checkpointed_bytes(journal)
     raw[44:48] = b"\xe4\xa6\x4c\x1a"  # the schema format number (1 to 4)
     journal.write_bytes(bytes(raw))
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
-    report = again.start()
-    assert report.journal_quarantined is not None and Path(report.journal_quarantined).exists()
-    assert again.shutdown().clean
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    for key in KEYS:
-        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key]
-    fresh.shutdown()
+    assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 
 def test_remote_object_campaign(tmp_path: Path, remote_url: str) -> None:
@@ -421,11 +388,7 @@ def test_an_uploaded_files_row_with_a_changed_range_is_damage(tmp_path: Path, re
     from the remote, and every entry answers."""
     store = IndexStore(tmp_path / "d", remote_url, small_config())
     store.start()
-    model = model_entries(0)
-    for i in range(120):
-        key = KEYS[i % len(KEYS)]
-        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
-        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    model = put_entries(store, 120)
     assert store.shutdown().clean
     journal = tmp_path / "d" / JOURNAL_NAME
     db = sqlite3.connect(journal)
@@ -436,9 +399,7 @@ def test_an_uploaded_files_row_with_a_changed_range_is_damage(tmp_path: Path, re
     _change_row(journal, file_id, max_ms=min_ms - 1)  # its range now overlaps no query
     for copy in (tmp_path / "d").glob("sealed/*"):
         copy.unlink()  # out of the read cache, as eviction does: the remote answers
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
-    report = again.start()
-    assert report.journal_quarantined is not None
+    again = restart_with_journal_rebuilt(tmp_path / "d", remote_url)
     for key in KEYS:  # from the first entry's time: the changed range ends before it
         assert {tuple(e) for e in again.query("t", key, 10_000, FOREVER, 10_000)} == model[key], key
     assert again.shutdown().clean
@@ -454,12 +415,8 @@ def test_a_sealed_files_row_with_a_changed_range_is_not_recorded_remotely(
     down = SwitchableRemote(open_remote(remote_url))
     store = IndexStore(tmp_path / "d", down, small_config())
     store.start()
-    model = model_entries(0)
     down.down.set()
-    for i in range(120):
-        key = KEYS[i % len(KEYS)]
-        store.put("t", key, queue_id=i % 5, offset=i, size=64 + i, timestamp_ms=10_000 + i)
-        model[key].add((i % 5, i, 64 + i, 10_000 + i))
+    model = put_entries(store, 120)
     report = store.shutdown(timeout_s=1)
     assert not report.clean and report.pending
     journal = tmp_path / "d" / JOURNAL_NAME
@@ -469,15 +426,9 @@ def test_a_sealed_files_row_with_a_changed_range_is_not_recorded_remotely(
     ).fetchone()
     db.close()
     _change_row(journal, file_id, max_ms=true_max + (1 << 40))
-    again = IndexStore(tmp_path / "d", remote_url, small_config())
-    assert again.start().journal_quarantined is not None
-    assert again.shutdown().clean
+    assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
     remote = open_remote(remote_url)
     record = ManifestRecord.from_bytes(remote.get(manifest_key(file_id)), manifest_key(file_id))
     assert record.max_ms == true_max
     remote.close()
-    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
-    fresh.start()
-    for key in KEYS:
-        assert {tuple(e) for e in fresh.query("t", key, 0, FOREVER, 10_000)} == model[key], key
-    fresh.shutdown()
+    assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)

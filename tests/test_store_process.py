@@ -43,6 +43,17 @@ def run_child(
     )
 
 
+def lines_until_done(child: subprocess.Popen[str]) -> list[str]:
+    """The child's output lines up to and including its "done"."""
+    assert child.stdout is not None
+    lines = []
+    for line in child.stdout:
+        lines.append(line.strip())
+        if lines[-1] == "done":
+            break
+    return lines
+
+
 def acknowledged(output: str) -> list[int]:
     return [int(line) for line in output.splitlines() if line.isdigit()]
 
@@ -64,12 +75,7 @@ def assert_remote_has(tmp_path: Path, remote_url: str, acked: list[int]) -> None
 
 def test_sigterm_shuts_down_cleanly_with_everything_remote(tmp_path: Path, remote_url: str) -> None:
     child = run_child(tmp_path / "d", remote_url, 150, then="wait")
-    assert child.stdout is not None
-    lines = []
-    for line in child.stdout:
-        lines.append(line.strip())
-        if line.strip() == "done":
-            break
+    lines = lines_until_done(child)
     started = time.monotonic()
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=30)
@@ -251,12 +257,7 @@ def test_a_second_signal_exits_at_once_with_the_journal_consistent(tmp_path: Pat
         text=True,
     )
     try:
-        assert child.stdout is not None
-        lines = []
-        for line in child.stdout:
-            lines.append(line.strip())
-            if line.strip() == "done":
-                break
+        lines = lines_until_done(child)
         child.send_signal(signal.SIGINT)
         assert child.stdout.readline().strip() == "uploading"  # the shutdown's upload of the last file
         started = time.monotonic()

@@ -666,12 +666,15 @@ impl PyIndexFile {
         size: &Bound<'_, PyAny>,
         timestamp_ms: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
+        let fingerprint = key_fingerprint(key)?;
+        let (queue_id, offset, size, timestamp_ms) =
+            entry_numbers(queue_id, offset, size, timestamp_ms)?;
         let entry = NewEntry {
-            fingerprint: key_fingerprint(key)?,
-            queue_id: int_arg(queue_id, "queue_id", U32_MAX)?,
-            offset: int_arg(offset, "offset", I64_MAX)?,
-            size: int_arg(size, "size", U32_MAX)?,
-            timestamp_ms: int_arg(timestamp_ms, "timestamp_ms", I64_MAX)?,
+            fingerprint,
+            queue_id,
+            offset,
+            size,
+            timestamp_ms,
         };
         // Uncontended (the usual case): stay under the GIL, it is cheaper.
         // Contended (a seal or batch in progress): wait without the GIL.
@@ -1120,6 +1123,21 @@ fn salvage(py: Python<'_>, src: PathBuf, dest: PathBuf) -> PyResult<(u64, u64)> 
     Ok((report.kept, report.damaged))
 }
 
+/// An entry's numbers, checked: (queue_id, offset, size, timestamp_ms).
+fn entry_numbers(
+    queue_id: &Bound<'_, PyAny>,
+    offset: &Bound<'_, PyAny>,
+    size: &Bound<'_, PyAny>,
+    timestamp_ms: &Bound<'_, PyAny>,
+) -> PyResult<(u32, u64, u32, u64)> {
+    Ok((
+        int_arg(queue_id, "queue_id", U32_MAX)?,
+        int_arg(offset, "offset", I64_MAX)?,
+        int_arg(size, "size", U32_MAX)?,
+        int_arg(timestamp_ms, "timestamp_ms", I64_MAX)?,
+    ))
+}
+
 /// Checks an entry's numbers as `IndexFile.put` does, without a file: the
 /// store checks them before it makes a file for the put.
 #[pyfunction]
@@ -1129,11 +1147,7 @@ fn check_entry_args(
     size: &Bound<'_, PyAny>,
     timestamp_ms: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    int_arg::<u32>(queue_id, "queue_id", U32_MAX)?;
-    int_arg::<u64>(offset, "offset", I64_MAX)?;
-    int_arg::<u32>(size, "size", U32_MAX)?;
-    int_arg::<u64>(timestamp_ms, "timestamp_ms", I64_MAX)?;
-    Ok(())
+    entry_numbers(queue_id, offset, size, timestamp_ms).map(drop)
 }
 
 /// The fingerprint the index stores for a key (XXH3-64 of its bytes).

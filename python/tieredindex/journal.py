@@ -213,12 +213,10 @@ class Journal:
                 have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 if not wanted <= have:
                     raise sqlite3.DatabaseError(f"schema: table {table} lacks {sorted(wanted - have)}")
-                # Every value read once: a flipped bit can leave text that is
-                # not UTF-8 in a sound database, which only a read finds.
-                self._db.execute(f"SELECT * FROM {table}").fetchall()
-            rows = self._db.execute("SELECT state FROM files").fetchall()
-            for (state,) in rows:
-                FileState(state)
+                if table != "files":  # read in _check_rows
+                    # Every value read once: a flipped bit can leave text that is
+                    # not UTF-8 in a sound database, which only a read finds.
+                    self._db.execute(f"SELECT * FROM {table}").fetchall()
             self._check_rows()
         except (sqlite3.DatabaseError, ValueError) as exc:
             self._db.close()
@@ -235,15 +233,20 @@ class Journal:
             raise RuntimeError(f"{self.path}: journal schema {version}, this version reads {SCHEMA_VERSION}")
 
     def _check_rows(self) -> None:
-        """Every row against its CRC-32C; rows from before the column get one."""
+        """Every row of ``files`` read once (its text must decode), its state
+        one this version knows, its values against its CRC-32C; rows from
+        before the column get one."""
         unchecked = []
-        for *values, stored in self._db.execute(
-            f"SELECT {', '.join(CHECKED_COLUMNS)}, fields_crc FROM files"
-        ):
-            if stored is None:
-                unchecked.append((_row_crc(values), values[0]))
-            elif stored != _row_crc(values):
-                raise sqlite3.DatabaseError(f"the row of file {values[0]} fails its checksum")
+        cursor = self._db.execute("SELECT * FROM files")
+        names = [d[0] for d in cursor.description]
+        for row in cursor.fetchall():
+            values = dict(zip(names, row, strict=True))
+            FileState(values["state"])
+            checked = [values[c] for c in CHECKED_COLUMNS]
+            if values["fields_crc"] is None:
+                unchecked.append((_row_crc(checked), values["file_id"]))
+            elif values["fields_crc"] != _row_crc(checked):
+                raise sqlite3.DatabaseError(f"the row of file {values['file_id']} fails its checksum")
         if unchecked:
             self._db.executemany("UPDATE files SET fields_crc = ? WHERE file_id = ?", unchecked)
 

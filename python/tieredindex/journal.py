@@ -166,12 +166,11 @@ def _is_damage(exc: Exception) -> bool:
 
 
 def _row_crc(values: Iterable[Any]) -> int:
-    """The CRC-32C of CHECKED_COLUMNS' values, in that order (repr: None, an
-    int and a str never read alike; an int as SQLite gives it back, whatever
-    integer type it was written from)."""
-    return crc32c(
-        "\x1f".join(repr(v if v is None or isinstance(v, str) else int(v)) for v in values).encode()
-    )
+    """The CRC-32C of CHECKED_COLUMNS' values, in that order: of their tuple's
+    repr (None, an int and a str never read alike), each int as SQLite gives
+    it back, whatever integer type it was written from."""
+    plain = tuple(v if v is None or type(v) in (int, str) else int(v) for v in values)
+    return crc32c(repr(plain).encode())
 
 
 def _in_states(states: Iterable[FileState]) -> tuple[str, tuple[str, ...]]:
@@ -235,18 +234,21 @@ class Journal:
     def _check_rows(self) -> None:
         """Every row of ``files`` read once (its text must decode), its state
         one this version knows, its values against its CRC-32C; rows from
-        before the column get one."""
+        before the column get one. One pass: its cost is start-up's."""
         unchecked = []
-        cursor = self._db.execute("SELECT * FROM files")
-        names = [d[0] for d in cursor.description]
-        for row in cursor.fetchall():
-            values = dict(zip(names, row, strict=True))
-            FileState(values["state"])
-            checked = [values[c] for c in CHECKED_COLUMNS]
-            if values["fields_crc"] is None:
-                unchecked.append((_row_crc(checked), values["file_id"]))
-            elif values["fields_crc"] != _row_crc(checked):
-                raise sqlite3.DatabaseError(f"the row of file {values['file_id']} fails its checksum")
+        n = len(CHECKED_COLUMNS)
+        others = [c for c in RECORD_COLUMNS if c not in CHECKED_COLUMNS]
+        states = {str(state) for state in FileState}
+        for row in self._db.execute(
+            f"SELECT {', '.join(CHECKED_COLUMNS)}, fields_crc, {', '.join(others)} FROM files"
+        ):
+            checked, stored = row[:n], row[n]
+            if checked[1] not in states:
+                FileState(checked[1])  # raises, naming it
+            if stored is None:
+                unchecked.append((_row_crc(checked), checked[0]))
+            elif stored != crc32c(repr(checked).encode()):  # as _row_crc: SQLite gives plain values
+                raise sqlite3.DatabaseError(f"the row of file {checked[0]} fails its checksum")
         if unchecked:
             self._db.executemany("UPDATE files SET fields_crc = ? WHERE file_id = ?", unchecked)
 

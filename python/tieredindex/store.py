@@ -1818,7 +1818,7 @@ class IndexStore:
             assert self._not_ours is not None
             raise RemoteError(self._not_ours[1])  # the upkeep's rounds ask again
         call = self._read_call if reading else self._call
-        uploaded = {r.file_id for r in self.journal.files([FileState.UPLOADED])}
+        uploaded = set(self.journal.file_ids([FileState.UPLOADED]))  # ids only: one row a file, kept for ever
         if not uploaded or (listed is not None and uploaded & listed):
             self._remote_confirmed = True
             return

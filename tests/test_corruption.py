@@ -74,6 +74,16 @@ def checkpointed_bytes(journal: Path) -> bytearray:
     return bytearray(journal.read_bytes())
 
 
+def write_damaged(journal: Path, raw: bytearray, still_passes: str | None = None) -> None:
+    """Writes the damaged journal; ``still_passes``: the SQLite check
+    (quick_check, integrity_check) the damage must get past."""
+    journal.write_bytes(bytes(raw))
+    if still_passes is not None:
+        check = sqlite3.connect(journal)
+        assert check.execute(f"PRAGMA {still_passes}").fetchone() == ("ok",)
+        check.close()
+
+
 def restart_with_journal_rebuilt(directory: Path, remote_url: str) -> IndexStore:
     """A store started on ``directory``, which found its journal damaged and set it aside."""
     again = IndexStore(directory, remote_url, small_config())
@@ -227,10 +237,7 @@ def test_a_journal_index_out_of_step_with_its_rows_is_damage(tmp_path: Path, rem
     # The file id in the index entry (state, file_id), not in the row.
     at = raw.index(active.encode(), (root - 1) * page_size, root * page_size)
     raw[at + len(active) - 1] ^= 1
-    journal.write_bytes(bytes(raw))
-    check = sqlite3.connect(journal)
-    assert check.execute("PRAGMA quick_check").fetchone() == ("ok",)
-    check.close()
+    write_damaged(journal, raw, still_passes="quick_check")
     assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
@@ -248,10 +255,7 @@ def test_a_journal_whose_schema_names_another_column_is_damage(tmp_path: Path, r
     raw = checkpointed_bytes(journal)
     at = raw.index(b"max_ms      INTEGER")  # the files table's column, in its CREATE TABLE text
     raw[at + len("max_m")] ^= 1  # max_ms -> max_mr
-    journal.write_bytes(bytes(raw))
-    check = sqlite3.connect(journal)
-    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    check.close()
+    write_damaged(journal, raw, still_passes="integrity_check")
     assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
@@ -271,10 +275,7 @@ def test_a_journal_text_that_is_not_utf8_is_damage(tmp_path: Path, remote_url: s
     journal = tmp_path / "d" / JOURNAL_NAME
     raw = checkpointed_bytes(journal)
     raw[raw.index(data_key(uploaded).encode())] = 0xFF  # "index/..." -> b"\xffndex/...": no UTF-8
-    journal.write_bytes(bytes(raw))
-    check = sqlite3.connect(journal)
-    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    check.close()
+    write_damaged(journal, raw, still_passes="integrity_check")
     assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
@@ -292,7 +293,7 @@ def test_a_journal_header_naming_an_unknown_format_is_damage(tmp_path: Path, rem
     journal = tmp_path / "d" / JOURNAL_NAME
     raw = checkpointed_bytes(journal)
     raw[44:48] = b"\xe4\xa6\x4c\x1a"  # the schema format number (1 to 4)
-    journal.write_bytes(bytes(raw))
+    write_damaged(journal, raw)
     assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 

@@ -166,11 +166,16 @@ def _is_damage(exc: Exception) -> bool:
 
 
 def _row_crc(values: Iterable[Any]) -> int:
-    """The CRC-32C of CHECKED_COLUMNS' values, in that order: of their tuple's
-    repr (None, an int and a str never read alike), each int as SQLite gives
-    it back, whatever integer type it was written from."""
-    plain = tuple(v if v is None or type(v) in (int, str) else int(v) for v in values)
-    return crc32c(repr(plain).encode())
+    """The CRC-32C of CHECKED_COLUMNS' values, in that order, each int as
+    SQLite gives it back, whatever integer type it was written from."""
+    return _plain_row_crc(tuple(v if v is None or type(v) in (int, str) else int(v) for v in values))
+
+
+def _plain_row_crc(values: tuple[int | str | None, ...]) -> int:
+    """As _row_crc, for values as SQLite gives them (no conversion: start-up
+    checks every row): the CRC-32C of their tuple's repr (None, an int and a
+    str never read alike)."""
+    return crc32c(repr(values).encode())
 
 
 def _in_states(states: Iterable[FileState]) -> tuple[str, tuple[str, ...]]:
@@ -247,7 +252,7 @@ class Journal:
                 FileState(checked[1])  # raises, naming it
             if stored is None:
                 unchecked.append((_row_crc(checked), checked[0]))
-            elif stored != crc32c(repr(checked).encode()):  # as _row_crc: SQLite gives plain values
+            elif stored != _plain_row_crc(checked):
                 raise sqlite3.DatabaseError(f"the row of file {checked[0]} fails its checksum")
         if unchecked:
             self._db.executemany("UPDATE files SET fields_crc = ? WHERE file_id = ?", unchecked)

@@ -932,7 +932,7 @@ def test_remote_retention(
         assert store.shutdown().clean
         clean_prefix(moto, prefix)
     # Per file a GET and two deletes; nothing besides (the prefix claimed in the setup).
-    at_once = max(1, READS_PER_UPLOAD * linked.upload_concurrency // 2)
+    at_once = tieredindex.store.retention_at_once(linked.upload_concurrency)
     info = {
         "files": RETENTION_FILES,
         "get_s": get_s[0],

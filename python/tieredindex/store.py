@@ -139,6 +139,14 @@ RETENTION_CONFIRM_S = 300.0
 # A retention round deletes this many files at most; the rest go in the next
 # rounds, so the upkeep thread gets back to the catalog and reconciliation.
 RETENTION_PER_ROUND = 256
+
+
+def retention_at_once(upload_concurrency: int) -> int:
+    """How many expired files retention deletes at once: half the read pool
+    (READS_PER_UPLOAD x upload_concurrency), so queries keep the rest."""
+    return max(1, READS_PER_UPLOAD * upload_concurrency // 2)
+
+
 # The error a salvage's new file is recorded with until it is made: a crash
 # before leaves a ROLLED record with no file that lost nothing (the damaged
 # original is still there, salvaged again), unlike any other ROLLED record.
@@ -2281,7 +2289,7 @@ class IndexStore:
         starts (as the sequential round ended there); those in flight
         finish, and the first error is raised. On stop none starts; those
         in flight end at their next call (the stop event)."""
-        at_once = max(1, READS_PER_UPLOAD * self.config.upload_concurrency // 2)
+        at_once = retention_at_once(self.config.upload_concurrency)
         todo = iter(expired)
         running: set[Future[None]] = set()
         failure: BaseException | None = None

@@ -29,6 +29,13 @@ pub enum Error {
     /// The file was closed.
     #[error("{path}: file is closed")]
     Closed { path: PathBuf },
+    /// The file was opened by process `owner`, which then forked this one:
+    /// the parent's open files are not the child's to use.
+    #[error(
+        "{path}: opened by process {owner}, which forked this process; a forked child \
+         cannot use its parent's open files (open its own after the fork)"
+    )]
+    Forked { path: PathBuf, owner: u32 },
 }
 
 impl Error {

@@ -86,6 +86,8 @@ pub struct IndexFile {
     path: PathBuf,
     inner: RwLock<Inner>,
     open_report: OpenReport,
+    /// The process that opened it (see `mapping.rs` on `fork()`).
+    owner: u32,
 }
 
 /// The fields of one put, already range-checked.
@@ -492,6 +494,7 @@ impl IndexFile {
         Ok(Self {
             path: path.to_path_buf(),
             inner: RwLock::new(inner),
+            owner: crate::mapping::process_id(),
             open_report: OpenReport::default(),
         })
     }
@@ -594,6 +597,7 @@ impl IndexFile {
         Ok(Self {
             path: path.to_path_buf(),
             inner: RwLock::new(inner),
+            owner: crate::mapping::process_id(),
             open_report: report,
         })
     }
@@ -1078,6 +1082,13 @@ fn infer_geometry(bytes: &[u8]) -> Option<FoundGeometry> {
 
 impl Drop for IndexFile {
     fn drop(&mut self) {
+        // In a forked child, close() would write the child's view of the
+        // header into the parent's live file, and its lock may have been
+        // held by a parent's thread at the fork (held for good here): the
+        // map and the descriptor just go, nothing written.
+        if self.owner != crate::mapping::process_id() {
+            return;
+        }
         // Best effort: an unclean drop is safe anyway (the next open rebuilds).
         let _ = self.close();
     }
@@ -1163,6 +1174,49 @@ mod tests {
             size: 10,
             timestamp_ms: ts,
         }
+    }
+
+    /// A child forked while a file is open: every use is refused, its exit
+    /// writes nothing to the file, and it does not keep the file locked
+    /// once the parent closed it.
+    #[test]
+    fn a_forked_child_is_refused_writes_nothing_and_holds_no_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tix");
+        let f = IndexFile::create(&path, 5, 20, 1000).unwrap();
+        f.put(&entry("k", 1, 1000)).unwrap();
+        f.flush().unwrap();
+        let before = std::fs::read(&path).unwrap();
+        // SAFETY: the child makes only the calls below, then _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let refused = |r: Result<()>| matches!(r, Err(Error::Forked { owner, .. }) if owner != std::process::id());
+            let ok = refused(f.put(&entry("k", 2, 1001)).map(|_| ()))
+                && refused(f.flush())
+                && refused(f.query(fingerprint(b"k"), 0, u64::MAX >> 1, 3).map(|_| ()));
+            drop(f); // as at an interpreter's exit: nothing written
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            // SAFETY: ends the child without running the test harness's exit.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the child's drop wrote to the file"
+        );
+        f.close().unwrap();
+        // The child still lives: its copies must not hold the lock.
+        let g = IndexFile::open(&path).unwrap();
+        assert_eq!(g.count(), 1);
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child: {status}"
+        );
     }
 
     #[test]

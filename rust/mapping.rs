@@ -14,16 +14,133 @@
 //!
 //! Files are preallocated with `posix_fallocate`, so a full disk fails at
 //! create time, never as a fault inside a write to the map.
+//!
+//! A map belongs to the process that made it. A child made by `fork()`
+//! (multiprocessing's default start method on Linux, pre-fork servers)
+//! shares its parent's maps and descriptors but not its in-memory locks or
+//! its threads: its writes would race the parent's unguarded, and its
+//! descriptors would keep the parent's file locks held after the parent let
+//! go. So every operation refuses in a child ([`FileMap::check_len`]), and
+//! a `pthread_atfork` handler lets go of the child's share of the locks.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use crate::error::{Error, Result};
+
+/// This process's id, kept current across `fork()` by the child handler: a
+/// load where `getpid` would be a system call on every put. 0: not read yet.
+static PROCESS_ID: AtomicU32 = AtomicU32::new(0);
+
+/// This process's locked files (its [`FileMap`]s): descriptor, map address
+/// and length, for the child handler.
+static LOCKED_FILES: parking_lot::Mutex<Vec<(RawFd, usize, usize)>> =
+    parking_lot::const_mutex(Vec::new());
+
+/// The id of this process.
+#[inline]
+pub fn process_id() -> u32 {
+    match PROCESS_ID.load(Ordering::Relaxed) {
+        0 => first_process_id(),
+        pid => pid,
+    }
+}
+
+#[cold]
+fn first_process_id() -> u32 {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        // SAFETY: registers a plain function with no arguments, run by
+        // fork() in the child; it only makes async-signal-safe calls.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    PROCESS_ID.store(pid, Ordering::Relaxed);
+    pid
+}
+
+/// In a child just forked: its own id, and its share of the parent's file
+/// locks let go. An `flock` stays while anything refers to the open file:
+/// the child's copy of the descriptor and its copy of the map both do, so a
+/// long-lived child kept the parent's file locked after the parent closed
+/// it (a restarted store was refused while the child lived). So the map is
+/// replaced by empty anonymous memory of the same size, and the descriptor
+/// by `/dev/null`: both under the same address and number, which the
+/// child's `FileMap` still owns and gives back once (the child can no
+/// longer read the parent's file through them, and is refused anyway).
+/// A thread of the parent's in the middle of (un)registering a file at the
+/// fork leaves the list locked here: the child then keeps its share.
+extern "C" fn after_fork_in_child() {
+    // SAFETY: getpid has no preconditions.
+    PROCESS_ID.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+    let Some(files) = LOCKED_FILES.try_lock() else {
+        return;
+    };
+    // SAFETY: the addresses, lengths and descriptors are those of this
+    // process's live FileMaps (registered while they live), which keep
+    // owning them; mmap with MAP_FIXED replaces exactly that range; open,
+    // dup3 and close take a NUL-terminated path and plain descriptors.
+    unsafe {
+        for &(_, addr, len) in files.iter() {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            );
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null >= 0 {
+            for &(fd, _, _) in files.iter() {
+                libc::dup3(null, fd, libc::O_CLOEXEC);
+            }
+            libc::close(null);
+        }
+    }
+}
+
+/// A locked file's entry in `LOCKED_FILES`, for as long as its [`FileMap`]
+/// lives (dropped before the map and the descriptor are).
+struct LockedFile {
+    entry: (RawFd, usize, usize),
+    owner: u32,
+}
+
+impl LockedFile {
+    fn register(file: &File, map: &MmapMut) -> Self {
+        let entry = (file.as_raw_fd(), map.as_ptr() as usize, map.len());
+        let owner = process_id(); // first: registers the fork handler
+        LOCKED_FILES.lock().push(entry);
+        Self { entry, owner }
+    }
+}
+
+impl Drop for LockedFile {
+    fn drop(&mut self) {
+        // In a forked child the list may be locked for good (see
+        // after_fork_in_child): never wait for it there.
+        let files = if self.owner == process_id() {
+            Some(LOCKED_FILES.lock())
+        } else {
+            LOCKED_FILES.try_lock()
+        };
+        if let Some(mut files) = files {
+            if let Some(at) = files.iter().position(|&e| e == self.entry) {
+                files.swap_remove(at);
+            }
+        }
+    }
+}
 
 /// Takes an exclusive, non-blocking advisory lock on `file`.
 fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
@@ -141,6 +258,8 @@ fn require_regular(file: &File, path: &Path) -> Result<u64> {
 
 /// A writable shared map of a whole locked file.
 pub struct FileMap {
+    // Dropped first: out of the list before the map and the descriptor go.
+    locked: LockedFile,
     path: PathBuf,
     file: File,
     map: MmapMut,
@@ -195,6 +314,7 @@ impl FileMap {
         let map = unsafe { MmapOptions::new().len(len_usize).map_mut(&file) }
             .map_err(|e| Error::io(path, e))?;
         Ok(Self {
+            locked: LockedFile::register(&file, &map),
             path: path.to_path_buf(),
             file,
             map,
@@ -205,9 +325,16 @@ impl FileMap {
         &self.path
     }
 
-    /// Fails unless the file is still at least as long as the map.
+    /// Fails unless this process made the map (see the module's doc on
+    /// `fork()`) and the file is still at least as long as the map.
     #[inline]
     pub fn check_len(&self) -> Result<()> {
+        if self.locked.owner != process_id() {
+            return Err(Error::Forked {
+                path: self.path.clone(),
+                owner: self.locked.owner,
+            });
+        }
         check_file_len(&self.file, &self.path, self.map.len())
     }
 

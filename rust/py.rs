@@ -80,6 +80,7 @@ impl From<Error> for PyErr {
             Error::Corrupt { .. } => CorruptFileError::new_err(message),
             Error::Locked { .. } => StoreLockedError::new_err(message),
             Error::InvalidArgument { .. } | Error::Closed { .. } => PyValueError::new_err(message),
+            Error::Forked { .. } => TieredIndexError::new_err(message),
         }
     }
 }

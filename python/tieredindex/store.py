@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from functools import partial
@@ -184,6 +185,20 @@ def _past_retired(handler: Any, signum: int) -> Any:
     return handler
 
 
+# Stores started in this process, for the fork hook below.
+_STARTED_STORES: weakref.WeakSet[IndexStore] = weakref.WeakSet()
+
+
+def _disown_after_fork() -> None:
+    """In a child just forked: its copies of this process's stores are not
+    its own (IndexStore._disown)."""
+    for store in list(_STARTED_STORES):
+        store._disown()
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)
+
+
 def _is_not_found(exc: BaseException) -> bool:
     """A RemoteError whose cause (or its cause) is a missing object."""
     seen: BaseException | None = exc
@@ -287,6 +302,8 @@ class IndexStore:
         self._started = False
         self._closed = False
         self._lock_fd: int | None = None
+        self._pid = os.getpid()  # the process that made it (see _disown)
+        self._forked_from: int | None = None
         self._journal: Journal | None = None
         self._store_id = ""
         # Puts, rolls and the close of intake; re-entrant so a signal handler
@@ -417,6 +434,8 @@ class IndexStore:
         for sub in (ACTIVE_DIR, SEALED_DIR, QUARANTINE_DIR):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        self._pid = os.getpid()
+        _STARTED_STORES.add(self)
         try:
             journal_path = self.directory / JOURNAL_NAME
             moved: str | None = None
@@ -539,7 +558,32 @@ class IndexStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def _disown(self) -> None:
+        """In a child just forked (multiprocessing's default on Linux, a
+        pre-fork server): the child has the store's memory, maps and
+        descriptors but none of its threads, and a lock a thread held at the
+        fork stays held for good. Every call is refused from now on
+        (_refuse_if_forked), before it takes any lock; the child's copy of
+        the directory lock's descriptor is closed, which leaves the
+        parent's lock in place but no longer keeps it after the parent lets
+        go (a restarted store was refused while such a child lived). Runs
+        in the fork hook: takes no lock, raises nothing."""
+        self._forked_from = self._pid
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _refuse_if_forked(self) -> None:
+        if self._forked_from is not None:
+            raise TieredIndexError(
+                f"{self.directory}: this store was started by process {self._forked_from}, which "
+                "forked this process; a forked child cannot use its parent's store (start one of "
+                "its own after the fork, on another directory)"
+            )
+
     def _require_open(self, *, writing: bool) -> None:
+        self._refuse_if_forked()
         if not self._started:
             raise TieredIndexError("the store is not started: call start() first")
         if self._closed and writing:
@@ -891,6 +935,7 @@ class IndexStore:
     ) -> None:
         """Indexes one message under each key. Returns once every key is in
         the mapped file: it survives a crash of this process from then on."""
+        self._refuse_if_forked()
         if isinstance(keys, bytes | bytearray | memoryview) or not isinstance(keys, str | Iterable):
             # bytes: iterating would give ints
             raise TypeError(f"keys must be a str or an iterable of str, not {type(keys).__name__}")
@@ -1063,6 +1108,7 @@ class IndexStore:
 
     def seal(self) -> None:
         """Rolls the current file now if it holds anything."""
+        self._refuse_if_forked()
         try:
             with self._write_lock:
                 self._require_open(writing=True)
@@ -2400,11 +2446,13 @@ class IndexStore:
         """Counters and gauges (:mod:`tieredindex.metrics`): entries put,
         files by state, pending bytes and age, uploads, retries, failures.
         Cheap (no journal query); still answers after shutdown."""
+        self._refuse_if_forked()
         return self._metrics.snapshot()
 
     def status(self) -> StoreStatus:
         """Files by state, what is pending, errors. After ``shutdown()``: the
         status as the shutdown left it."""
+        self._refuse_if_forked()
         if self._final_status is not None:
             return self._final_status
         try:
@@ -2550,6 +2598,7 @@ class IndexStore:
         that fails (the local disk unwritable, the journal unreadable) is
         named in ``error`` and makes the report unclean; the next
         ``start()`` finishes the job."""
+        self._refuse_if_forked()
         if timeout_s is not None:
             check_seconds("timeout_s", timeout_s, allow_zero=True)
         with self._shutdown_lock:
@@ -2683,6 +2732,7 @@ class IndexStore:
         meanwhile waits for the shutdown and exits with it, as if the signal
         had interrupted it; and an interpreter exiting meanwhile waits for
         the shutdown to end (it has its deadline)."""
+        self._refuse_if_forked()
         _check_flag("exit", exit)
         if not self._started:
             raise TieredIndexError("the store is not started: call start() first")
@@ -2690,11 +2740,16 @@ class IndexStore:
             raise RuntimeError("install_signal_handlers() must be called from the main thread")
         exiting = _SignalExit(exit=exit)
         self._signal_exit = exiting
+        installed_in = os.getpid()
         main = threading.main_thread().ident
         assert main is not None
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            if exiting.retired:  # this store shut down by a call: not ours any more
+            # Shut down by a call, or a forked child's copy of the handler
+            # (it has no shutdown thread, and the store is not its own): the
+            # signal is not ours. A child that took it would not die of
+            # SIGTERM (multiprocessing's terminate()).
+            if exiting.retired or os.getpid() != installed_in:
                 _pass_on(signum, frame, exiting.previous.get(signum, signal.SIG_DFL))
                 return
             if exiting.code is not None:  # the shutdown is done: exit from the main thread
@@ -2731,7 +2786,7 @@ class IndexStore:
                     signal.pthread_kill(main, exiting.signum or signal.SIGTERM)
 
         def wait_at_exit() -> None:
-            if exiting.requested.is_set():
+            if exiting.requested.is_set() and os.getpid() == installed_in:
                 exiting.done.wait()
 
         threading.Thread(target=run_shutdown, name="tix-signal", daemon=True).start()

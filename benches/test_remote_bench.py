@@ -45,6 +45,8 @@ Sweeps (issue 4), by environment variable:
 - ``TIX_BENCH_SIZES_MIB`` (default ``64,256``), ``TIX_BENCH_ROUNDS``
   (default 3), ``TIX_BENCH_RSS_MB`` (default 600), ``TIX_BENCH_SCHEME``
   (``https``, the default, or ``http``).
+- ``TIX_BENCH_KEEP_LOGS``: a directory to keep each SIGTERM child's log in
+  (wall-clock stamps of its steps and S3 calls), one file per round.
 """
 
 from __future__ import annotations
@@ -610,6 +612,9 @@ def test_sigterm_to_verified_remote(
         info["log"].seek(0)
         log = info["log"].read()
         info["log"].close()
+        if keep := os.environ.get("TIX_BENCH_KEEP_LOGS"):  # a directory for the children's logs
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            (Path(keep) / f"{info['prefix']}.log").write_text(log)
         assert info["rc"] == 0, f"child exited {info['rc']}: {log[-3000:]}"
         breakdowns.append(_breakdown(log, info["killed_at"], info["exited_at"]))
         check_remote_copy(moto, info["prefix"])

@@ -766,7 +766,7 @@ class IndexStore:
             try:
                 sealed = SealedIndex.open(path)
                 sealed.verify()
-            except (OSError, CorruptFileError) as exc:
+            except CorruptFileError as exc:  # not an OSError (EMFILE): that is no damage
                 why = str(exc)
         if why is None and sealed.count == 0:
             path.unlink()  # no entries: nothing to keep (empty files are never uploaded)
@@ -793,7 +793,10 @@ class IndexStore:
         path = self._sealed_path(rec.file_id)
         try:
             sealed = SealedIndex.open(path)
-        except (OSError, CorruptFileError):
+        except (FileNotFoundError, CorruptFileError):
+            # Missing or damaged. Any other OSError (out of descriptors:
+            # EMFILE) says nothing of the copy: raised, not taken for
+            # damage, which would delete an intact copy.
             return None
         if sealed.size != rec.size or sealed.crc32c != rec.crc32c:
             return None

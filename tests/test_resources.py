@@ -1,0 +1,115 @@
+"""The store when the process runs out of a resource (file descriptors, ...),
+and after the resource is back. Limits are lowered in a child process, so
+pytest itself is never short of them."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tieredindex import FileState, IndexStore, open_remote
+from tieredindex.journal import Journal
+from tieredindex.layout import JOURNAL_NAME, SEALED_DIR
+
+from store_helpers import FOREVER, SwitchableRemote, crash_in_process, small_config, wait_until
+
+TESTS = str(Path(__file__).parent)
+
+
+def run_limited(script: str, *, nofile: int, timeout_s: float = 120) -> list[dict]:
+    """Runs ``script`` in a child whose soft RLIMIT_NOFILE is ``nofile``
+    (``raise_limit()`` there puts it back); returns the JSON lines it
+    printed with ``report(...)``."""
+    preamble = textwrap.dedent(
+        f"""
+        import json, resource, sys
+        sys.path.insert(0, {TESTS!r})
+        SOFT, HARD = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, HARD))
+
+        def raise_limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT, HARD))
+
+        def report(**fields):
+            print(json.dumps(fields), flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", preamble + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def pending_files(tmp_path: Path, remote_url: str, files: int) -> None:
+    """A crashed store in ``tmp_path / "d"`` with ``files`` sealed files of
+    ten entries each (put i: key ``k<i % 10>``, offset i), none uploaded
+    (the remote was down)."""
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(tmp_path / "d", remote, small_config(capacity=10))
+    store.start()
+    for i in range(files * 10):
+        store.put("t", f"k{i % 10}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    store.seal()
+    wait_until(lambda: store.journal.count_by_state().get(FileState.SEALED, 0) == files, "all sealed")
+    crash_in_process(store)
+
+
+def assert_remote_answers(tmp_path: Path, remote_url: str, puts: int) -> None:
+    """A new store on an empty directory answers every put ``pending_files``
+    made, and nothing else."""
+    fresh = IndexStore(tmp_path / "fresh", remote_url, small_config())
+    fresh.start()
+    found = {k: [e.offset for e in fresh.query("t", f"k{k}", 0, FOREVER, puts)] for k in range(10)}
+    fresh.shutdown()
+    assert found == {k: list(range(puts - 10 + k, -1, -10)) for k in range(10)}
+
+
+def test_start_out_of_descriptors_fails_and_changes_nothing(tmp_path: Path, remote_url: str) -> None:
+    """start() opens every local file that waits for upload, a descriptor
+    each. Out of descriptors (EMFILE), it took an intact sealed copy that
+    would not open for a damaged one: deleted it, put the file back to
+    ROLLED noted "sealed copy missing or damaged", and tried to salvage it.
+    Now start() fails with the EMFILE, naming the file, and leaves every
+    file as it was; with descriptors enough it starts, with nothing
+    quarantined or salvaged, and uploads everything."""
+    files = 80
+    pending_files(tmp_path, remote_url, files)
+    script = f"""
+        from tieredindex import IndexStore
+        from store_helpers import small_config
+
+        store = IndexStore({str(tmp_path / "d")!r}, {remote_url!r}, small_config(capacity=10))
+        try:
+            store.start()
+        except OSError as exc:
+            report(errno=exc.errno, error=str(exc))
+        else:
+            report(errno=None, error="started")
+            store.shutdown()
+    """
+    [failed] = run_limited(script, nofile=48)
+    assert failed["errno"] == errno.EMFILE and "Too many open files" in failed["error"], failed
+    assert str(tmp_path / "d") in failed["error"], failed
+    assert len(list((tmp_path / "d" / SEALED_DIR).iterdir())) == files
+    journal = Journal(tmp_path / "d" / JOURNAL_NAME)
+    try:
+        records = journal.files()
+    finally:
+        journal.close()
+    assert [r.state for r in records] == [FileState.SEALED] * files
+    assert not [r.error for r in records if "sealed copy" in (r.error or "")]
+
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    recovery = store.start()
+    assert recovery.quarantined == [] and recovery.salvaged == {}, recovery
+    assert store.shutdown().clean
+    assert_remote_answers(tmp_path, remote_url, files * 10)

@@ -113,3 +113,45 @@ def test_start_out_of_descriptors_fails_and_changes_nothing(tmp_path: Path, remo
     assert recovery.quarantined == [] and recovery.salvaged == {}, recovery
     assert store.shutdown().clean
     assert_remote_answers(tmp_path, remote_url, files * 10)
+
+
+def test_the_read_cache_leaves_descriptors_for_new_files(tmp_path: Path, remote_url: str) -> None:
+    """Every sealed copy the read cache keeps holds a descriptor (its map
+    is checked against the file before each read), and the cache was
+    bounded by cache_bytes alone: with room for every small file, the
+    uploaded copies took all 64 descriptors after 55 files; from then on
+    every upload, and every put that needed a new file, failed with
+    EMFILE. Now the cache keeps at most a quarter of the open-file limit
+    (the process peaks at 28 descriptors here), and puts go on."""
+    files = 150
+    script = f"""
+        import os, time
+        from tieredindex import IndexStore
+        from store_helpers import small_config
+
+        store = IndexStore(
+            {str(tmp_path / "d")!r}, {remote_url!r}, small_config(capacity=10, cache_bytes=1 << 40)
+        )
+        store.start()
+        most = 0
+        try:
+            for i in range({files} * 10):
+                store.put("t", f"k{{i % 10}}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+                if i % 10 == 9:  # a file full: sealed and uploaded before the next
+                    store.seal()
+                    deadline = time.monotonic() + 20
+                    while (status := store.status()).pending_files:
+                        if time.monotonic() > deadline:
+                            raise OSError(f"not uploaded in 20 s: {{status.last_error}}")
+                        time.sleep(0.01)
+                    most = max(most, len(os.listdir("/proc/self/fd")))
+        except OSError as exc:
+            report(put=i, error=str(exc))
+        else:
+            report(put=None, error=None)
+        report(most_descriptors=most, clean=store.shutdown().clean)
+    """
+    failed, shut = run_limited(script, nofile=64)
+    assert failed == {"put": None, "error": None}, failed
+    assert shut["clean"] and shut["most_descriptors"] < 64, shut
+    assert_remote_answers(tmp_path, remote_url, files * 10)

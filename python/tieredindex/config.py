@@ -46,7 +46,9 @@ class StoreConfig:
     for a moment deletes nothing."""
     cache_bytes: int = 1024 * MiB
     """Local disk kept for sealed files after their upload is verified
-    (least recently used first out)."""
+    (least recently used first out). Each kept file holds a descriptor
+    open, so at most one file per four of the open-file limit (ulimit -n)
+    is kept, whatever this allows."""
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     endpoint_url: str | None = None
     region: str | None = None

@@ -26,6 +26,7 @@ import http.client
 import logging
 import math
 import os
+import resource
 import signal
 import sqlite3
 import sys
@@ -140,6 +141,9 @@ RETENTION_CONFIRM_S = 300.0
 # A retention round deletes this many files at most; the rest go in the next
 # rounds, so the upkeep thread gets back to the catalog and reconciliation.
 RETENTION_PER_ROUND = 256
+# The read cache keeps at most one sealed copy (a descriptor) for every
+# this many descriptors the open-file limit allows.
+DESCRIPTORS_PER_CACHED_FILE = 4
 
 
 def retention_at_once(upload_concurrency: int) -> int:
@@ -231,6 +235,18 @@ def _sealed_fields(sealed: SealedIndex) -> dict[str, int]:
         "max_ms": sealed.end_ms,
         "begin_ms": sealed.begin_ms,
     }
+
+
+def _cached_files_allowed() -> int:
+    """The most sealed copies the read cache keeps: each holds a descriptor
+    open (its map is checked against the file before every read), so a
+    quarter of the open-file limit, read now (it may have been raised),
+    whatever cache_bytes allows. The rest stay for new files, uploads and
+    the broker's own."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    return max(1, soft // DESCRIPTORS_PER_CACHED_FILE)
 
 
 def _now_ms() -> int:
@@ -2282,14 +2298,17 @@ class IndexStore:
                 if fid in uploaded and fid in self._remote_files
             ]
         total = sum(size for _, _, size in cached)
+        kept = len(cached)
+        most = _cached_files_allowed()
         for _, file_id, size in sorted(cached):
-            if total <= self.config.cache_bytes:
+            if total <= self.config.cache_bytes and kept <= most:
                 break
             with self._state_lock:
                 self._sealed.pop(file_id, None)
                 self._access.pop(file_id, None)
             self._sealed_path(file_id).unlink(missing_ok=True)
             total -= size
+            kept -= 1
 
     def _apply_retention(self, retention_s: float) -> None:
         horizon = _now_ms() - int(retention_s * 1000)

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tieredindex import FileState, IndexStore, open_remote
 from tieredindex.journal import Journal
@@ -20,7 +25,7 @@ from store_helpers import FOREVER, SwitchableRemote, crash_in_process, small_con
 TESTS = str(Path(__file__).parent)
 
 
-def run_limited(script: str, *, nofile: int, timeout_s: float = 120) -> list[dict]:
+def run_limited(script: str, *, nofile: int, timeout_s: float = 120) -> list[dict[str, Any]]:
     """Runs ``script`` in a child whose soft RLIMIT_NOFILE is ``nofile``
     (``raise_limit()`` there puts it back); returns the JSON lines it
     printed with ``report(...)``."""
@@ -155,3 +160,60 @@ def test_the_read_cache_leaves_descriptors_for_new_files(tmp_path: Path, remote_
     assert failed == {"put": None, "error": None}, failed
     assert shut["clean"] and shut["most_descriptors"] < 64, shut
     assert_remote_answers(tmp_path, remote_url, files * 10)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB file system (tmpfs), so that a full disk is one."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root needed): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def fill_up(disk: Path) -> Path:
+    """Takes every free byte of ``disk``; returns the file to delete to free them."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as out, pytest.raises(OSError) as full:
+        while True:
+            out.write(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    return filler
+
+
+def test_start_on_a_full_disk_says_the_disk_is_full(small_disk: Path, remote_url: str) -> None:
+    """On a full disk SQLite cannot size the journal's WAL index and calls
+    it "disk I/O error" (SQLITE_IOERR_SHMSIZE): start() failed with EIO,
+    sending an operator to look for a failing drive. Now the journal's
+    error says the disk is full (ENOSPC); once space is back, start()
+    recovers everything."""
+    directory = small_disk / "d"
+    remote = SwitchableRemote(open_remote(remote_url))
+    remote.down.set()
+    store = IndexStore(directory, remote, small_config(capacity=10))
+    store.start()
+    for i in range(200):
+        store.put("t", f"k{i % 10}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    store.seal()
+    wait_until(lambda: store.journal.count_by_state().get(FileState.SEALED, 0) == 20, "all sealed")
+    crash_in_process(store)
+    filler = fill_up(small_disk)
+
+    store = IndexStore(directory, remote_url, small_config(capacity=10))
+    with pytest.raises(OSError) as failed:
+        store.start()
+    assert failed.value.errno == errno.ENOSPC, failed.value
+    assert "journal" in str(failed.value) and "no space left" in str(failed.value), failed.value
+
+    os.unlink(filler)
+    recovery = store.start()
+    assert recovery.quarantined == [] and recovery.salvaged == {}, recovery
+    assert store.shutdown().clean
+    assert_remote_answers(small_disk.parent, remote_url, 200)

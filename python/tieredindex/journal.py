@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -29,6 +31,8 @@ from tieredindex.states import FileState, check_transition
 
 SCHEMA_VERSION = 1
 
+# The first piece of a WAL index (the journal's -shm file) SQLite sizes.
+WAL_INDEX_BYTES = 32 * 1024
 # SQLite's primary result codes for the local disk failing, as errno values.
 _DISK_ERRNO = {
     8: errno.EROFS,  # SQLITE_READONLY
@@ -142,6 +146,15 @@ _COLUMNS = {
     "files": frozenset(RECORD_COLUMNS),
     "remote_quarantine": frozenset({"file_id", "reason", "min_ms", "max_ms", "at"}),
 }
+
+
+def _space_left(path: Path) -> int:
+    """Bytes free to this process on the file system holding ``path``."""
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return sys.maxsize  # unknown: not known to be full
+    return fs.f_bavail * fs.f_frsize
 
 
 def _disk_errno(exc: Exception) -> int | None:
@@ -276,6 +289,10 @@ class Journal:
         an OSError naming the journal (with the errno of a failing disk)."""
         message = f"{self.path}: the journal {what}: {exc}"
         code = _disk_errno(exc)
+        if code == errno.EIO and _space_left(self.path) < WAL_INDEX_BYTES:
+            # SQLite calls a WAL index it cannot size on a full disk a "disk
+            # I/O error" (SQLITE_IOERR_SHMSIZE): name the real trouble.
+            code, message = errno.ENOSPC, f"{message} (no space left on the disk holding it)"
         return OSError(message) if code is None else OSError(code, message)
 
     def close(self) -> None:

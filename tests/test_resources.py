@@ -217,3 +217,48 @@ def test_start_on_a_full_disk_says_the_disk_is_full(small_disk: Path, remote_url
     assert recovery.quarantined == [] and recovery.salvaged == {}, recovery
     assert store.shutdown().clean
     assert_remote_answers(small_disk.parent, remote_url, 200)
+
+
+def test_uploads_go_on_once_threads_can_be_started_again(tmp_path: Path, remote_url: str) -> None:
+    """Out of threads ("can't start new thread": here no address space
+    left for a thread's stack), the upload pool counted each thread it
+    failed to start as one of its own and kept the upload queued for it:
+    after eight, no upload ever ran again, the files stayed "in flight"
+    for the rest of the process, and shutdown() ran out its deadline with
+    them pending, though threads could be started again. Now a failed
+    start queues nothing and takes no place in the pool: the upload is
+    tried again, and once threads can be started everything goes up."""
+    script = f"""
+        import resource, threading, time
+        from tieredindex import IndexStore
+        from store_helpers import small_config
+
+        store = IndexStore({str(tmp_path / "d")!r}, {remote_url!r}, small_config(capacity=10))
+        store.start()
+        # Every new thread's stack (256 MiB) is past what the address space allows.
+        threading.stack_size(256 << 20)
+        size = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1])
+        AS_SOFT, AS_HARD = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (size * 1024 + (128 << 20), AS_HARD))
+        try:
+            threading.Thread(target=print).start()
+        except RuntimeError as exc:
+            report(thread=str(exc))
+        for i in range(200):
+            store.put("t", f"k{{i % 10}}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+        store.seal()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and "start new thread" not in str(store.status().last_error):
+            time.sleep(0.01)
+        time.sleep(1)  # the worker tries again every 0.05 s: many more than eight tries
+        report(pending=len(store.status().pending_files), last_error=store.status().last_error)
+        resource.setrlimit(resource.RLIMIT_AS, (AS_SOFT, AS_HARD))
+        threading.stack_size(0)
+        shut = store.shutdown(timeout_s=20)
+        report(clean=shut.clean, pending=shut.pending)
+    """
+    no_thread, short, shut = run_limited(script, nofile=1024)
+    assert no_thread == {"thread": "can't start new thread"}
+    assert short["pending"] == 20 and "can't start new thread" in short["last_error"], short
+    assert shut == {"clean": True, "pending": []}, shut
+    assert_remote_answers(tmp_path, remote_url, 200)

@@ -47,8 +47,20 @@ class DaemonThreadPool(Executor):
                 thread = threading.Thread(
                     target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True
                 )
-                self._threads.append(thread)
-                thread.start()
+                try:
+                    thread.start()
+                except RuntimeError:
+                    # Out of threads ("can't start new thread"). Counted as
+                    # one of ours, it took a place for good, and once all
+                    # were lost no work ever ran. A thread of ours takes
+                    # the work in its turn; with none, the caller is told,
+                    # and the work (the only one queued) is taken back.
+                    if not self._threads:
+                        self._queue.get_nowait()
+                        raise
+                    self._idle -= 1
+                else:
+                    self._threads.append(thread)
             else:
                 self._idle -= 1  # one idle thread takes it
             return future

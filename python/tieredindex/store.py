@@ -2027,7 +2027,14 @@ class IndexStore:
                 if rec.file_id in self._in_flight or self._retry_after.get(rec.file_id, 0) > now:
                     continue
                 self._in_flight.add(rec.file_id)
-            future: Future[None] = self._uploads.submit(self._upload_one, rec.file_id)
+            try:
+                future: Future[None] = self._uploads.submit(self._upload_one, rec.file_id)
+            except RuntimeError:
+                # No thread to run it (out of threads): not in flight, so
+                # the next round tries again.
+                with self._state_lock:
+                    self._in_flight.discard(rec.file_id)
+                raise
             future.add_done_callback(partial(self._upload_done, rec.file_id))
 
     def _release_sealed_originals(self) -> None:

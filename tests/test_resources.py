@@ -262,3 +262,73 @@ def test_uploads_go_on_once_threads_can_be_started_again(tmp_path: Path, remote_
     assert short["pending"] == 20 and "can't start new thread" in short["last_error"], short
     assert shut == {"clean": True, "pending": []}, shut
     assert_remote_answers(tmp_path, remote_url, 200)
+
+
+def test_a_start_that_cannot_start_its_threads_can_be_called_again(tmp_path: Path, remote_url: str) -> None:
+    """start() recovered, marked the store started, then started its three
+    threads: out of threads, it raised with the store half started, the
+    directory lock held and the recovered files open. A second start()
+    was refused ("already called"), and so was any other store on the
+    directory (StoreLockedError) for the rest of the process. Now a start
+    that cannot start its threads undoes itself: called again once threads
+    can be started, it uploads everything."""
+    files = 3
+    pending_files(tmp_path, remote_url, files)
+    script = f"""
+        import resource, threading
+        from tieredindex import IndexStore
+        from store_helpers import small_config
+
+        store = IndexStore({str(tmp_path / "d")!r}, {remote_url!r}, small_config(capacity=10))
+        # Every new thread's stack (256 MiB) is past what the address space allows.
+        threading.stack_size(256 << 20)
+        size = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1])
+        AS_SOFT, AS_HARD = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (size * 1024 + (128 << 20), AS_HARD))
+        try:
+            store.start()
+        except RuntimeError as exc:
+            report(first=str(exc))
+        else:
+            report(first="started")
+        resource.setrlimit(resource.RLIMIT_AS, (AS_SOFT, AS_HARD))
+        threading.stack_size(0)
+        try:
+            store.start()
+        except Exception as exc:
+            report(again=f"{{type(exc).__name__}}: {{exc}}")
+        else:
+            shut = store.shutdown(timeout_s=20)
+            report(again="started", clean=shut.clean, pending=shut.pending)
+    """
+    first, again = run_limited(script, nofile=1024)
+    assert first == {"first": "can't start new thread"}, first
+    assert again == {"again": "started", "clean": True, "pending": []}, again
+    assert_remote_answers(tmp_path, remote_url, files * 10)
+
+
+def test_a_start_whose_second_thread_fails_stops_the_first(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, when the first thread did start: it is stopped, and a
+    store started on the directory afterwards is the only one at work."""
+    import threading
+
+    start = threading.Thread.start
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "tieredindex-worker":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        store.start()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("tieredindex-flusher")]
+    monkeypatch.setattr(threading.Thread, "start", start)
+    other = IndexStore(tmp_path / "d", remote_url, small_config(capacity=10))
+    other.start()
+    other.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    assert [e.offset for e in other.query("t", "k", 0, FOREVER)] == [1]
+    assert other.shutdown().clean

@@ -478,14 +478,20 @@ class IndexStore:
         # keep the process alive after shutdown() returned.
         self._uploads = DaemonThreadPool(self.config.upload_concurrency, "tieredindex-upload")
         self._reads = DaemonThreadPool(READS_PER_UPLOAD * self.config.upload_concurrency, "tieredindex-read")
-        for name, target in (
-            ("flusher", self._flusher_loop),
-            ("worker", self._worker_loop),
-            ("remote", self._remote_loop),
-        ):
-            thread = threading.Thread(target=target, name=f"tieredindex-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        try:
+            for name, target in (
+                ("flusher", self._flusher_loop),
+                ("worker", self._worker_loop),
+                ("remote", self._remote_loop),
+            ):
+                thread = threading.Thread(target=target, name=f"tieredindex-{name}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            # Out of threads ("can't start new thread"): left half started,
+            # the store kept the directory lock and refused a second start.
+            self._undo_start()
+            raise
         if fresh and not self._ids_listed.wait(START_LISTING_WAIT_S):
             _LOG.warning(
                 "the remote manifest was not listed within %.0f s of start: until it is, new files "
@@ -494,6 +500,25 @@ class IndexStore:
             )
         _LOG.info("store %s started: %s", self.directory, report)
         return report
+
+    def _undo_start(self) -> None:
+        """After start() failed to start its threads: stops those it did
+        start, then undoes the recovery and lets go of the lock, so that
+        start() may be called again."""
+        self._stop.set()
+        self._remote_wake.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        for pool in (self._uploads, self._reads):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._uploads = self._reads = None
+        self._stop.clear()
+        self._started = False
+        self._undo_recovery()
+        self._release_lock()
 
     def _undo_recovery(self) -> None:
         """After a failed start(): closes what recovery opened (the files,

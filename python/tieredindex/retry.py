@@ -348,6 +348,16 @@ def _redact(text: str) -> str:
     return text
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """A RemoteError whose cause (or its cause) is a missing object."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line description of ``exc`` with credentials removed."""
     if isinstance(exc, boto_exc.ClientError):

@@ -92,7 +92,7 @@ from tieredindex.remote import (
     open_remote,
 )
 from tieredindex.reports import RecoveryReport, ShutdownReport, StoreStatus, VerifyReport
-from tieredindex.retry import RetryBudget, classify, run_with_retry
+from tieredindex.retry import RetryBudget, classify, is_not_found, run_with_retry
 from tieredindex.states import PENDING_STATES, UNFINISHED_STATES, FileState
 
 _LOG = logging.getLogger("tieredindex")
@@ -201,16 +201,6 @@ def _disown_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_disown_after_fork)
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    """A RemoteError whose cause (or its cause) is a missing object."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, FileNotFoundError):
-            return True
-        seen = seen.__cause__
-    return False
 
 
 def _check_flag(name: str, value: object) -> bool:
@@ -1307,7 +1297,7 @@ class IndexStore:
             except RemoteError as exc:
                 if self._closing:  # not the file's failure: never answer without it
                     raise self._closed_under("this query", exc) from exc
-                if isinstance(view, RemoteIndexFile) and _is_not_found(exc):
+                if isinstance(view, RemoteIndexFile) and is_not_found(exc):
                     verdict = self._object_missing(file_id, view, exc)
                     if verdict == "expired":
                         continue
@@ -1566,7 +1556,7 @@ class IndexStore:
                 raw = read()
                 record = self._record_of(info.key, raw)
             except RemoteError as exc:
-                if _is_not_found(exc):  # expired between the listing and now
+                if is_not_found(exc):  # expired between the listing and now
                     present.discard(file_id)
                     continue
                 for future in futures:  # the load stops here: the reads still queued are not done
@@ -1923,7 +1913,7 @@ class IndexStore:
         try:
             owner: str | None = owner_of(call(partial(self.remote.get, OWNER_KEY), f"get {OWNER_KEY}"))
         except RemoteError as exc:
-            if not _is_not_found(exc):
+            if not is_not_found(exc):
                 raise
             owner = None
         if owner != self._store_id:
@@ -2468,7 +2458,7 @@ class IndexStore:
         try:
             raw = self._call(partial(self.remote.get, key), f"get {key}")
         except RemoteError as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return True
             _LOG.warning(
                 "retention: file %s kept this round, its manifest record is unreadable: %s", file_id, exc

@@ -43,7 +43,7 @@ from tieredindex.layout import (
 from tieredindex.pool import DaemonThreadPool
 from tieredindex.remote import ObjectInfo, Remote, RetryCall
 from tieredindex.reports import Problem, VerifyReport
-from tieredindex.retry import describe_error
+from tieredindex.retry import describe_error, is_not_found
 
 _LOG = logging.getLogger("tieredindex")
 T = TypeVar("T")
@@ -120,6 +120,9 @@ def verify_remote(
     # data key -> the manifest key naming it that could not be read or parsed:
     # that object is no orphan (its record is what is damaged), so it is kept.
     unrecorded: dict[str, str] = {}
+    # Data keys whose record was deleted after the listing: the writer's
+    # retention (record first, then object) expired them; neither is damage.
+    expired: set[str] = set()
 
     def bad_manifest(mkey: str, why: str, kind: str = "bad-manifest") -> None:
         action = "left as is: rebuild needs the writer's journal" if kind == "bad-manifest" else ""
@@ -132,6 +135,11 @@ def verify_remote(
         return call(partial(remote.get, mkey), f"get {mkey}")  # type: ignore[no-any-return]
 
     for mkey, raw in _each_at_once(manifest_keys, read_record, concurrency):
+        if isinstance(raw, Exception) and is_not_found(raw):
+            file_id = file_id_of_key(mkey)
+            if file_id is not None:
+                expired.add(data_key(file_id))
+            continue
         if isinstance(raw, Exception):
             # Unread is not damaged: a read that failed (the remote down for a
             # while) says nothing about the record.
@@ -299,7 +307,7 @@ def verify_remote(
     now = call(remote.clock, "read the remote's clock")
     listed = set(records) | set(manifest_keys) | {OWNER_KEY}
     for obj in objects:
-        if obj.key in listed or obj.key in in_flight:
+        if obj.key in listed or obj.key in in_flight or obj.key in expired:
             continue
         if obj.key in unrecorded:
             why = f"its manifest record {unrecorded[obj.key]} is damaged, so it cannot be checked"

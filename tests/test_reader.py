@@ -9,12 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from tieredindex import IndexStore, open_remote
+import pytest
+
+from tieredindex import IndexStore, StoreLockedError, open_remote
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
-from tieredindex.remote import ObjectList, Remote
+from tieredindex.remote import ObjectList, PutResult, Remote
 
-from store_helpers import FOREVER, SwitchableRemote, small_config
+from store_helpers import FOREVER, SwitchableRemote, small_config, wait_until
 
 CHILD = str(Path(__file__).with_name("writer_child.py"))
 
@@ -120,5 +123,53 @@ def test_verify_while_the_writers_retention_deletes_reports_no_damage(tmp_path: 
         assert reader.status().quarantined == []
         assert offsets(reader.query("t", "b", 0, FOREVER, strict=True)) == [2]
         assert reader.query("t", "a", 0, FOREVER, strict=True) == []
+        reader.shutdown()
+        assert writer.quit()
+
+
+class WatchedRemote(SwitchableRemote):
+    """Records every call that writes or deletes (S3's overwrite probe
+    included: it puts and deletes an object)."""
+
+    def __init__(self, inner: Remote) -> None:
+        super().__init__(inner)
+        self.writes: list[str] = []
+
+    def put_if_absent(self, key: str, source: Any, **kwargs: Any) -> PutResult:
+        self.writes.append(f"put {key}")
+        return super().put_if_absent(key, source, **kwargs)
+
+    def delete(self, key: str) -> None:
+        self.writes.append(f"delete {key}")
+        super().delete(key)
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        self.writes.append(f"abort {key}")
+        super().abort_multipart_upload(key, upload_id)
+
+    def check_put_if_absent(self) -> None:
+        self.writes.append("probe")
+        self.inner.check_put_if_absent()
+
+
+@pytest.mark.usefixtures("prompt_retention")
+def test_a_reader_refused_repair_and_retention_writes_nothing(tmp_path: Path, remote_url: str) -> None:
+    """A reader's verify(repair=True), and its retention when configured as
+    the writer's is, are a writer's acts: refused. The refusal must come
+    before anything is written: the claim it tried first put an overwrite
+    probe (S3: a PutObject and a DeleteObject) and a conditional PutObject
+    of OWNER.json on the writer's prefix (and a reader with read-only
+    credentials got AccessDenied, not the refusal)."""
+    with Writer(tmp_path / "w", remote_url) as writer:
+        writer.file("a", 1, 10)  # expired by the reader's retention: 10 ms after the epoch
+        watched = WatchedRemote(open_remote(remote_url))
+        reader = IndexStore(tmp_path / "r", watched, small_config(store_id="reader", retention_s=3600.0))
+        reader.start()
+        assert offsets(reader.query("t", "a", 0, FOREVER, strict=True)) == [1]
+        wait_until(lambda: reader._refused is not None, "the reader's retention was refused")
+        with pytest.raises(StoreLockedError, match="owned by writer writer"):
+            reader.verify(repair=True)
+        assert watched.writes == []
+        assert offsets(reader.query("t", "a", 0, FOREVER, strict=True)) == [1]
         reader.shutdown()
         assert writer.quit()

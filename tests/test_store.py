@@ -2385,8 +2385,9 @@ def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
 ) -> None:
     """An S3-compatible that accepts If-None-Match: * and overwrites anyway
     would let the claim replace another writer's OWNER record (and then
-    both write the prefix). The store checks the condition first, refuses
-    to write, and says why."""
+    both write the prefix). The store reads the owner record first and is
+    refused without writing (on an empty prefix it checks the condition
+    before its claim), and says why."""
     import uuid
 
     from tieredindex.layout import owner_record
@@ -2406,7 +2407,8 @@ def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
     store = IndexStore(tmp_path / "d", remote, small_config())
     store.start()
     store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
-    wait_until(lambda: "If-None-Match" in (store.status().last_error or ""), "the check refused the store")
+    refused = "owned by writer another-writer"
+    wait_until(lambda: refused in (store.status().last_error or ""), "the owner record refused the store")
     report = store.shutdown(timeout_s=2)
     assert not report.clean and report.pending
     stored = moto_server.client.list_objects_v2(Bucket=moto_server.bucket, Prefix=remote.prefix)
@@ -2415,3 +2417,20 @@ def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
     assert keys == [remote.prefix + OWNER_KEY]
     owner = moto_server.client.get_object(Bucket=moto_server.bucket, Key=remote.prefix + OWNER_KEY)
     assert owner["Body"].read() == theirs
+    # An empty prefix on such a store: the check before the claim refuses it.
+    empty = S3Remote(
+        moto_server.bucket, f"inm-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server.endpoint_url
+    )
+    real_empty_put = empty.client.put_object
+    monkeypatch.setattr(
+        empty.client,
+        "put_object",
+        lambda **kw: real_empty_put(**{k: v for k, v in kw.items() if k != "IfNoneMatch"}),
+    )
+    store = IndexStore(tmp_path / "e", empty, small_config())
+    store.start()
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
+    wait_until(lambda: "If-None-Match" in (store.status().last_error or ""), "the check refused the store")
+    assert not store.shutdown(timeout_s=2).clean
+    stored = moto_server.client.list_objects_v2(Bucket=moto_server.bucket, Prefix=empty.prefix)
+    assert [o["Key"] for o in stored.get("Contents", []) if PROBE_KEY_PREFIX not in o["Key"]] == []

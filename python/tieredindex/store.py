@@ -1863,16 +1863,21 @@ class IndexStore:
         self._confirm_remote()  # never claim (then fill) a remote that is not this store's
         if self._refused is not None and time.monotonic() - self._refused[0] < CATALOG_REFRESH_S:
             raise StoreLockedError(self._refused[1])
-        # On a store that ignores If-None-Match the claim below would
-        # overwrite another writer's record, and every upload its objects.
-        self._call(self.remote.check_put_if_absent, f"check that {self.remote.url} refuses overwrites")
-        body = owner_record(self._store_id)
-        result = self._call(
-            lambda: self.remote.put_if_absent(OWNER_KEY, body, size=len(body), crc32c=crc32c(body)),
-            f"claim {OWNER_KEY}",
-        )
-        if not result.identical:
-            other = owner_of(self._call(lambda: self.remote.get(OWNER_KEY), f"get {OWNER_KEY}"))
+        # Another writer's prefix is refused by a read, before the probe and
+        # the claim write anything there (a reader may hold read-only keys).
+        other = self._owner_now()
+        if other is None or other == self._store_id:
+            # On a store that ignores If-None-Match the claim below would
+            # overwrite another writer's record, and every upload its objects.
+            self._call(self.remote.check_put_if_absent, f"check that {self.remote.url} refuses overwrites")
+            body = owner_record(self._store_id)
+            result = self._call(
+                lambda: self.remote.put_if_absent(OWNER_KEY, body, size=len(body), crc32c=crc32c(body)),
+                f"claim {OWNER_KEY}",
+            )
+            # Not identical: claimed meanwhile by another (or not in our bytes).
+            other = None if result.identical else self._owner_now() or f"<{OWNER_KEY} gone meanwhile>"
+        if other is not None:
             why = (
                 f"{self.remote.url}: owned by writer {other}, this store is {self._store_id}; "
                 "reads work, uploads are refused (set StoreConfig.store_id to take over)"
@@ -1887,6 +1892,16 @@ class IndexStore:
                 self.journal.set_meta(REMOTE_URL_META, self.remote.url)
         except Exception as exc:  # a note for tools: the claim stands without it
             _LOG.warning("could not record the remote in the journal: %s", exc)
+
+    def _owner_now(self) -> str | None:
+        """The store id in the remote's owner record, or None if it has none."""
+        try:
+            raw = self._call(partial(self.remote.get, OWNER_KEY), f"get {OWNER_KEY}")
+        except RemoteError as exc:
+            if not is_not_found(exc):
+                raise
+            return None
+        return owner_of(raw)
 
     def _confirm_remote(self, listed: set[str] | None = None, *, reading: bool = False) -> None:
         """Raises RemoteError when the remote holds nothing of what this

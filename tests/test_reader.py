@@ -106,7 +106,9 @@ class ExpiresAfterListing(SwitchableRemote):
         return listed
 
 
-def test_verify_while_the_writers_retention_deletes_reports_no_damage(tmp_path: Path, remote_url: str) -> None:
+def test_verify_while_the_writers_retention_deletes_reports_no_damage(
+    tmp_path: Path, remote_url: str
+) -> None:
     """A file the writer's retention deletes between verify()'s listing and
     its read of the file's record expired: it is not "unchecked" (verify
     not ok, `tieredindex verify` exit 3), nor its object an orphan."""
@@ -171,5 +173,25 @@ def test_a_reader_refused_repair_and_retention_writes_nothing(tmp_path: Path, re
             reader.verify(repair=True)
         assert watched.writes == []
         assert offsets(reader.query("t", "a", 0, FOREVER, strict=True)) == [1]
+        reader.shutdown()
+        assert writer.quit()
+
+
+def test_a_reader_answers_a_new_writer_file_within_its_catalog_refresh(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A reader learns of the writer's files from the manifest, listed again
+    every ``StoreConfig.catalog_refresh_s`` (it was a fixed 30 s, nowhere
+    documented: a strict query missed an uploaded file for that long)."""
+    with Writer(tmp_path / "w", remote_url) as writer:
+        writer.file("a", 1, 10)
+        reader = IndexStore(
+            tmp_path / "r", remote_url, small_config(store_id="reader", catalog_refresh_s=1.0)
+        )
+        reader.start()
+        assert offsets(reader.query("t", "a", 0, FOREVER, strict=True)) == [1]
+        writer.file("b", 2, 20)
+        wait_until(lambda: reader.query("t", "b", 0, FOREVER, strict=True) != [], "the new file answered", 15)
+        assert offsets(reader.query("t", "b", 0, FOREVER, strict=True)) == [2]
         reader.shutdown()
         assert writer.quit()

@@ -1415,7 +1415,7 @@ def test_a_repair_whose_reload_fails_leaves_the_catalog_unloaded(
     """verify(repair=True) lifts the quarantine of what it repaired and
     reloads the catalog to serve it again. A reload that failed kept the
     catalog "loaded" without the repaired file: a strict query answered
-    without its entries instead of raising, for up to CATALOG_REFRESH_S."""
+    without its entries instead of raising, for up to a catalog refresh (StoreConfig.catalog_refresh_s)."""
     store = IndexStore(tmp_path / "d", remote_url, small_config(cache_bytes=10**9))
     store.start()
     model = fill(store, 10)

@@ -64,6 +64,11 @@ class StoreConfig:
     the remote's clock (S3: its ``Date`` header), not this host's."""
     reconcile_interval_s: float = 2.0
     """How often the background worker retries work that failed."""
+    catalog_refresh_s: float = 30.0
+    """How often the remote manifest is listed again. A store reading
+    another writer's prefix answers from the writer's new files (and stops
+    asking for the ones its retention deleted) within about this plus
+    ``reconcile_interval_s``; its own uploads it knows at once."""
     store_id: str | None = None
     """This writer's identity on the remote. None: generated once and kept in
     the journal. Set it to take over a prefix whose local directory was lost."""
@@ -93,6 +98,7 @@ class StoreConfig:
             "read_timeout_s",
             "orphan_grace_s",
             "reconcile_interval_s",
+            "catalog_refresh_s",
             "retention_s",
         ):
             value = getattr(self, name)

@@ -118,7 +118,8 @@ class _SignalExit:
 
 
 MAX_TIME = 2**63 - 1
-CATALOG_REFRESH_S = 30.0
+# A refused claim is not asked again for this long (see _claim_locked).
+CLAIM_REFUSED_S = 30.0
 # verify() problem kinds that mean a remote file's bytes (or record) are bad
 _DAMAGE_KINDS = frozenset({"missing", "size-mismatch", "checksum-mismatch", "corrupt", "bad-manifest"})
 # After a failed manifest listing, queries wait this long to try again.
@@ -1160,7 +1161,9 @@ class IndexStore:
         """Entries of ``key`` in ``topic`` with ``begin_ms <= t <= end_ms``,
         newest first, from local and remote files whose time range overlaps,
         de-duplicated by (queue_id, offset). A file that fails a check is
-        quarantined and skipped (``strict=True`` raises instead)."""
+        quarantined and skipped (``strict=True`` raises instead). Files
+        another writer uploaded are found by listing the remote manifest,
+        every ``StoreConfig.catalog_refresh_s``: until then they answer nothing."""
         self._require_open(writing=False)
         raw = index_key(topic, key)
         _check_flag("strict", strict)
@@ -1793,7 +1796,7 @@ class IndexStore:
         and abort multipart uploads left by an earlier life of this store."""
         if self._reconciled:
             loaded = self._catalog_loaded_at
-            if loaded is None or time.monotonic() - loaded > CATALOG_REFRESH_S:
+            if loaded is None or time.monotonic() - loaded > self.config.catalog_refresh_s:
                 self._load_catalog()
             return
         self._load_catalog()
@@ -1861,7 +1864,7 @@ class IndexStore:
         if self._claimed:
             return
         self._confirm_remote()  # never claim (then fill) a remote that is not this store's
-        if self._refused is not None and time.monotonic() - self._refused[0] < CATALOG_REFRESH_S:
+        if self._refused is not None and time.monotonic() - self._refused[0] < CLAIM_REFUSED_S:
             raise StoreLockedError(self._refused[1])
         # Another writer's prefix is refused by a read, before the probe and
         # the claim write anything there (a reader may hold read-only keys).

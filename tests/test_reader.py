@@ -6,14 +6,18 @@ is no damage to it. Both back ends."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tieredindex import IndexStore, StoreLockedError, open_remote
+from tieredindex import CorruptFileError, IndexStore, StoreLockedError, crc32c, open_remote
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
 from tieredindex.remote import ObjectList, PutResult, Remote
 
@@ -32,7 +36,7 @@ class Writer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**__import__("os").environ, **(env or {})},
+            env={**os.environ, **(env or {})},
         )
 
     def command(self, line: str) -> str:
@@ -57,6 +61,14 @@ class Writer:
         self.seal()
         (new,) = self.file_ids() - before
         return new
+
+    def killed_at_seal(self) -> None:
+        """Rolls the current file; a fault point kills the writer on its way up."""
+        assert self.child.stdin is not None
+        self.child.stdin.write("seal\n")
+        self.child.stdin.flush()
+        _, err = self.child.communicate(timeout=60)
+        assert self.child.returncode == -signal.SIGKILL, f"the fault did not fire: {err[-3000:]}"
 
     def file_ids(self) -> set[str]:
         remote = open_remote(self.remote_url)
@@ -194,4 +206,128 @@ def test_a_reader_answers_a_new_writer_file_within_its_catalog_refresh(
         wait_until(lambda: reader.query("t", "b", 0, FOREVER, strict=True) != [], "the new file answered", 15)
         assert offsets(reader.query("t", "b", 0, FOREVER, strict=True)) == [2]
         reader.shutdown()
+        assert writer.quit()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tieredindex", *args], capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+@pytest.mark.parametrize(
+    "point", ["upload.after_intent", "upload.after_put", "upload.after_verify", "manifest.after_write"]
+)
+def test_a_writer_killed_mid_upload_is_no_damage_to_its_reader(
+    tmp_path: Path, remote_url: str, point: str
+) -> None:
+    """The writer is SIGKILLed on its way up with a file (its object up and
+    unrecorded, or recorded and not yet in its journal), then restarted.
+    Meanwhile the reader, its verify() and the command line answer from
+    what is recorded, report nothing as damage, and quarantine nothing;
+    once the writer is back the file answers."""
+    env = {"TIEREDINDEX_FAULTS": f"{point}:kill:2"}  # the second file: the first goes up
+    with Writer(tmp_path / "w", remote_url, env=env) as writer:
+        writer.file("a", 1, 10)
+        reader = IndexStore(
+            tmp_path / "r",
+            remote_url,
+            small_config(store_id="reader", catalog_refresh_s=0.2, orphan_grace_s=3600.0),
+        )
+        reader.start()
+        assert offsets(reader.query("t", "a", 0, FOREVER, strict=True)) == [1]
+        writer.put("b", 2, 20)
+        writer.killed_at_seal()
+    for _ in range(3):  # across catalog refreshes
+        assert offsets(reader.query("t", "a", 0, FOREVER, strict=True)) == [1]
+        assert offsets(reader.query("t", "b", 0, FOREVER, strict=True)) in ([], [2])
+        report = reader.verify(deep=True)
+        assert report.problems == [] and report.ok, report.problems
+    shown = cli("verify", "--remote", remote_url, "--deep", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["problems"] == [], shown.stdout + shown.stderr
+    answered = cli("query", "--remote", remote_url, "--topic", "t", "--key", "a", "--json")
+    assert answered.returncode == 0 and [e["offset"] for e in json.loads(answered.stdout)] == [1]
+    with Writer(tmp_path / "w", remote_url) as writer:  # restarted: it finishes the upload
+        wait_until(lambda: reader.query("t", "b", 0, FOREVER, strict=True) != [], "the file answered", 20)
+        assert offsets(reader.query("t", "b", 0, FOREVER, strict=True)) == [2]
+        assert writer.quit()
+    report = reader.verify(deep=True)
+    assert report.problems == [] and report.ok, report.problems
+    assert reader.status().quarantined == []
+    assert reader.status().last_error is None
+    reader.shutdown()
+
+
+def test_the_writers_retention_deleting_what_the_reader_reads(tmp_path: Path, remote_url: str) -> None:
+    """The writer's retention deletes files while the reader queries them
+    (strict and not, several files read at once) and lists the manifest
+    again: every answer is a subset of what was put, nothing raises, and
+    nothing is quarantined, reported or left in the reader's catalog."""
+    retention_s = 8.0
+    with Writer(tmp_path / "w", remote_url, env={"TIX_RETENTION_S": str(retention_s)}) as writer:
+        now = int(time.time() * 1000)
+        for i in range(6):
+            writer.file(f"k{i}", i, now + i)  # expire retention_s after now, by the writer's clock
+        reader = IndexStore(
+            tmp_path / "r", remote_url, small_config(store_id="reader", catalog_refresh_s=0.2)
+        )
+        reader.start()
+        seen: set[int] = set()
+        failures: list[str] = []
+        deadline = time.monotonic() + retention_s + 30
+        while writer.file_ids() or reader.status().remote_files:
+            assert time.monotonic() < deadline, "the writer's retention did not delete every file"
+            for strict in (False, True):
+                try:
+                    for i in range(6):
+                        got = offsets(reader.query("t", f"k{i}", 0, FOREVER, strict=strict))
+                        assert got in ([], [i]), got
+                        seen.update(got)
+                except Exception as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+        assert seen, "the reader never answered from the files before they expired"
+        assert failures == []
+        for i in range(6):
+            assert reader.query("t", f"k{i}", 0, FOREVER, strict=True) == []
+        report = reader.verify(deep=True)
+        assert report.problems == [] and report.ok, report.problems
+        status = reader.status()
+        assert status.quarantined == [] and status.last_error is None, status
+        reader.shutdown()
+        assert writer.quit()
+
+
+def test_a_readers_quarantine_ends_with_the_file_the_writer_expired(tmp_path: Path, remote_url: str) -> None:
+    """A remote file the reader found damaged is quarantined (in its journal,
+    across restarts). Once the writer's retention deleted it, the quarantine
+    goes too: strict queries no longer fail for a file that is gone, and a
+    restarted reader does not bring it back."""
+    retention_s = 10.0
+    with Writer(tmp_path / "w", remote_url, env={"TIX_RETENTION_S": str(retention_s)}) as writer:
+        keep = writer.file("kept", 1, int(time.time() * 1000) + 3_600_000)  # expires in an hour
+        damaged = writer.file("doomed", 2, int(time.time() * 1000))
+        remote = open_remote(remote_url)
+        key = f"{DATA_PREFIX}{damaged}.tix"
+        bad = bytearray(remote.get(key))
+        bad[-1] ^= 0x40
+        remote.delete(key)
+        remote.put_if_absent(key, bytes(bad), size=len(bad), crc32c=crc32c(bytes(bad)))
+        config = small_config(store_id="reader", catalog_refresh_s=0.2)
+        reader = IndexStore(tmp_path / "r", remote_url, config)
+        reader.start()
+        with pytest.raises(CorruptFileError):
+            reader.query("t", "doomed", 0, FOREVER, strict=True)
+        assert reader.status().quarantined == [damaged]
+        wait_until(lambda: writer.file_ids() == {keep}, "the writer's retention deleted it", retention_s + 30)
+        wait_until(lambda: reader.status().quarantined == [], "the quarantine ended", 30)
+        assert reader.query("t", "doomed", 0, FOREVER, strict=True) == []
+        assert offsets(reader.query("t", "kept", 0, FOREVER, strict=True)) == [1]
+        reader.shutdown()
+        again = IndexStore(tmp_path / "r", remote_url, config)
+        again.start()
+        assert again.query("t", "doomed", 0, FOREVER, strict=True) == []
+        assert again.status().quarantined == []
+        again.shutdown()
         assert writer.quit()

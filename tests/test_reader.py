@@ -331,3 +331,24 @@ def test_a_readers_quarantine_ends_with_the_file_the_writer_expired(tmp_path: Pa
         assert again.status().quarantined == []
         again.shutdown()
         assert writer.quit()
+
+
+@pytest.mark.usefixtures("prompt_retention")
+def test_a_reader_configured_with_retention_reports_no_error(tmp_path: Path, remote_url: str) -> None:
+    """A reader started with the broker's config (retention on) finds the
+    writer's old files expired, and is refused their deletion: the writer's
+    to do. That refusal is how a reader works, not a failure: it was
+    status().last_error (and `tieredindex status`'s, and a failure in the
+    metrics) every round, for as long as the reader ran."""
+    with Writer(tmp_path / "w", remote_url) as writer:
+        writer.file("a", 1, 10)  # long expired by the reader's retention
+        reader = IndexStore(tmp_path / "r", remote_url, small_config(store_id="reader", retention_s=3600.0))
+        reader.start()
+        assert offsets(reader.query("t", "a", 0, FOREVER, strict=True)) == [1]
+        wait_until(lambda: reader._refused is not None, "the reader's retention was refused")
+        time.sleep(0.3)  # more rounds
+        assert reader.status().last_error is None
+        assert reader.metrics().failures == 0
+        assert writer.file_ids() != set()  # nothing deleted
+        reader.shutdown()
+        assert writer.quit()

@@ -380,6 +380,7 @@ class IndexStore:
         self._claimed = False
         self._claim_lock = threading.Lock()
         self._refused: tuple[float, str] | None = None
+        self._retention_left_to_owner = False  # a reader's retention: said once in the log
         # The remote holds what this store uploaded (_confirm_remote): once
         # seen, for the rest of its life.
         self._remote_confirmed = False
@@ -2383,7 +2384,17 @@ class IndexStore:
         # Deleting is a writer's act: claim the prefix first (a store
         # with nothing to upload since its start has not claimed it yet);
         # a reader of another writer's prefix is refused here.
-        self._ensure_claimed()
+        try:
+            self._ensure_claimed()
+        except StoreLockedError as exc:
+            if self._current is not None or self.journal.files(PENDING_STATES):
+                raise  # a writer refused its prefix: an error, as its uploads say too
+            # A reader: the prefix's owner deletes what expired. Working as
+            # meant, not a failure for status() and the metrics.
+            if not self._retention_left_to_owner:
+                self._retention_left_to_owner = True
+                _LOG.info("retention: expired files are left to the prefix's writer (%s)", exc)
+            return
         left = len(expired) > RETENTION_PER_ROUND
         self._delete_expired(expired[:RETENTION_PER_ROUND], horizon)
         if left:  # the next round at once (not after a failure: that waits, as before)

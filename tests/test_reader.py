@@ -265,7 +265,7 @@ def test_the_writers_retention_deleting_what_the_reader_reads(tmp_path: Path, re
     (strict and not, several files read at once) and lists the manifest
     again: every answer is a subset of what was put, nothing raises, and
     nothing is quarantined, reported or left in the reader's catalog."""
-    retention_s = 8.0
+    retention_s = 12.0
     with Writer(tmp_path / "w", remote_url, env={"TIX_RETENTION_S": str(retention_s)}) as writer:
         now = int(time.time() * 1000)
         for i in range(6):
@@ -350,5 +350,46 @@ def test_a_reader_configured_with_retention_reports_no_error(tmp_path: Path, rem
         assert reader.status().last_error is None
         assert reader.metrics().failures == 0
         assert writer.file_ids() != set()  # nothing deleted
+        reader.shutdown()
+        assert writer.quit()
+
+
+def test_verify_beside_a_writer_uploading_and_expiring(tmp_path: Path, remote_url: str) -> None:
+    """The writer uploads a file and its retention deletes one, over and
+    over, while the reader's verify() and `tieredindex verify` run: neither
+    reports anything (default orphan grace), nor does the reader quarantine."""
+    import threading
+
+    with Writer(tmp_path / "w", remote_url, env={"TIX_RETENTION_S": "0.5"}) as writer:
+        writer.put("a", 0, int(time.time() * 1000))  # not file(): it may expire before a listing
+        writer.seal()
+        reader = IndexStore(
+            tmp_path / "r", remote_url, small_config(store_id="reader", orphan_grace_s=3600.0)
+        )
+        reader.start()
+        stop = threading.Event()
+        made = [0]
+
+        def churn() -> None:
+            while not stop.is_set():
+                made[0] += 1
+                writer.put("a", made[0], int(time.time() * 1000))
+                writer.seal()
+
+        churning = threading.Thread(target=churn)
+        churning.start()
+        try:
+            for _ in range(10):
+                report = reader.verify(deep=True)
+                assert report.problems == [] and report.ok, report.problems
+                assert set(offsets(reader.query("t", "a", 0, FOREVER, 10_000))) <= set(range(made[0] + 1))
+            for _ in range(3):
+                shown = cli("verify", "--remote", remote_url, "--deep", "--json")
+                assert shown.returncode == 0, shown.stdout + shown.stderr
+        finally:
+            stop.set()
+            churning.join(30)
+        assert made[0] > 5 and len(writer.file_ids()) < made[0], "no churn"
+        assert reader.status().quarantined == []
         reader.shutdown()
         assert writer.quit()

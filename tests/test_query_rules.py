@@ -631,6 +631,9 @@ def test_one_claim_at_a_time(tmp_path: Path, remote_url: str) -> None:
     remote.put_if_absent = slow_claim  # type: ignore[method-assign]
     store = IndexStore(tmp_path / "d", remote, small_config(reconcile_interval_s=3600.0))
     store.start()
+    store.put(
+        "t", "k", queue_id=0, offset=1, size=1, timestamp_ms=5
+    )  # a store with nothing to upload claims nothing
     threads = [threading.Thread(target=store._ensure_claimed) for _ in range(3)]
     for t in threads:
         t.start()
@@ -651,6 +654,7 @@ def test_verify_repair_leaves_an_upload_begun_while_it_ran(
 
     store = IndexStore(tmp_path / "d", remote_url, small_config(reconcile_interval_s=3600.0))
     store.start()
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=5)  # a writer: it may claim, and repair
     file_id = "1795000000000-0000beef"
     key = f"{DATA_PREFIX}{file_id}.tix"
     aborted: list[str] = []

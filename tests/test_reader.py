@@ -393,3 +393,27 @@ def test_verify_beside_a_writer_uploading_and_expiring(tmp_path: Path, remote_ur
         assert reader.status().quarantined == []
         reader.shutdown()
         assert writer.quit()
+
+
+def test_a_reader_never_claims_a_prefix_its_writer_has_not_claimed_yet(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """A writer claims its prefix with its first file. A reader's
+    verify(repair=True) before that (a health job started with the broker)
+    claimed the empty prefix itself: the writer's uploads were then refused
+    for good ("owned by writer reader"), its files stuck local. A store
+    with nothing to upload never claims: the repair is refused."""
+    with Writer(tmp_path / "w", remote_url) as writer:  # started, nothing put yet
+        watched = WatchedRemote(open_remote(remote_url))
+        reader = IndexStore(tmp_path / "r", watched, small_config(store_id="reader", catalog_refresh_s=0.2))
+        reader.start()
+        with pytest.raises(StoreLockedError, match="nothing to upload"):
+            reader.verify(repair=True)
+        assert watched.writes == []
+        assert reader.verify(deep=True).ok  # checking is reading
+        writer.file("a", 1, 10)
+        wait_until(
+            lambda: reader.query("t", "a", 0, FOREVER, strict=True) != [], "the writer's file answered", 60
+        )
+        reader.shutdown()
+        assert writer.quit()

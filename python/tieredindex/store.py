@@ -1870,6 +1870,15 @@ class IndexStore:
         # Another writer's prefix is refused by a read, before the probe and
         # the claim write anything there (a reader may hold read-only keys).
         other = self._owner_now()
+        if other is None and not self.journal.files(PENDING_STATES):
+            # Claimed by the first file a writer uploads. A store with none
+            # (a reader's repair or retention, beside a writer yet to put)
+            # would take the prefix from that writer, whose uploads would
+            # then be refused for good.
+            raise StoreLockedError(
+                f"{self.remote.url}: no writer has claimed it, and this store has nothing to upload "
+                "there: it claims no prefix (repairs and retention are its writer's)"
+            )
         if other is None or other == self._store_id:
             # On a store that ignores If-None-Match the claim below would
             # overwrite another writer's record, and every upload its objects.
@@ -2582,7 +2591,8 @@ class IndexStore:
         self._confirm_remote()  # an empty remote that is not this store's is not a healthy one
         if repair:
             # Repairs write and delete: a writer's act. A reader of another
-            # writer's prefix is refused (StoreLockedError), as for retention.
+            # writer's prefix, or of one no writer claimed yet, is refused
+            # (StoreLockedError), as for retention.
             self._ensure_claimed()
         from tieredindex.verifier import verify_remote
 

@@ -381,6 +381,17 @@ def _change_row(journal: Path, file_id: str, **values: int) -> None:
     db.close()
 
 
+def _first_row(journal: Path, column: str, states: tuple[str, ...]) -> tuple[str, int]:
+    """(file_id, ``column``) of the oldest file in one of ``states``."""
+    db = sqlite3.connect(journal)
+    marks = ", ".join("?" * len(states))
+    row = db.execute(
+        f"SELECT file_id, {column} FROM files WHERE state IN ({marks}) ORDER BY file_id LIMIT 1", states
+    ).fetchone()
+    db.close()
+    return row[0], row[1]
+
+
 def test_an_uploaded_files_row_with_a_changed_range_is_damage(tmp_path: Path, remote_url: str) -> None:
     """A flipped bit in an uploaded file's max_ms (its row, not its remote
     record) passed every check of the journal; the restarted store chose
@@ -392,11 +403,7 @@ def test_an_uploaded_files_row_with_a_changed_range_is_damage(tmp_path: Path, re
     model = put_entries(store, 120)
     assert store.shutdown().clean
     journal = tmp_path / "d" / JOURNAL_NAME
-    db = sqlite3.connect(journal)
-    file_id, min_ms = db.execute(
-        "SELECT file_id, min_ms FROM files WHERE state = 'UPLOADED' ORDER BY file_id LIMIT 1"
-    ).fetchone()
-    db.close()
+    file_id, min_ms = _first_row(journal, "min_ms", ("UPLOADED",))
     _change_row(journal, file_id, max_ms=min_ms - 1)  # its range now overlaps no query
     for copy in (tmp_path / "d").glob("sealed/*"):
         copy.unlink()  # out of the read cache, as eviction does: the remote answers
@@ -421,11 +428,7 @@ def test_a_sealed_files_row_with_a_changed_range_is_not_recorded_remotely(
     report = store.shutdown(timeout_s=1)
     assert not report.clean and report.pending
     journal = tmp_path / "d" / JOURNAL_NAME
-    db = sqlite3.connect(journal)
-    file_id, true_max = db.execute(
-        "SELECT file_id, max_ms FROM files WHERE state IN ('SEALED', 'UPLOADING') ORDER BY file_id LIMIT 1"
-    ).fetchone()
-    db.close()
+    file_id, true_max = _first_row(journal, "max_ms", ("SEALED", "UPLOADING"))
     _change_row(journal, file_id, max_ms=true_max + (1 << 40))
     assert restart_with_journal_rebuilt(tmp_path / "d", remote_url).shutdown().clean
     remote = open_remote(remote_url)

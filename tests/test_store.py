@@ -2380,6 +2380,16 @@ def test_verify_during_the_claims_overwrite_check_takes_its_probe_for_no_orphan(
     assert store.shutdown(timeout_s=20).clean
 
 
+def _ignore_if_none_match(remote: S3Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes ``remote`` a store that takes If-None-Match and overwrites anyway."""
+    real_put = remote.client.put_object
+    monkeypatch.setattr(
+        remote.client,
+        "put_object",
+        lambda **kw: real_put(**{k: v for k, v in kw.items() if k != "IfNoneMatch"}),
+    )
+
+
 def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
     tmp_path: Path, moto_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2398,12 +2408,7 @@ def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
     )
     theirs = owner_record("another-writer")
     remote.put_if_absent(OWNER_KEY, theirs, size=len(theirs), crc32c=crc32c(theirs))
-    real_put = remote.client.put_object
-    monkeypatch.setattr(
-        remote.client,
-        "put_object",
-        lambda **kw: real_put(**{k: v for k, v in kw.items() if k != "IfNoneMatch"}),
-    )
+    _ignore_if_none_match(remote, monkeypatch)
     store = IndexStore(tmp_path / "d", remote, small_config())
     store.start()
     store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)
@@ -2421,12 +2426,7 @@ def test_a_store_that_ignores_if_none_match_never_takes_another_writers_prefix(
     empty = S3Remote(
         moto_server.bucket, f"inm-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server.endpoint_url
     )
-    real_empty_put = empty.client.put_object
-    monkeypatch.setattr(
-        empty.client,
-        "put_object",
-        lambda **kw: real_empty_put(**{k: v for k, v in kw.items() if k != "IfNoneMatch"}),
-    )
+    _ignore_if_none_match(empty, monkeypatch)
     store = IndexStore(tmp_path / "e", empty, small_config())
     store.start()
     store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=1_000)

@@ -1906,10 +1906,11 @@ class IndexStore:
         except Exception as exc:  # a note for tools: the claim stands without it
             _LOG.warning("could not record the remote in the journal: %s", exc)
 
-    def _owner_now(self) -> str | None:
-        """The store id in the remote's owner record, or None if it has none."""
+    def _owner_now(self, call: Callable[[Callable[[], bytes], str], bytes] | None = None) -> str | None:
+        """The store id in the remote's owner record, or None if it has none
+        (read through ``call``: ``_call`` by default)."""
         try:
-            raw = self._call(partial(self.remote.get, OWNER_KEY), f"get {OWNER_KEY}")
+            raw = (call or self._call)(partial(self.remote.get, OWNER_KEY), f"get {OWNER_KEY}")
         except RemoteError as exc:
             if not is_not_found(exc):
                 raise
@@ -1938,12 +1939,7 @@ class IndexStore:
         if not uploaded or (listed is not None and uploaded & listed):
             self._remote_confirmed = True
             return
-        try:
-            owner: str | None = owner_of(call(partial(self.remote.get, OWNER_KEY), f"get {OWNER_KEY}"))
-        except RemoteError as exc:
-            if not is_not_found(exc):
-                raise
-            owner = None
+        owner = self._owner_now(call)
         if owner != self._store_id:
             if listed is None:  # a store may have lost its owner record, or been taken over
                 listed = {file_id for _, file_id in self._list_manifest(call)}

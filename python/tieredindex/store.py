@@ -497,15 +497,8 @@ class IndexStore:
         """After start() failed to start its threads: stops those it did
         start, then undoes the recovery and lets go of the lock, so that
         start() may be called again."""
-        self._stop.set()
-        self._remote_wake.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join()
+        self._stop_background(None)
         self._threads.clear()
-        for pool in (self._uploads, self._reads):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
         self._uploads = self._reads = None
         self._stop.clear()
         self._started = False
@@ -590,6 +583,23 @@ class IndexStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def _stop_background(self, deadline: float | None) -> None:
+        """Stops the store's threads (joined until ``deadline``, or for as
+        long as they take) and its pools (queued work cancelled)."""
+        self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
+        self._remote_wake.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()) + 0.05)
+        for pool in (self._uploads, self._reads):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _has_files_to_upload(self) -> bool:
+        """Whether the journal has files whose entries are not yet remote
+        (ids only: no records built)."""
+        return bool(self.journal.file_ids(PENDING_STATES))
 
     def _disown(self) -> None:
         """In a child just forked (multiprocessing's default on Linux, a
@@ -1801,7 +1811,7 @@ class IndexStore:
                 self._load_catalog()
             return
         self._load_catalog()
-        if self._work_at_start or self.journal.files(PENDING_STATES):
+        if self._work_at_start or self._has_files_to_upload():
             self._ensure_claimed()
             try:
                 listed = self._call(self.remote.list_multipart_uploads, "list multipart uploads")
@@ -1870,7 +1880,7 @@ class IndexStore:
         # Another writer's prefix is refused by a read, before the probe and
         # the claim write anything there (a reader may hold read-only keys).
         other = self._owner_now()
-        if other is None and not self.journal.files(PENDING_STATES):
+        if other is None and not self._has_files_to_upload():
             # Claimed by the first file a writer uploads. A store with none
             # (a reader's repair or retention, beside a writer yet to put)
             # would take the prefix from that writer, whose uploads would
@@ -2392,7 +2402,7 @@ class IndexStore:
         try:
             self._ensure_claimed()
         except StoreLockedError as exc:
-            if self._current is not None or self.journal.files(PENDING_STATES):
+            if self._current is not None or self._has_files_to_upload():
                 raise  # a writer refused its prefix: an error, as its uploads say too
             # A reader: the prefix's owner deletes what expired. Working as
             # meant, not a failure for status() and the metrics.
@@ -2721,7 +2731,7 @@ class IndexStore:
                 # Files that uploads can still move on (not CONFLICT: final);
                 # a journal read that fails counts as "yes" until the deadline.
                 try:
-                    return bool(self.journal.files(PENDING_STATES))
+                    return self._has_files_to_upload()
                 except Exception:
                     return True
 
@@ -2733,14 +2743,7 @@ class IndexStore:
                 # Those in flight finish first (to the deadline), before the
                 # stop event cuts their remote calls and the close their files.
                 self._calls_done.wait_for(lambda: self._calls == 0, max(0.0, deadline - time.monotonic()))
-            self._stop.set()  # cuts backoff sleeps and cancels uploads in flight
-            self._remote_wake.set()
-            self._wake.set()
-            for thread in self._threads:
-                thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
-            for pool in (self._uploads, self._reads):
-                if pool is not None:
-                    pool.shutdown(wait=False, cancel_futures=True)
+            self._stop_background(deadline)
             with self._state_lock:
                 unsealed = list(self._unsealed.values())
             for f in unsealed:

@@ -367,9 +367,21 @@ def test_no_attempt_after_deadline_or_stop() -> None:
         run(op, RetryPolicy(), clock, deadline=clock.now - 1)
     stop = threading.Event()
     stop.set()
-    with pytest.raises(RemoteError, match=r"stopped.*0 attempts"):
+    with pytest.raises(RemoteError, match=r"stopped.*0 attempts") as stopped:
         run(op, RetryPolicy(), clock, stop_event=stop)
     assert op.calls == 0
+    assert stopped.value.attempts == 0  # type: ignore[attr-defined]
+
+
+def test_a_remote_error_says_how_many_attempts_were_made() -> None:
+    clock = FakeClock()
+    op = Flaky([client_error("InternalError", 500)] * 100)
+    with pytest.raises(RemoteError, match="3 attempts") as gave_up:
+        run(op, RetryPolicy(attempts=3), clock)
+    assert gave_up.value.attempts == 3  # type: ignore[attr-defined]
+    with pytest.raises(RemoteError, match=r"deadline.*0 attempts") as cut:
+        run(op, RetryPolicy(), clock, deadline=clock.now)
+    assert cut.value.attempts == 0  # type: ignore[attr-defined]
 
 
 def test_budget_exhaustion_stops_retrying() -> None:

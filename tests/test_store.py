@@ -802,6 +802,31 @@ def test_second_writer_refused_reader_welcome(tmp_path: Path, remote_url: str) -
     assert owner.shutdown().clean
 
 
+def test_a_shutdowns_report_names_the_refusal_not_the_calls_its_deadline_cut(
+    tmp_path: Path, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the deadline and the stop of the background threads, the
+    remote loop may start a round whose calls are cut before their first
+    attempt ("deadline exceeded after 0 attempts"). That says nothing about
+    the remote: the report must still name why the file was not uploaded."""
+    with IndexStore(tmp_path / "a", remote_url, small_config()) as first:
+        fill(first, 10)
+    intruder = IndexStore(tmp_path / "b", remote_url, small_config())
+    intruder.start()
+    intruder.put("orders", "k0", queue_id=9, offset=999_999, size=1, timestamp_ms=5)
+    stop_background = intruder._stop_background
+
+    def after_a_few_rounds(deadline: float) -> None:
+        time.sleep(20 * small_config().reconcile_interval_s)  # rounds started past the deadline
+        stop_background(deadline)
+
+    monkeypatch.setattr(intruder, "_stop_background", after_a_few_rounds)
+    report = intruder.shutdown(timeout_s=1)
+    assert not report.clean and report.pending
+    assert report.error and "owned by writer" in report.error, report.error
+    assert "0 attempts" not in report.error
+
+
 @pytest.mark.usefixtures("prompt_retention")
 def test_retention_deletes_manifest_then_object(tmp_path: Path, remote_url: str) -> None:
     store = IndexStore(tmp_path / "d", remote_url, small_config(retention_s=3600.0))

@@ -421,7 +421,7 @@ def run_with_retry(
     custom ``sleep`` is followed by a check of ``stop_event``.
 
     Raises :class:`RemoteError` (chained to the last error) when the error is
-    fatal or retrying stops. Two kinds propagate unchanged: a
+    fatal or retrying stops; its ``attempts`` is how many were made. Two kinds propagate unchanged: a
     :class:`CorruptFileError` (the local data no longer matches its record:
     not a remote failure, and the caller, who knows where an intact copy
     is, must see it as such), and ``BaseException``\\ s that are not
@@ -442,7 +442,11 @@ def run_with_retry(
         what = f"{describe}: {reason} after {n} attempt{'s' if n != 1 else ''}"
         if last is not None:
             what += f"; last error: {describe_error(last)}"
-        return RemoteError(what)
+        error = RemoteError(what)
+        # 0: cut short (stop or deadline) before its first attempt, so it
+        # says nothing about the remote; callers keep an earlier cause.
+        error.attempts = n  # type: ignore[attr-defined]
+        return error
 
     def attempt() -> T:
         if stopped():

@@ -1699,8 +1699,10 @@ class IndexStore:
         )
 
     def _record_error(self, exc: BaseException) -> None:
-        if self._stop.is_set() and isinstance(exc, RemoteError):
-            return  # cut short by shutdown: the cause, if any, is already recorded
+        if isinstance(exc, RemoteError) and (self._stop.is_set() or getattr(exc, "attempts", None) == 0):
+            # Cut short by shutdown (its stop, or its deadline before the
+            # call's first attempt): the cause, if any, is already recorded.
+            return
         message = f"{type(exc).__name__}: {exc}"
         if message != self._last_error:
             _LOG.warning("%s", message)

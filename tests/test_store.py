@@ -31,7 +31,7 @@ from tieredindex import (
     crc32c,
     open_remote,
 )
-from tieredindex.journal import Journal
+from tieredindex.journal import FileRecord, Journal
 from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY, PROBE_KEY_PREFIX
 from tieredindex.remote import READS_PER_UPLOAD, PutResult, Remote, S3Remote
 
@@ -516,9 +516,19 @@ def test_foreign_object_at_our_key_is_reported_and_untouched(tmp_path: Path, rem
     file_id = store.journal.files([FileState.ACTIVE])[0].file_id
     foreign = b"not ours" * 10
     remote.put_if_absent(f"{DATA_PREFIX}{file_id}.tix", foreign, size=len(foreign), crc32c=crc32c(foreign))
+    transition = store.journal.transition
+
+    def slow_after_a_conflict(file_id: str, state: FileState, **fields: Any) -> FileRecord:
+        record = transition(file_id, state, **fields)
+        if state is FileState.CONFLICT:
+            time.sleep(0.5)  # the shutdown sees the file final: its report must already say why
+        return record
+
+    store.journal.transition = slow_after_a_conflict  # type: ignore[method-assign]
     report = store.shutdown(timeout_s=10)
     assert not report.clean and report.pending == [file_id]
     assert report.elapsed_s < 5  # CONFLICT is final: nothing to wait the deadline out for
+    assert report.error and f"{DATA_PREFIX}{file_id}.tix" in report.error, report.error
     assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == foreign
     again = IndexStore(tmp_path / "d", remote_url, small_config())
     again.start()

@@ -2320,8 +2320,10 @@ class IndexStore:
     def _conflict(self, file_id: str, why: str) -> None:
         """A different object holds one of this file's keys: reported, kept
         local, never overwritten."""
-        self.journal.transition(file_id, FileState.CONFLICT, error=why)
+        # Said before the state changes: a shutdown stops waiting for the
+        # file once it is final, and its report must already say why.
         self._last_error = why
+        self.journal.transition(file_id, FileState.CONFLICT, error=why)
         _LOG.error("file %s: %s", file_id, why)
 
     def _evict_cache_now_and_then(self) -> None:

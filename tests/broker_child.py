@@ -7,19 +7,25 @@ acknowledgement the parent records), then shuts down (exit 0 if clean, 1
 if not), waits for a signal, or (``exit``) returns without shutdown(), so
 the interpreter ends while the store's background work still runs.
 Settings come from the environment: TIX_CAPACITY (entries per file),
-TIX_PART_SIZE (multipart part size and threshold), TIX_SHUTDOWN_S.
+TIX_PART_SIZE (multipart part size and threshold), TIX_SHUTDOWN_S,
+TIX_RETENTION_S (retention, which then deletes at its first pass, as the
+tests' ``prompt_retention`` fixture makes it).
 """
 
 import os
 import sys
 import time
 
+import tieredindex.store
 from tieredindex import IndexStore, RetryPolicy, StoreConfig
 
 
 def main() -> int:
     directory, remote_url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     then = sys.argv[5] if len(sys.argv) > 5 else "shutdown"
+    retention_s = os.environ.get("TIX_RETENTION_S")
+    if retention_s:
+        tieredindex.store.RETENTION_CONFIRM_S = 0.0
     config = StoreConfig(
         slots=16,
         capacity=int(os.environ.get("TIX_CAPACITY", "40")),
@@ -29,6 +35,7 @@ def main() -> int:
         retry=RetryPolicy(attempts=5, base_delay_s=0.01, max_delay_s=0.1, deadline_s=5.0),
         part_size=int(os.environ.get("TIX_PART_SIZE", str(8 << 20))),
         multipart_threshold=int(os.environ.get("TIX_PART_SIZE", str(8 << 20))),
+        retention_s=float(retention_s) if retention_s else None,
     )
     store = IndexStore(directory, remote_url, config)
     store.start()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tieredindex import IndexStore, open_remote
-from tieredindex.faults import POINTS
-from tieredindex.layout import ACTIVE_DIR, QUARANTINE_DIR
+from tieredindex.faults import WRITE_PATH_POINTS
+from tieredindex.layout import ACTIVE_DIR, DATA_PREFIX, MANIFEST_PREFIX, QUARANTINE_DIR, file_id_of_key
 
 from store_helpers import FOREVER, small_config
 
@@ -30,9 +30,14 @@ def run_child(
     then: str = "shutdown",
     capacity: int = 40,
     part_size: int = 8 << 20,
+    retention_s: float | None = None,
 ) -> subprocess.Popen[str]:
     env = dict(
-        os.environ, TIEREDINDEX_FAULTS=faults, TIX_CAPACITY=str(capacity), TIX_PART_SIZE=str(part_size)
+        os.environ,
+        TIEREDINDEX_FAULTS=faults,
+        TIX_CAPACITY=str(capacity),
+        TIX_PART_SIZE=str(part_size),
+        TIX_RETENTION_S="" if retention_s is None else str(retention_s),
     )
     return subprocess.Popen(
         [sys.executable, CHILD, str(directory), remote_url, str(count), "--then", then],
@@ -120,7 +125,7 @@ def test_sigterm_landing_where_the_main_thread_holds_a_store_lock(
 
 
 @pytest.mark.crash
-@pytest.mark.parametrize("point", sorted(POINTS))
+@pytest.mark.parametrize("point", sorted(WRITE_PATH_POINTS))
 def test_sigkill_at_fault_point_loses_nothing(tmp_path: Path, remote_url: str, point: str) -> None:
     nth = {"put.after_write": 37, "shutdown.before_record": 1}.get(point, 2)
     count, capacity = 200, 40
@@ -145,6 +150,56 @@ def test_sigkill_at_fault_point_loses_nothing(tmp_path: Path, remote_url: str, p
     assert report.clean, report
     assert_remote_has(tmp_path, remote_url, acked)
     remote = open_remote(remote_url)
+    assert remote.list_multipart_uploads() == []
+
+
+@pytest.mark.crash
+@pytest.mark.usefixtures("prompt_retention")
+def test_sigkill_between_a_records_delete_and_its_objects_leaves_an_orphan_the_next_start_deletes(
+    tmp_path: Path, remote_url: str
+) -> None:
+    """Retention deletes a file's manifest record, then its object. Killed
+    between the two, it leaves an object no record names: never served (no
+    reader finds it), and the journal still names the file, so the next
+    start's retention deletes the object. Nothing is left behind."""
+    child = run_child(
+        tmp_path / "d",
+        remote_url,
+        100,  # two full files and a third, every entry long past retention (timestamps in 1970)
+        faults="retention.after_record_delete:kill:1",
+        then="wait",
+        retention_s=60.0,
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, f"the fault did not fire: {err[-2000:]}"
+    assert len(acknowledged(out)) == 100
+    remote = open_remote(remote_url)
+
+    def file_ids(prefix: str) -> set[str | None]:
+        return {file_id_of_key(o.key) for o in remote.list(prefix)}
+
+    orphans = file_ids(DATA_PREFIX) - file_ids(MANIFEST_PREFIX)
+    assert orphans, "the kill came between a record's delete and its object's"
+    # A reader serves what the records name and reports the rest as orphans.
+    reader = IndexStore(tmp_path / "reader", remote_url, small_config())
+    reader.start()
+    assert reader.status().remote_files == len(file_ids(MANIFEST_PREFIX))
+    problems = reader.verify(deep=True).problems
+    assert sorted((p.kind, p.key) for p in problems) == sorted(
+        ("orphan", f"{DATA_PREFIX}{file_id}.tix") for file_id in orphans
+    ), problems
+    assert reader.status().quarantined == []
+    assert reader.shutdown().clean
+    store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40, retention_s=60.0))
+    store.start()
+    store.seal()  # the last, partly filled file too: then every file expires
+    deadline = time.monotonic() + 30
+    while file_ids(DATA_PREFIX) or file_ids(MANIFEST_PREFIX) or store.journal.files():
+        assert time.monotonic() < deadline, (file_ids(DATA_PREFIX), store.journal.files())
+        time.sleep(0.05)
+    report = store.verify(deep=True)
+    assert report.ok and report.problems == [], report
+    assert store.shutdown().clean
     assert remote.list_multipart_uploads() == []
 
 

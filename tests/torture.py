@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tieredindex import IndexStore, StoreLockedError, open_remote
-from tieredindex.faults import POINTS
+from tieredindex.faults import WRITE_PATH_POINTS
 from tieredindex.journal import Journal
 from tieredindex.layout import ACTIVE_DIR, JOURNAL_NAME, OWNER_KEY
 from tieredindex.states import FileState
@@ -209,7 +209,7 @@ def trial(remote_url: str, work: Path, rng: random.Random, mode: str, point: str
 
 def run(remote_urls: list[str], trials: int, seed: int, power_share: float = 0.25) -> list[Outcome]:
     rng = random.Random(seed)
-    points = sorted(POINTS)
+    points = sorted(WRITE_PATH_POINTS)
     outcomes: list[Outcome] = []
     for n in range(trials):
         remote_url = remote_urls[n % len(remote_urls)]

@@ -19,7 +19,9 @@ from collections.abc import Iterator
 
 ENV_VAR = "TIEREDINDEX_FAULTS"
 
-POINTS = frozenset(
+# Points on the way of a put: from the put to its file's upload, and the
+# shutdown. Any broker that puts reaches them (the crash tests kill at each).
+WRITE_PATH_POINTS = frozenset(
     {
         "put.after_write",
         "roll.after_journal",
@@ -41,6 +43,9 @@ POINTS = frozenset(
         "shutdown.before_record",
     }
 )
+# Reached only by retention (a store with StoreConfig.retention_s).
+RETENTION_POINTS = frozenset({"retention.after_record_delete"})
+POINTS = WRITE_PATH_POINTS | RETENTION_POINTS
 
 
 class InjectedFault(RuntimeError):

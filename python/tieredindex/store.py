@@ -2478,6 +2478,7 @@ class IndexStore:
             # Manifest record first: a crash between leaves an orphan
             # object, never a record naming a missing object.
             self._call(partial(self.remote.delete, manifest_key(file_id)), f"delete {manifest_key(file_id)}")
+            fault_point("retention.after_record_delete")
             self._call(partial(self.remote.delete, key), f"delete {key}")
         except BaseException:
             # Back in place, so the next round tries again (with its

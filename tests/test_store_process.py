@@ -16,7 +16,7 @@ from tieredindex import IndexStore, open_remote
 from tieredindex.faults import WRITE_PATH_POINTS
 from tieredindex.layout import ACTIVE_DIR, DATA_PREFIX, MANIFEST_PREFIX, QUARANTINE_DIR, file_id_of_key
 
-from store_helpers import FOREVER, small_config
+from store_helpers import FOREVER, small_config, wait_until
 
 CHILD = str(Path(__file__).with_name("broker_child.py"))
 
@@ -183,6 +183,7 @@ def test_sigkill_between_a_records_delete_and_its_objects_leaves_an_orphan_the_n
     # A reader serves what the records name and reports the rest as orphans.
     reader = IndexStore(tmp_path / "reader", remote_url, small_config())
     reader.start()
+    wait_until(lambda: reader.status().reconciled, "the reader's catalog loaded (in the background)")
     assert reader.status().remote_files == len(file_ids(MANIFEST_PREFIX))
     problems = reader.verify(deep=True).problems
     assert sorted((p.kind, p.key) for p in problems) == sorted(
@@ -193,10 +194,11 @@ def test_sigkill_between_a_records_delete_and_its_objects_leaves_an_orphan_the_n
     store = IndexStore(tmp_path / "d", remote_url, small_config(capacity=40, retention_s=60.0))
     store.start()
     store.seal()  # the last, partly filled file too: then every file expires
-    deadline = time.monotonic() + 30
-    while file_ids(DATA_PREFIX) or file_ids(MANIFEST_PREFIX) or store.journal.files():
-        assert time.monotonic() < deadline, (file_ids(DATA_PREFIX), store.journal.files())
-        time.sleep(0.05)
+    wait_until(
+        lambda: not (file_ids(DATA_PREFIX) or file_ids(MANIFEST_PREFIX) or store.journal.files()),
+        "retention deleted every file, the orphan's object too",
+        timeout_s=30,
+    )
     report = store.verify(deep=True)
     assert report.ok and report.problems == [], report
     assert store.shutdown().clean

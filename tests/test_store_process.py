@@ -14,7 +14,14 @@ import pytest
 
 from tieredindex import IndexStore, open_remote
 from tieredindex.faults import WRITE_PATH_POINTS
-from tieredindex.layout import ACTIVE_DIR, DATA_PREFIX, MANIFEST_PREFIX, QUARANTINE_DIR, file_id_of_key
+from tieredindex.layout import (
+    ACTIVE_DIR,
+    DATA_PREFIX,
+    MANIFEST_PREFIX,
+    QUARANTINE_DIR,
+    data_key,
+    file_id_of_key,
+)
 
 from store_helpers import FOREVER, small_config, wait_until
 
@@ -187,7 +194,7 @@ def test_sigkill_between_a_records_delete_and_its_objects_leaves_an_orphan_the_n
     assert reader.status().remote_files == len(file_ids(MANIFEST_PREFIX))
     problems = reader.verify(deep=True).problems
     assert sorted((p.kind, p.key) for p in problems) == sorted(
-        ("orphan", f"{DATA_PREFIX}{file_id}.tix") for file_id in orphans
+        ("orphan", data_key(file_id)) for file_id in orphans if file_id is not None
     ), problems
     assert reader.status().quarantined == []
     assert reader.shutdown().clean

@@ -421,11 +421,11 @@ def run_with_retry(
     custom ``sleep`` is followed by a check of ``stop_event``.
 
     Raises :class:`RemoteError` (chained to the last error) when the error is
-    fatal or retrying stops; its ``attempts`` is how many were made. Two kinds propagate unchanged: a
-    :class:`CorruptFileError` (the local data no longer matches its record:
-    not a remote failure, and the caller, who knows where an intact copy
-    is, must see it as such), and ``BaseException``\\ s that are not
-    ``Exception`` (``KeyboardInterrupt``...).
+    fatal or retrying stops; its ``attempts`` is how many were made. Two
+    kinds propagate unchanged: a :class:`CorruptFileError` (the local data
+    no longer matches its record: not a remote failure, and the caller, who
+    knows where an intact copy is, must see it as such), and
+    ``BaseException``\\ s that are not ``Exception`` (``KeyboardInterrupt``...).
     """
     logger = log if log is not None else _LOG
     start = clock()

@@ -631,9 +631,8 @@ def test_one_claim_at_a_time(tmp_path: Path, remote_url: str) -> None:
     remote.put_if_absent = slow_claim  # type: ignore[method-assign]
     store = IndexStore(tmp_path / "d", remote, small_config(reconcile_interval_s=3600.0))
     store.start()
-    store.put(
-        "t", "k", queue_id=0, offset=1, size=1, timestamp_ms=5
-    )  # a store with nothing to upload claims nothing
+    # A store with nothing to upload claims nothing: this one has a file.
+    store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=5)
     threads = [threading.Thread(target=store._ensure_claimed) for _ in range(3)]
     for t in threads:
         t.start()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tieredindex import CorruptFileError, IndexStore, StoreLockedError, crc32c, open_remote
-from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
+from tieredindex.layout import MANIFEST_PREFIX, data_key, file_id_of_key, manifest_key
 from tieredindex.remote import ObjectList, PutResult, Remote
 
 from store_helpers import FOREVER, SwitchableRemote, small_config, wait_until
@@ -73,7 +73,7 @@ class Writer:
     def file_ids(self) -> set[str]:
         remote = open_remote(self.remote_url)
         try:
-            return {o.key[len(MANIFEST_PREFIX) : -len(".json")] for o in remote.list(MANIFEST_PREFIX)}
+            return {fid for o in remote.list(MANIFEST_PREFIX) if (fid := file_id_of_key(o.key)) is not None}
         finally:
             remote.close()
 
@@ -113,8 +113,8 @@ class ExpiresAfterListing(SwitchableRemote):
         listed = super().list(prefix)
         if prefix == "" and not self.expired:
             self.expired = True
-            self.inner.delete(f"{MANIFEST_PREFIX}{self.file_id}.json")
-            self.inner.delete(f"{DATA_PREFIX}{self.file_id}.tix")
+            self.inner.delete(manifest_key(self.file_id))
+            self.inner.delete(data_key(self.file_id))
         return listed
 
 
@@ -309,7 +309,7 @@ def test_a_readers_quarantine_ends_with_the_file_the_writer_expired(tmp_path: Pa
         keep = writer.file("kept", 1, int(time.time() * 1000) + 3_600_000)  # expires in an hour
         damaged = writer.file("doomed", 2, int(time.time() * 1000))
         remote = open_remote(remote_url)
-        key = f"{DATA_PREFIX}{damaged}.tix"
+        key = data_key(damaged)
         bad = bytearray(remote.get(key))
         bad[-1] ^= 0x40
         remote.delete(key)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tieredindex import IndexStore, RetryPolicy, ShutdownReport, crc32c, open_remote
-from tieredindex.layout import DATA_PREFIX
+from tieredindex.layout import DATA_PREFIX, data_key
 from tieredindex.remote import S3_MIN_PART_SIZE, S3Remote
 from tieredindex.retry import run_with_retry
 
@@ -197,7 +197,7 @@ def test_a_denied_listing_of_uploads_does_not_hold_back_a_leaky_upload(
     (file_id,) = report.uploaded
     check = IndexStore(tmp_path / "d", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
     check.start()
-    assert [u.key for u in check.remote.list_multipart_uploads()] == [f"{DATA_PREFIX}{file_id}.tix"]
+    assert [u.key for u in check.remote.list_multipart_uploads()] == [data_key(file_id)]
     verified = check.verify(deep=True, repair=True)
     assert [(p.kind, p.fixed) for p in verified.problems] == [("open-multipart-upload", True)]
     assert check.remote.list_multipart_uploads() == []
@@ -278,7 +278,7 @@ def test_an_upload_damaged_on_the_way_is_caught_and_redone(
     (file_id,) = report.uploaded
     remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
     sealed = (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
-    assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == sealed
+    assert remote.get(data_key(file_id)) == sealed
     fresh = IndexStore(tmp_path / "fresh", url, small_config(endpoint_url=server.endpoint_url))  # type: ignore[attr-defined]
     fresh.start()
     assert offsets_of(fresh.query("t", "k3", 0, FOREVER)) == [38, 33, 28, 23, 18, 13, 8, 3]
@@ -371,7 +371,7 @@ def test_an_earlier_attempts_damaged_object_is_replaced_not_a_conflict(
     (file_id,) = report.uploaded
     remote = open_remote(url, endpoint_url=server.endpoint_url)  # type: ignore[attr-defined]
     sealed = (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
-    assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == sealed
+    assert remote.get(data_key(file_id)) == sealed
 
 
 def _retried_after_the_manifest_record(
@@ -433,7 +433,7 @@ def test_one_bad_read_back_never_deletes_the_object_a_manifest_record_names(
     url, report, file_id, reads, deleted = _retried_after_the_manifest_record(tmp_path, moto_server, once)
     assert report.clean, report
     assert deleted == []
-    key = f"{DATA_PREFIX}{file_id}.tix"
+    key = data_key(file_id)
     assert reads[:2] == [key, key]  # the bad read, and the one that found the object intact
     remote = open_remote(url, endpoint_url=moto_server.endpoint_url)  # type: ignore[attr-defined]
     assert remote.get(key) == (tmp_path / "d" / "sealed" / f"{file_id}.sealed").read_bytes()
@@ -451,7 +451,7 @@ def test_a_damaged_object_a_manifest_record_names_is_a_conflict_not_deleted(
     )
     assert deleted == []
     assert not report.clean and report.pending == [file_id]
-    key = f"{DATA_PREFIX}{file_id}.tix"
+    key = data_key(file_id)
     assert f"{key} holds other bytes than this file" in (report.error or "")
     again = IndexStore(tmp_path / "d", url, small_config(endpoint_url=moto_server.endpoint_url))  # type: ignore[attr-defined]
     again.start()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tieredindex import CorruptFileError, Entry, FileState, IndexStore, RemoteError, crc32c, open_remote
-from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX
+from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, data_key, manifest_key
 from tieredindex.remote import Remote
 
 from store_helpers import FOREVER, SwitchableRemote, small_config, wait_until
@@ -208,7 +208,7 @@ def test_damaged_manifest_record_fails_strict_queries(tmp_path: Path, remote_url
     is unknown: every strict query may be missing its entries."""
     _, file_id = _one_uploaded_file(tmp_path, remote_url, n=20)
     remote = open_remote(remote_url)
-    mkey = f"{MANIFEST_PREFIX}{file_id}.json"
+    mkey = manifest_key(file_id)
     remote.delete(mkey)
     remote.put_if_absent(mkey, b"{not json", size=9, crc32c=crc32c(b"{not json"))
     store = IndexStore(tmp_path / "reader", remote_url, small_config())
@@ -355,8 +355,8 @@ def test_reader_forgets_files_the_writer_expired(tmp_path: Path, remote_url: str
     reader.start()
     assert offsets(reader.query("t", "k3", 0, FOREVER)) == [3]
     remote = open_remote(remote_url)
-    remote.delete(f"{MANIFEST_PREFIX}{file_id}.json")  # what retention does, in its order
-    remote.delete(f"{DATA_PREFIX}{file_id}.tix")
+    remote.delete(manifest_key(file_id))  # what retention does, in its order
+    remote.delete(data_key(file_id))
     for strict in (False, True):  # expired meanwhile: not an error, and nothing left to answer
         assert reader.query("t", "k3", 0, FOREVER, strict=strict) == []
     assert reader.status().remote_files == 0
@@ -655,7 +655,7 @@ def test_verify_repair_leaves_an_upload_begun_while_it_ran(
     store.start()
     store.put("t", "k", queue_id=0, offset=1, size=1, timestamp_ms=5)  # a writer: it may claim, and repair
     file_id = "1795000000000-0000beef"
-    key = f"{DATA_PREFIX}{file_id}.tix"
+    key = data_key(file_id)
     aborted: list[str] = []
 
     def listing() -> list[MultipartUpload]:

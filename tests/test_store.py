@@ -32,7 +32,7 @@ from tieredindex import (
     open_remote,
 )
 from tieredindex.journal import FileRecord, Journal
-from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY, PROBE_KEY_PREFIX
+from tieredindex.layout import DATA_PREFIX, MANIFEST_PREFIX, OWNER_KEY, PROBE_KEY_PREFIX, data_key
 from tieredindex.remote import READS_PER_UPLOAD, PutResult, Remote, S3Remote
 
 from store_helpers import (
@@ -515,7 +515,7 @@ def test_foreign_object_at_our_key_is_reported_and_untouched(tmp_path: Path, rem
     # Plant a foreign object at the key the current file will be uploaded to.
     file_id = store.journal.files([FileState.ACTIVE])[0].file_id
     foreign = b"not ours" * 10
-    remote.put_if_absent(f"{DATA_PREFIX}{file_id}.tix", foreign, size=len(foreign), crc32c=crc32c(foreign))
+    remote.put_if_absent(data_key(file_id), foreign, size=len(foreign), crc32c=crc32c(foreign))
     transition = store.journal.transition
 
     def slow_after_a_conflict(file_id: str, state: FileState, **fields: Any) -> FileRecord:
@@ -528,8 +528,8 @@ def test_foreign_object_at_our_key_is_reported_and_untouched(tmp_path: Path, rem
     report = store.shutdown(timeout_s=10)
     assert not report.clean and report.pending == [file_id]
     assert report.elapsed_s < 5  # CONFLICT is final: nothing to wait the deadline out for
-    assert report.error and f"{DATA_PREFIX}{file_id}.tix" in report.error, report.error
-    assert remote.get(f"{DATA_PREFIX}{file_id}.tix") == foreign
+    assert report.error and data_key(file_id) in report.error, report.error
+    assert remote.get(data_key(file_id)) == foreign
     again = IndexStore(tmp_path / "d", remote_url, small_config())
     again.start()
     status = again.status()
@@ -1361,7 +1361,7 @@ def test_an_object_deleted_before_its_check_is_uploaded_again_not_a_conflict(
         report = store.shutdown(timeout_s=20)
     assert report.clean, report
     (file_id,) = report.uploaded
-    assert remote.deleted == [f"{DATA_PREFIX}{file_id}.tix"]
+    assert remote.deleted == [data_key(file_id)]
     assert_remote_alone_answers(tmp_path / "fresh", remote_url, model)
 
 

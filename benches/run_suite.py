@@ -1056,6 +1056,10 @@ class Report:
                 "ours_mbps": i["bytes"] / x["stats"]["median"] / MB,
                 "boto_mbps": a["extra_info"]["bytes"] / a["stats"]["median"] / MB if a else None,
                 "boto_full_mbps": af["extra_info"]["bytes"] / af["stats"]["median"] / MB if af else None,
+                # Multipart uploads only (older result files have none).
+                "phases": i.get("phases_s"),
+                "boto_phases": a["extra_info"].get("phases_s") if a else None,
+                "boto_full_phases": af["extra_info"].get("phases_s") if af else None,
             }
             s, seal = sig.get((i["link"], i["part_size"], i["concurrency"])), seals.get(i["link"])
             if s and seal:
@@ -1094,6 +1098,67 @@ class Report:
                         f"{r['ours_mbps']:.0f} MB/s",
                         f"{anchor} {r[key]:.0f} MB/s",
                         fmt_x(ratio(r["ours_mbps"], r[key])),
+                    )
+                )
+
+    def multipart_phases(self, r: dict[str, Any]) -> None:
+        """Where a multipart upload's time goes, ours beside boto3's, each
+        timed by the client's own event hooks (start and end of every S3 call)."""
+        ours, boto, full = r.get("phases"), r.get("boto_phases"), r.get("boto_full_phases")
+        if not (ours and boto):
+            return
+        self.w(
+            "Where the time goes (medians; each client's S3 calls timed by its own botocore event hooks). "
+            "*Create + parts*: from the first call's start to the last UploadPart's end, the bytes on the "
+            "link. *Complete*: the CompleteMultipartUpload, in which moto joins the parts; asked for a "
+            "FULL_OBJECT checksum, it also gathers every part into a second buffer, copies that once more "
+            "and takes its CRC (moto 5.2, `MultipartChecksumBuilder`), where S3 combines the parts' CRCs. "
+            "*Verify*: our HEAD after it (boto3 makes none):",
+            "",
+        )
+        rows = []
+        for phase, label in (
+            ("parts", "create + parts"),
+            ("complete", "complete"),
+            ("verify", "verify (HEAD)"),
+        ):
+            rows.append(
+                (
+                    label,
+                    fmt_s(ours.get(phase)),
+                    fmt_s(boto.get(phase)),
+                    fmt_x(ratio(ours.get(phase), boto.get(phase))),
+                    fmt_s(full.get(phase)) if full else "n/a",
+                    fmt_x(ratio(ours.get(phase), full.get(phase))) if full else "n/a",
+                )
+            )
+        self.w(
+            table(
+                [
+                    "phase",
+                    "ours",
+                    "boto3",
+                    "ours / boto3 (time)",
+                    "boto3 full-object CRC",
+                    "ours / it (time)",
+                ],
+                rows,
+            ),
+            "",
+        )
+        for phase, label in (("parts", "create + parts"), ("complete", "CompleteMultipartUpload")):
+            if ours.get(phase) and boto.get(phase):
+                self.headlines.append(
+                    (
+                        f"upload {r['bytes'] / MiB:.0f} MiB (multipart), {r['link']} link: {label} alone",
+                        fmt_s(ours[phase]),
+                        f"boto3 upload_file {fmt_s(boto[phase])}"
+                        + (
+                            f", with a full-object checksum {fmt_s(full[phase])}"
+                            if full and full.get(phase)
+                            else ""
+                        ),
+                        f"{fmt_x(ratio(ours[phase], boto[phase]))} its time",
                     )
                 )
 
@@ -1567,6 +1632,7 @@ class Report:
                 ),
                 "",
             )
+            self.multipart_phases(r)
             self.w(self.how("remote-multipart"), "")
             self.upload_headlines(f"upload {size:.0f} MiB (multipart), {r['link']} link", r)
         sweep = self.remote_links(self.sweep)

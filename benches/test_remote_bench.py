@@ -23,6 +23,9 @@ Figures:
   boto3's ``upload_file`` (s3transfer, default ``TransferConfig``) of the
   same file on the same link, and beside ``upload_file`` asked for a
   FULL_OBJECT checksum as ours is (``boto3-full``: the same server work). Target: ours >= boto3.
+  For a multipart upload, each client's S3 calls are also timed by its own
+  event hooks (:class:`CallTimes`), to show which phase a slower one loses
+  its time in: create + parts, complete, verify.
 - ``sigterm``: SIGTERM to a child broker (``benches/sigterm_child.py``)
   whose last file seals to ~64 MiB, until its ``shutdown()`` returns with the
   copy uploaded, verified and recorded (the child's exit, after that, is
@@ -375,6 +378,49 @@ def crc32_b64_of(path: Path) -> str:
     return base64.b64encode(struct.pack(">I", value)).decode("ascii")
 
 
+class CallTimes:
+    """Start and end of every S3 call a boto3 client makes (its own event
+    hooks, so ours and boto3's are timed the same way), for the phases of an
+    upload: where a slower upload loses its time."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[tuple[str, float, float]] = []
+        self._started: dict[tuple[int, str], float] = {}
+        events = client.meta.events
+        events.register("before-call.s3", self._before)
+        events.register("after-call.s3", self._after)
+
+    def _before(self, event_name: str, **_: Any) -> None:
+        self._started[(threading.get_ident(), event_name)] = time.perf_counter()
+
+    def _after(self, event_name: str, **_: Any) -> None:
+        start = self._started.pop((threading.get_ident(), event_name.replace("after-", "before-")))
+        self.calls.append((event_name.rsplit(".", 1)[-1], start, time.perf_counter()))
+
+    def phases(self) -> dict[str, float] | None:
+        """A multipart upload's phases in seconds, None for any other: ``parts``
+        from the first call's start to the last UploadPart's end (create and
+        every part), ``complete`` the CompleteMultipartUpload, ``verify`` the
+        HEAD after it (ours only)."""
+        calls, self.calls = self.calls, []
+        completes = [c for c in calls if c[0] == "CompleteMultipartUpload"]
+        parts = [c for c in calls if c[0] == "UploadPart"]
+        if len(completes) != 1 or not parts:
+            return None
+        out = {
+            "parts": max(end for _, _, end in parts) - min(start for _, start, _ in calls),
+            "complete": completes[0][2] - completes[0][1],
+        }
+        heads = [c for c in calls if c[0] == "HeadObject" and c[1] >= completes[0][2]]
+        if heads:
+            out["verify"] = heads[0][2] - heads[0][1]
+        return out
+
+
+def median_phases(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {name: median([r[name] for r in rounds if name in r]) for name in rounds[0]} if rounds else {}
+
+
 IMPLS = [("boto3", None), *(("ours", u) for u in UPLOADS)]
 # "boto3-full": boto3 with a full-object checksum, i.e. the same server-side
 # work as ours (the server checks the whole object's CRC on complete).
@@ -401,28 +447,38 @@ def test_upload(
     else:
         client, run = ours_uploader(proxy.endpoint_url, upload)
     prefix = f"upload-{uuid.uuid4().hex[:8]}"
+    times = CallTimes(client.client if isinstance(client, S3Remote) else client)
     run(new_key(prefix), path, size, crc)  # warm-up: connections, imports
     clean_prefix(moto, prefix)
+    times.phases()  # not the warm-up's
+    rounds: list[dict[str, float]] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if phases := times.phases():  # the round before this one
+            rounds.append(phases)
         clean_prefix(moto, prefix)
         return (new_key(prefix), path, size, crc), {}
 
     proxy.reset_counters()
     benchmark.group = f"upload {size_mib}MiB {spec}"
     benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1)
+    if phases := times.phases():
+        rounds.append(phases)
     clean_prefix(moto, prefix)
     client.close()
     secs = benchmark.stats.stats.median
     counters = proxy.counters()
+    phases_s = median_phases(rounds)
     benchmark.extra_info.update(
         {"bytes": size, "mb_per_s": size / secs / MB, "requests": counters["requests"]},
+        **({"phases_s": phases_s} if phases_s else {}),
         **_link_info(spec),
         **_upload_info(name, upload),
     )
     RESULTS[(f"upload {size_mib} MiB", str(spec), name if upload is None else str(upload))] = {
         "seconds": secs,
         "mb_per_s": size / secs / MB,
+        "phases_s": phases_s,
     }
 
 
@@ -1059,6 +1115,25 @@ def _table() -> list[str]:
                             "",
                         )
                     )
+                if ours and anchor and ours["phases_s"] and anchor["phases_s"]:
+                    # Times: the ratio is theirs / ours, faster above 1 as for MB/s.
+                    mine, theirs = ours["phases_s"], anchor["phases_s"]
+                    for phase, what in (("parts", "create + parts"), ("complete", "complete")):
+                        also = (
+                            f", {full['phases_s'][phase]:.3f} FULL_OBJECT"
+                            if full and full["phases_s"]
+                            else ""
+                        )
+                        rows.append(
+                            (
+                                f"  {what} s (multipart phase)",
+                                f"{mine[phase]:.3f}",
+                                f"{theirs[phase]:.3f} boto3 upload_file{also}",
+                                f"{theirs[phase] / mine[phase]:.2f}",
+                                "",
+                                "",
+                            )
+                        )
         seal = RESULTS.get(("seal", spec, ""))
         link_spec = next(lk for lk in LINKS if str(lk) == spec)
         for upload in map(str, UPLOADS):

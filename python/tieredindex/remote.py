@@ -455,6 +455,13 @@ class _Payload:
         """The whole payload as a file-like request body (see :class:`_CheckedStream`)."""
         return _CheckedStream(self, cancel)
 
+    def stream_part(
+        self, offset: int, length: int, crc: int, cancel: threading.Event | None = None
+    ) -> _CheckedStream:
+        """``length`` bytes from ``offset`` as a request body, checked
+        against ``crc`` (see :class:`_CheckedStream`); no MD5."""
+        return _CheckedStream(self, cancel, start=offset, length=length, crc=crc, md5=False)
+
     def check_crc(self, actual: int) -> None:
         if actual != self.crc:
             raise (CorruptFileError if self.path is not None else ValueError)(
@@ -474,31 +481,48 @@ class _Payload:
 
 
 class _CheckedStream:
-    """A single PutObject's body, read from the payload as the request is sent.
+    """A request body read from the payload as the request is sent: the whole
+    payload (a single PutObject) or one range of it (a part).
 
-    Memory stays at one chunk whatever the object's size. The CRC-32C runs
-    over what was read, and the read that reaches the end checks it *before*
-    returning the last chunk: a file that changed since its CRC was taken
-    raises there, the request dies short of its Content-Length, and the server
-    stores nothing (moto, unlike S3, does not check the checksum header).
-    ``cancel`` is looked at before every chunk, so a shutdown can stop the
-    upload mid-body the same way. ``failure`` keeps the error, because the
-    HTTP stack wraps what a body raises in its own connection error.
+    Memory stays at one chunk whatever the size. The CRC-32C runs over what
+    was read, and the read that reaches the end checks it *before* returning
+    the last chunk (against the payload's CRC, or the part's, taken from the
+    file just before): a file that changed since raises there, the request
+    dies short of its Content-Length, and the server stores nothing (moto,
+    unlike S3, does not check the checksum header). ``cancel`` is looked at
+    before every chunk, so a shutdown can stop the upload mid-body the same
+    way. ``failure`` keeps the error, because the HTTP stack wraps what a
+    body raises in its own connection error. The MD5 (the ETag a single
+    PutObject is answered with) is taken only when asked for.
     """
 
-    def __init__(self, payload: _Payload, cancel: threading.Event | None) -> None:
+    def __init__(
+        self,
+        payload: _Payload,
+        cancel: threading.Event | None,
+        *,
+        start: int = 0,
+        length: int | None = None,
+        crc: int | None = None,
+        md5: bool = True,
+    ) -> None:
         self._payload = payload
         self._cancel = cancel
-        self._offset = 0  # payload bytes read into the buffer so far
+        self._start = start
+        self._length = payload.size - start if length is None else length
+        self._expected_crc = crc  # None: the whole payload's, checked by the payload
+        self._offset = 0  # bytes of the range read into the buffer so far
         self._crc = 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self._buffer = memoryview(b"")
         self.failure: Exception | None = None
 
     @property
     def md5_hex(self) -> str | None:
-        """The MD5 of the whole body, once it has all been read."""
-        return self._md5.hexdigest() if self._offset == self._payload.size else None
+        """The MD5 of the whole body, once it has all been read (if taken)."""
+        if self._md5 is None or self._offset != self._length:
+            return None
+        return self._md5.hexdigest()
 
     def read(self, size: int = -1) -> bytes:
         if not self._buffer:
@@ -510,29 +534,41 @@ class _CheckedStream:
 
     def _fill(self) -> None:
         payload = self._payload
-        if self._offset >= payload.size:
+        if self._offset >= self._length:
             return
         try:
             if self._cancel is not None and self._cancel.is_set():
                 raise UploadCancelledError(f"upload of {payload.name} cancelled")
-            data = payload.read(self._offset, min(_STREAM_CHUNK, payload.size - self._offset))
+            data = payload.read(self._start + self._offset, min(_STREAM_CHUNK, self._length - self._offset))
             self._offset += len(data)
             self._crc = crc32c(data, self._crc)
-            self._md5.update(data)
-            if self._offset == payload.size:
-                payload.check_crc(self._crc)
+            if self._md5 is not None:
+                self._md5.update(data)
+            if self._offset == self._length:
+                self._check_crc()
         except Exception as exc:
             self.failure = exc
             raise
         self._buffer = memoryview(data)
 
+    def _check_crc(self) -> None:
+        if self._expected_crc is None:
+            self._payload.check_crc(self._crc)
+        elif self._crc != self._expected_crc:
+            end = self._start + self._length
+            raise CorruptFileError(
+                f"{self._payload.name}: bytes {self._start}..{end} changed while uploading "
+                f"(CRC-32C {self._crc:08x}, read as {self._expected_crc:08x} just before)"
+            )
+
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        # botocore rewinds a body before it sends it (and would before a
-        # retry, which our client does not make): only the start is allowed.
+        # botocore rewinds a body before it sends it (and after hashing it
+        # for the signature over plain http): only the start is allowed.
         if (offset, whence) != (0, os.SEEK_SET):
             raise OSError(errno.ESPIPE, "a checked upload stream can only rewind to its start")
         self._offset, self._crc, self._buffer = 0, 0, memoryview(b"")
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        if self._md5 is not None:
+            self._md5 = hashlib.md5(usedforsecurity=False)
         return 0
 
     def tell(self) -> int:
@@ -1281,9 +1317,10 @@ class S3Remote(Remote):
     Objects below ``multipart_threshold`` go up in one ``PutObject``
     (``If-None-Match: *``, ``x-amz-checksum-crc32c``), its body streamed from
     the file and checked as it goes (:class:`_CheckedStream`); larger ones in a
-    multipart upload with a FULL_OBJECT CRC-32C, parts of ``part_size`` read
-    from the file in slices, ``upload_concurrency`` at a time (so at most
-    ``part_size * upload_concurrency`` bytes in memory), completed with
+    multipart upload with a FULL_OBJECT CRC-32C, parts of ``part_size``
+    sent ``upload_concurrency`` at a time, each streamed from the file and
+    checked the same way against its CRC-32C, taken just before (so one
+    chunk of each part in memory, whatever the part size), completed with
     ``If-None-Match: *``. Each part is sent under the caller's ``retry``
     when one is given, so a part that fails is sent again on its own. A
     failed multipart upload is always aborted.
@@ -1577,25 +1614,30 @@ class S3Remote(Remote):
 
         from botocore.exceptions import ClientError
 
-        def send(number: int, data: bytes) -> CompletedPartTypeDef:
-            checksum = crc32c_b64(crc32c(data))
+        def send(number: int, offset: int, length: int, crc: int) -> CompletedPartTypeDef:
+            checksum = crc32c_b64(crc)
 
             def once() -> str:
                 if failed.is_set():
                     raise UploadCancelledError(f"part {number} of {full}: the upload failed")
                 fault_point("upload.part")
+                # Read from the file as it is sent, each attempt anew: a
+                # part costs one chunk of memory, not its size.
+                body = payload.stream_part(offset, length, crc, cancel)
                 try:
                     resp = self._client.upload_part(
                         Bucket=self._bucket,
                         Key=full,
                         UploadId=upload_id,
                         PartNumber=number,
-                        Body=data,
-                        ContentLength=len(data),
+                        Body=body,  # type: ignore[arg-type]  # file-like: read, seek, tell
+                        ContentLength=length,
                         ChecksumCRC32C=checksum,
                     )
-                except ClientError as exc:
-                    if _error_code(exc)[0] == "NoSuchUpload":
+                except Exception as exc:
+                    if body.failure is not None:  # the local file failed, whatever the remote said
+                        raise body.failure from None
+                    if isinstance(exc, ClientError) and _error_code(exc)[0] == "NoSuchUpload":
                         raise _UploadGone(exc) from exc  # sending the part again cannot help
                     raise
                 return resp["ETag"]
@@ -1629,10 +1671,16 @@ class S3Remote(Remote):
                     done.extend(f.result() for f in finished)
                 if cancel is not None and cancel.is_set():
                     raise UploadCancelledError(f"upload of {payload.name} cancelled")
-                data = payload.read(offset, min(part_size, payload.size - offset))
-                whole_crc = crc32c(data, whole_crc)
-                running.add(pool.submit(send, number, data))
-                del data
+                # The part's CRC-32C (its checksum header, and what its body
+                # is checked against as it is sent), and the whole file's, in
+                # one pass a chunk at a time.
+                length = min(part_size, payload.size - offset)
+                part_crc = 0
+                for at in range(offset, offset + length, _STREAM_CHUNK):
+                    chunk = payload.read(at, min(_STREAM_CHUNK, offset + length - at))
+                    part_crc = crc32c(chunk, part_crc)
+                    whole_crc = crc32c(chunk, whole_crc)
+                running.add(pool.submit(send, number, offset, length, part_crc))
             while running:  # the first failure ends the upload: the rest stop retrying
                 finished, running = concurrent.futures.wait(
                     running, return_when=concurrent.futures.FIRST_EXCEPTION

@@ -557,33 +557,6 @@ def test_s3_single_put_reports_the_local_file_over_the_servers_answer(
         s3_remote.put_if_absent("f.tix", src, size=len(data), crc32c=crc32c(data) ^ 1)
 
 
-def test_s3_single_put_streams_the_file_in_bounded_memory(moto_server: Any, tmp_path: Path) -> None:
-    import tracemalloc
-    import uuid
-
-    data = blob(24 * MiB, seed=9)
-    src = tmp_path / "s.tix"
-    src.write_bytes(data)
-    with S3Remote(
-        moto_server.bucket,
-        f"st-{uuid.uuid4().hex[:12]}",
-        endpoint_url=moto_server.endpoint_url,
-        multipart_threshold=64 * MiB,
-    ) as r:
-        r.head("warm-up")  # the client's own first-call allocations
-        tracemalloc.start()
-        try:
-            assert r.put_if_absent("s.tix", src, size=len(data), crc32c=crc32c(data)).created
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        assert r.list_multipart_uploads() == []
-        info = r.head("s.tix")
-        assert info is not None and info.size == len(data) and info.crc32c == crc32c(data)
-        assert r.get("s.tix") == data
-    assert peak < 4 * MiB, f"a 24 MiB PutObject held {peak / MiB:.1f} MiB"
-
-
 def test_s3_multipart_bounded_concurrency_and_checksums(
     s3_remote: S3Remote, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -635,38 +608,49 @@ def test_s3_multipart_bounded_concurrency_and_checksums(
     assert s3_remote.get("big") == data
 
 
-def test_s3_multipart_streams_each_part_in_bounded_memory(moto_server: Any, tmp_path: Path) -> None:
-    """Parts are read from the file as they are sent: 4 parts of 16 MiB at
-    once hold a chunk each (and botocore's 1 MiB reads), not 64 MiB."""
+@pytest.mark.parametrize(
+    ("size", "settings", "limit"),
+    [
+        # One PutObject: a chunk of the file at a time.
+        pytest.param(24 * MiB, {"multipart_threshold": 64 * MiB}, 4 * MiB, id="single-put"),
+        # 4 parts of 16 MiB at once, each read from the file as it is sent: a
+        # chunk each (and botocore's 1 MiB reads), not 64 MiB. Whole parts in
+        # memory measured 40 MiB and more here; streamed ones 8 to 12.
+        pytest.param(
+            80 * MiB,
+            {"multipart_threshold": 16 * MiB, "part_size": 16 * MiB, "upload_concurrency": 4},
+            24 * MiB,
+            id="multipart",
+        ),
+    ],
+)
+def test_s3_upload_streams_the_file_in_bounded_memory(
+    moto_server: Any, tmp_path: Path, size: int, settings: dict[str, int], limit: int
+) -> None:
     import tracemalloc
     import uuid
 
-    data = blob(80 * MiB, seed=11)
-    src = tmp_path / "m.tix"
+    data = blob(size, seed=9)
+    src = tmp_path / "s.tix"
     src.write_bytes(data)
     with S3Remote(
         moto_server.bucket,
-        f"mp-{uuid.uuid4().hex[:12]}",
+        f"st-{uuid.uuid4().hex[:12]}",
         endpoint_url=moto_server.endpoint_url,
-        multipart_threshold=16 * MiB,
-        part_size=16 * MiB,
-        upload_concurrency=4,
+        **settings,  # type: ignore[arg-type]
     ) as r:
         r.head("warm-up")  # the client's own first-call allocations
         tracemalloc.start()
         try:
-            assert r.put_if_absent("m.tix", src, size=len(data), crc32c=crc32c(data)).created
+            assert r.put_if_absent("s.tix", src, size=len(data), crc32c=crc32c(data)).created
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
         assert r.list_multipart_uploads() == []
-        info = r.head("m.tix")
+        info = r.head("s.tix")
         assert info is not None and info.size == len(data) and info.crc32c == crc32c(data)
-        assert r.get("m.tix") == data
-    # Whole parts in memory measured 40 MiB and more here; streamed ones 8 to 12.
-    assert peak < 24 * MiB, (
-        f"an 80 MiB multipart upload, 4 parts of 16 MiB at once, held {peak / MiB:.1f} MiB"
-    )
+        assert r.get("s.tix") == data
+    assert peak < limit, f"a {size // MiB} MiB upload ({settings}) held {peak / MiB:.1f} MiB"
 
 
 def test_s3_multipart_part_whose_bytes_change_while_sent_fails_the_upload_as_corrupt(

@@ -590,7 +590,7 @@ def test_s3_multipart_bounded_concurrency_and_checksums(
     wrap_client(monkeypatch, s3_remote, "complete_multipart_upload", spy_complete)
     res = s3_remote.put_if_absent("big", src, size=len(data), crc32c=crc32c(data))
     assert res.created
-    assert peak == 2  # upload_concurrency, and no more
+    assert peak <= 2  # upload_concurrency
     assert sorted(p["PartNumber"] for p in parts) == [1, 2, 3, 4, 5]
     import base64
     import struct

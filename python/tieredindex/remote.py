@@ -447,9 +447,13 @@ class _Payload:
             got += len(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def chunks(self, chunk_size: int = _READ_CHUNK) -> Iterator[bytes]:
-        for offset in range(0, self.size, chunk_size):
-            yield self.read(offset, min(chunk_size, self.size - offset))
+    def chunks(
+        self, chunk_size: int = _READ_CHUNK, start: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        """The payload, or ``length`` bytes of it from ``start``, ``chunk_size`` at a time."""
+        end = self.size if length is None else start + length
+        for offset in range(start, end, chunk_size):
+            yield self.read(offset, min(chunk_size, end - offset))
 
     def stream(self, cancel: threading.Event | None = None) -> _CheckedStream:
         """The whole payload as a file-like request body (see :class:`_CheckedStream`)."""
@@ -1676,8 +1680,7 @@ class S3Remote(Remote):
                 # one pass a chunk at a time.
                 length = min(part_size, payload.size - offset)
                 part_crc = 0
-                for at in range(offset, offset + length, _STREAM_CHUNK):
-                    chunk = payload.read(at, min(_STREAM_CHUNK, offset + length - at))
+                for chunk in payload.chunks(_STREAM_CHUNK, offset, length):
                     part_crc = crc32c(chunk, part_crc)
                     whole_crc = crc32c(chunk, whole_crc)
                 running.add(pool.submit(send, number, offset, length, part_crc))

@@ -43,6 +43,9 @@ MiB = 1 << 20
 MB = 1_000_000
 CRC_FLAGS = ("sse4_2", "pclmulqdq", "avx2", "avx512f", "vpclmulqdq")
 DEFAULT_SLOTS, DEFAULT_CAPACITY = 5_000_000, 20_000_000
+# The second S3 server of the `remote-s3s` step (benches/test_remote_bench.py
+# finds it at target/bench-tools/bin/s3s-fs).
+S3S_FS_VERSION = "0.14.1"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,6 +137,18 @@ def plan(quick: bool) -> list[Step]:
              _pytest("test_remote_bench.py", "-k", "test_upload and not rss"),
              {"TIX_BENCH_LINKS": "50:200", "TIX_BENCH_UPLOADS": "8:1,8:4,8:8,8:16,16:4,16:8,32:4",
               "TIX_BENCH_SIZES_MIB": "128", "TIX_BENCH_ROUNDS": "2"}, "remote-sweep.json"),
+        # The same figures on a second S3 server, s3s-fs (Rust), which does
+        # its own work (MD5, CRC-32C, the file write) as the bytes arrive,
+        # where moto does it in Python after the last byte: issue 3's targets
+        # on a server whose own time is small. Built first, pinned with its
+        # lock file (about 3 minutes the first time; cargo then finds it installed).
+        Step("s3s-fs-build", "Build the second S3 server (s3s-fs)",
+             ["cargo", "install", "--locked", f"s3s-fs@{S3S_FS_VERSION}", "--features", "binary",
+              "--root", "target/bench-tools"], {}, None),
+        Step("remote-s3s", "Remote: the example link on a second S3 server (s3s-fs)",
+             _pytest("test_remote_bench.py", "-k", "seal_anchor or sigterm or (test_upload and not rss)"),
+             {"TIX_BENCH_SERVER": "s3s-fs", "TIX_BENCH_LINKS": "50:100", "TIX_BENCH_SIZES_MIB": "64,256",
+              "TIX_BENCH_ROUNDS": "9"}, "remote-s3s.json"),
         Step("remote-rss", "Remote: memory of a 600 MB upload",
              _pytest("test_remote_bench.py", "-k", "rss"),
              {"TIX_BENCH_LINKS": "0:inf", "TIX_BENCH_RSS_MB": "600"}, "remote-rss.json"),
@@ -373,6 +388,7 @@ class Report:
         self.multipart = Bench(results / "remote-multipart.json")
         self.http = Bench(results / "remote-http.json")
         self.sigterm = Bench(results / "remote-sigterm.json")
+        self.s3s = Bench(results / "remote-s3s.json")
         self.rss = Bench(results / "remote-rss.json")
         catalog = Bench(results / "remote-catalog.json")
         self.catalog, self.catalog_step = (
@@ -1282,14 +1298,77 @@ class Report:
             "",
         )
 
-    def sigterm_rounds(self) -> None:
-        """The `remote-sigterm` step: every round of the SIGTERM figure on
-        issue 3's example link, stopped at each step of the shutdown, and how
-        many rounds fall within the target at each."""
-        seal = next(iter(self.sigterm.where("test_seal_anchor[")), None)
-        sig = next(iter(self.sigterm.where("test_sigterm_to_verified_remote[")), None)
+    def second_server_section(self) -> None:
+        """The `remote-s3s` step: the upload and SIGTERM figures once more, on
+        s3s-fs instead of moto."""
+        if "remote-s3s" not in self.steps:
+            return
+        rows = sorted(self.remote_links(self.s3s), key=lambda r: r["bytes"])
+        link = rows[0]["link"] if rows else "50 ms / 100 MB/s"
+        self.w(
+            f"**The same figures on a second S3 server: s3s-fs {S3S_FS_VERSION}** (the s3s project's S3 "
+            f"service over a directory, in Rust; step `remote-s3s`, link {link}, the same proxy, https and "
+            "clients). moto does its own work for a request in Python after the body's last byte: for a "
+            "PutObject it MD5s the body and copies it into its store; for a FULL_OBJECT "
+            "CompleteMultipartUpload it also gathers the parts and takes their CRC. The floors count none "
+            "of that. s3s-fs hashes a body (MD5, and the CRC-32C it checks: a wrong one gets BadDigest, "
+            "which moto does not give) as the bytes arrive and writes them to its file, as S3 does its work "
+            "while receiving. For a multipart upload it checks no part checksum and copies the parts into "
+            "one file on complete, for boto3's uploads as for ours. It lacks ListMultipartUploads, which "
+            "these figures do not use (a store starting on it logs that it could not sweep earlier "
+            "uploads, and goes on).",
+            "",
+        )
+        if not rows:
+            self.w("Not measured (the `remote-s3s` step failed: see the end of the report).", "")
+            return
+        out = []
+        for r in rows:
+            out.append(
+                (
+                    f"{r['bytes'] / MiB:.0f} MiB" + (" (multipart)" if r["phases"] else ""),
+                    f"{r['ours_mbps']:.0f}",
+                    f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
+                    fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
+                    f"{r['boto_full_mbps']:.0f}" if r["boto_full_mbps"] else "n/a",
+                    fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
+                )
+            )
+        self.w(
+            table(
+                [
+                    "upload",
+                    "ours MB/s",
+                    "boto3 MB/s",
+                    "ours / boto3",
+                    "boto3 full-object CRC MB/s",
+                    "ours / it",
+                ],
+                out,
+            ),
+            "",
+        )
+        for r in rows:
+            kind = " (multipart)" if r["phases"] else ""
+            self.upload_headlines(f"upload {r['bytes'] / MiB:.0f} MiB{kind}, {r['link']} link, on s3s-fs", r)
+        own = rows[0].get("server_own_s")
+        if own is not None and math.isfinite(own):
+            self.w(
+                f"The server's own time for the ~64 MiB PutObject, sent straight to it (no link; the "
+                f"loopback transfer included): {fmt_s(own)} on s3s-fs; on moto, see the links table above.",
+                "",
+            )
+        self.sigterm_rounds(self.s3s, "remote-s3s", "on s3s-fs")
+
+    def sigterm_rounds(self, bench: Bench | None = None, step: str = "remote-sigterm", on: str = "") -> None:
+        """The `remote-sigterm` step (or ``step``, on the server ``on``): every
+        round of the SIGTERM figure on issue 3's example link, stopped at each
+        step of the shutdown, and how many rounds fall within the target at each."""
+        bench = self.sigterm if bench is None else bench
+        seal = next(iter(bench.where("test_seal_anchor[")), None)
+        sig = next(iter(bench.where("test_sigterm_to_verified_remote[")), None)
         if not seal or not sig or not sig["extra_info"].get("rounds_s"):
-            self.w("SIGTERM round by round: not measured (the `remote-sigterm` step failed).", "")
+            self.w(f"SIGTERM round by round: not measured (the `{step}` step failed).", "")
             return
         info = sig["extra_info"]
         transfer = seal["extra_info"]["sealed_bytes"] / (info["mbps"] * MB) if info["mbps"] else 0.0
@@ -1318,7 +1397,8 @@ class Report:
         summary.append("")
         rows.append(summary)
         self.w(
-            f"**SIGTERM round by round** (the `remote-sigterm` step, link {info['link']}): {len(rounds)} broker "
+            f"**SIGTERM round by round{on and ', ' + on}** (the `{step}` step, link {info['link']}): "
+            f"{len(rounds)} broker "
             f"children, one after another, each sealing ~64 MiB and shutting down on SIGTERM. The floor, "
             f"{fmt_s(floor)} = the seal measured in the same step ({fmt_s(seal['stats']['median'])}) + "
             f"{fmt_s(transfer)} + 2 round trips, is issue 3's: its two round trips are the PutObject and the "
@@ -1332,14 +1412,14 @@ class Report:
                 rows,
             ),
             "",
-            self.how("remote-sigterm"),
+            self.how(step),
             "",
         )
         for key, name in ends:
             ratios = sorted(r for b in rounds if (r := ratio(b.get(key), floor)) is not None)
             self.headlines.append(
                 (
-                    f"SIGTERM → {name} (~64 MiB), 50 ms / 100 MB/s, {len(ratios)} rounds",
+                    f"SIGTERM → {name} (~64 MiB), 50 ms / 100 MB/s, {len(ratios)} rounds{on and ', ' + on}",
                     f"{sum(r <= 1.3 for r in ratios)} of {len(ratios)} within 1.30x",
                     f"floor {fmt_s(floor)}",
                     f"median {fmt_x(ratios[len(ratios) // 2])} ({fmt_x(ratios[0])} to {fmt_x(ratios[-1])})",
@@ -1635,6 +1715,7 @@ class Report:
             self.multipart_phases(r)
             self.w(self.how("remote-multipart"), "")
             self.upload_headlines(f"upload {size:.0f} MiB (multipart), {r['link']} link", r)
+        self.second_server_section()
         sweep = self.remote_links(self.sweep)
         if sweep:
             size = sweep[0]["bytes"] / MiB

@@ -50,6 +50,11 @@ Sweeps (issue 4), by environment variable:
   (``https``, the default, or ``http``).
 - ``TIX_BENCH_KEEP_LOGS``: a directory to keep each SIGTERM child's log in
   (wall-clock stamps of its steps and S3 calls), one file per round.
+- ``TIX_BENCH_SERVER``: ``moto`` (the default) or ``s3s-fs``, a second S3
+  server (Rust; the version is pinned in ``run_suite.py``), whose binary is
+  ``target/bench-tools/bin/s3s-fs`` or ``TIX_BENCH_S3S_FS``. The upload,
+  seal and SIGTERM figures run on it; it lacks ListMultipartUploads and the
+  multipart checksums, which those figures do not need.
 """
 
 from __future__ import annotations
@@ -98,6 +103,14 @@ pytestmark = pytest.mark.timeout(900)
 # local disk, a cost no real object store puts in the client's path; held in
 # memory instead (for boto3's uploads exactly as for ours).
 MOTO_ENV = {"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 30)}
+
+# The second server (TIX_BENCH_SERVER=s3s-fs): s3s-fs, the s3s project's
+# S3 service over a directory, in Rust. It hashes a body (MD5, and the
+# CRC-32C it checks) as the bytes arrive and writes it to its file, as S3
+# does its work while receiving, where moto does its own in Python after the
+# last byte: the same uploads against a server whose own time is small.
+# `make bench` builds it, pinned (run_suite.py's `s3s-fs-build` step).
+S3S_FS_DEFAULT = ROOT / "target" / "bench-tools" / "bin" / "s3s-fs"
 
 
 def _env_list(name: str, default: str) -> list[str]:
@@ -149,7 +162,7 @@ def _uploads() -> list[Upload]:
 
 def _link_info(spec: Link) -> dict[str, Any]:
     """The link, spelled out for ``benches/run_suite.py`` (mbps None: unlimited)."""
-    return {"link": str(spec), "rtt_ms": spec.rtt_ms, "mbps": spec.mbps, "scheme": SCHEME}
+    return {"link": str(spec), "rtt_ms": spec.rtt_ms, "mbps": spec.mbps, "scheme": SCHEME, "server": SERVER}
 
 
 def _upload_info(name: str, upload: Upload | None) -> dict[str, Any]:
@@ -168,6 +181,9 @@ RSS_MB = int(os.environ.get("TIX_BENCH_RSS_MB", "600"))
 SCHEME = os.environ.get("TIX_BENCH_SCHEME", "https")
 if SCHEME not in ("http", "https"):
     raise ValueError(f"TIX_BENCH_SCHEME must be http or https, got {SCHEME!r}")
+SERVER = os.environ.get("TIX_BENCH_SERVER", "moto")
+if SERVER not in ("moto", "s3s-fs"):
+    raise ValueError(f"TIX_BENCH_SERVER must be moto or s3s-fs, got {SERVER!r}")
 
 # (figure, link, upload config) -> measurements; the table is built from it.
 RESULTS: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -183,17 +199,34 @@ FAKE_AWS = {
 
 
 # --------------------------------------------------------------------------
-# Fixtures: moto, the proxy, the files
+# Fixtures: the S3 server, the proxy, the files
 
 
 @dataclasses.dataclass
-class Moto:
+class S3Server:
+    name: str  # SERVER: "moto" or "s3s-fs"
     endpoint_url: str
     client: Any  # direct, not through the proxy
 
 
+def _server_command(port: int, tmp: Path) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that serve S3 on 127.0.0.1:port."""
+    if SERVER == "moto":
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], MOTO_ENV
+    binary = Path(os.environ.get("TIX_BENCH_S3S_FS") or S3S_FS_DEFAULT)
+    if not binary.is_file():
+        pytest.fail(
+            f"TIX_BENCH_SERVER=s3s-fs: no s3s-fs binary at {binary}; build it with "
+            "`python benches/run_suite.py --steps s3s-fs-build` or name one in TIX_BENCH_S3S_FS"
+        )
+    root = tmp / "s3s-fs"
+    root.mkdir(exist_ok=True)
+    keys = ["--access-key", FAKE_AWS["AWS_ACCESS_KEY_ID"], "--secret-key", FAKE_AWS["AWS_SECRET_ACCESS_KEY"]]
+    return [str(binary), "--host", "127.0.0.1", "--port", str(port), *keys, str(root)], {}
+
+
 @pytest.fixture(scope="module")
-def moto(tmp: Path) -> Iterator[Moto]:
+def server(tmp: Path) -> Iterator[S3Server]:
     import boto3
     from botocore.config import Config
 
@@ -203,13 +236,15 @@ def moto(tmp: Path) -> Iterator[Moto]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp / "moto.log", "wb")  # noqa: SIM115
+    command, extra_env = _server_command(port, tmp)
+    log_path = tmp / f"{SERVER}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        command,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **MOTO_ENV},
+        env={**os.environ, **extra_env},
     )
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.session.Session().client(
@@ -226,12 +261,10 @@ def moto(tmp: Path) -> Iterator[Moto]:
                 break
             except Exception:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto did not start: {(tmp / 'moto.log').read_text()[-2000:]}"
-                    ) from None
+                    raise RuntimeError(f"{SERVER} did not start: {log_path.read_text()[-2000:]}") from None
                 time.sleep(0.1)
         client.create_bucket(Bucket=BUCKET)
-        yield Moto(endpoint, client)
+        yield S3Server(SERVER, endpoint, client)
     finally:
         client.close()
         proc.terminate()
@@ -272,11 +305,11 @@ def tls(tmp: Path) -> Iterator[tuple[str, str] | None]:
 
 @pytest.fixture(scope="module", params=LINKS, ids=str)
 def link(
-    request: pytest.FixtureRequest, moto: Moto, tls: tuple[str, str] | None
+    request: pytest.FixtureRequest, server: S3Server, tls: tuple[str, str] | None
 ) -> Iterator[tuple[Link, ProxyProcess]]:
     spec: Link = request.param
     with ProxyProcess(
-        moto.endpoint_url, latency_s=spec.latency_s, bandwidth=spec.bandwidth, tls=tls
+        server.endpoint_url, latency_s=spec.latency_s, bandwidth=spec.bandwidth, tls=tls
     ) as proxy:
         assert proxy.endpoint_url.startswith(f"{SCHEME}://")
         yield spec, proxy
@@ -304,11 +337,11 @@ def new_key(prefix: str) -> str:
     return f"{prefix}/{uuid.uuid4().hex[:12]}"
 
 
-def clean_prefix(moto: Moto, prefix: str) -> None:
-    """Frees moto's memory between rounds."""
-    for page in moto.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+def clean_prefix(server: S3Server, prefix: str) -> None:
+    """Frees the server's memory (or disk) between rounds."""
+    for page in server.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         for obj in page.get("Contents", []):
-            moto.client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+            server.client.delete_object(Bucket=BUCKET, Key=obj["Key"])
 
 
 def median(values: list[float]) -> float:
@@ -434,7 +467,7 @@ def test_upload(
     impl: tuple[str, Upload | None],
     size_mib: int,
     link: tuple[Link, ProxyProcess],
-    moto: Moto,
+    server: S3Server,
     tmp: Path,
 ) -> None:
     spec, proxy = link
@@ -449,14 +482,14 @@ def test_upload(
     prefix = f"upload-{uuid.uuid4().hex[:8]}"
     times = CallTimes(client.client if isinstance(client, S3Remote) else client)
     run(new_key(prefix), path, size, crc)  # warm-up: connections, imports
-    clean_prefix(moto, prefix)
+    clean_prefix(server, prefix)
     times.phases()  # not the warm-up's
     rounds: list[dict[str, float]] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         if phases := times.phases():  # the round before this one
             rounds.append(phases)
-        clean_prefix(moto, prefix)
+        clean_prefix(server, prefix)
         return (new_key(prefix), path, size, crc), {}
 
     proxy.reset_counters()
@@ -464,7 +497,7 @@ def test_upload(
     benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1)
     if phases := times.phases():
         rounds.append(phases)
-    clean_prefix(moto, prefix)
+    clean_prefix(server, prefix)
     client.close()
     secs = benchmark.stats.stats.median
     counters = proxy.counters()
@@ -556,18 +589,19 @@ def _breakdown(log: str, killed_at: float, exited_at: float) -> dict[str, float]
     return {name: out[name] for name in [*(e[0] for e in _EVENTS), "exited"] if name in out}
 
 
-def server_own_seconds(moto: Moto, path: Path, size: int, crc: int, part_size: int) -> float:
+def server_own_seconds(server: S3Server, path: Path, size: int, crc: int, part_size: int) -> float:
     """The S3 server's own time for the request that stores an object of this
-    size the way ours does, sent straight to moto (no link): a cost the floor
+    size the way ours does, sent straight to it (no link): a cost the floor
     does not count. Below the multipart threshold that is the streamed
     PutObject itself (If-None-Match, CRC-32C; moto reads the body, then MD5s
-    and checksums it), sent unsigned so that the client's SHA-256 of the
+    and checksums it; s3s-fs does both as it reads), sent unsigned so that the client's SHA-256 of the
     body is not counted as the server's; the loopback transfer of the body
     is in it. Above the threshold, CompleteMultipartUpload with a FULL_OBJECT
-    CRC-32C (moto joins the parts and checksums the whole)."""
+    CRC-32C (moto joins the parts and checksums the whole; s3s-fs joins
+    them into a new file)."""
     from tieredindex.remote import crc32c_b64
 
-    unsigned = boto3_client(moto.endpoint_url, payload_signing_enabled=False)
+    unsigned = boto3_client(server.endpoint_url, payload_signing_enabled=False)
     times = []
     for _ in range(2):
         key = new_key("server")
@@ -583,9 +617,9 @@ def server_own_seconds(moto: Moto, path: Path, size: int, crc: int, part_size: i
                     ChecksumCRC32C=crc32c_b64(crc),
                 )
             times.append(time.perf_counter() - started)
-            moto.client.delete_object(Bucket=BUCKET, Key=key)
+            server.client.delete_object(Bucket=BUCKET, Key=key)
             continue
-        upload_id = moto.client.create_multipart_upload(
+        upload_id = server.client.create_multipart_upload(
             Bucket=BUCKET, Key=key, ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT"
         )["UploadId"]
         parts = []
@@ -593,7 +627,7 @@ def server_own_seconds(moto: Moto, path: Path, size: int, crc: int, part_size: i
             for number, at in enumerate(range(0, size, part_size), start=1):
                 data = f.read(min(part_size, size - at))
                 checksum = crc32c_b64(crc32c(data))
-                etag = moto.client.upload_part(
+                etag = server.client.upload_part(
                     Bucket=BUCKET,
                     Key=key,
                     UploadId=upload_id,
@@ -603,7 +637,7 @@ def server_own_seconds(moto: Moto, path: Path, size: int, crc: int, part_size: i
                 )["ETag"]
                 parts.append({"PartNumber": number, "ETag": etag, "ChecksumCRC32C": checksum})
         started = time.perf_counter()
-        moto.client.complete_multipart_upload(
+        server.client.complete_multipart_upload(
             Bucket=BUCKET,
             Key=key,
             UploadId=upload_id,
@@ -614,14 +648,14 @@ def server_own_seconds(moto: Moto, path: Path, size: int, crc: int, part_size: i
             MpuObjectSize=size,
         )
         times.append(time.perf_counter() - started)
-        moto.client.delete_object(Bucket=BUCKET, Key=key)
+        server.client.delete_object(Bucket=BUCKET, Key=key)
     unsigned.close()
     return min(times)
 
 
 @pytest.mark.parametrize("upload", UPLOADS, ids=str)
 def test_sigterm_to_verified_remote(
-    benchmark: Any, upload: Upload, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path
+    benchmark: Any, upload: Upload, link: tuple[Link, ProxyProcess], server: S3Server, tmp: Path
 ) -> None:
     spec, proxy = link
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint_url, "PYTHONUNBUFFERED": "1"}
@@ -673,8 +707,8 @@ def test_sigterm_to_verified_remote(
             (Path(keep) / f"{info['prefix']}.log").write_text(log)
         assert info["rc"] == 0, f"child exited {info['rc']}: {log[-3000:]}"
         breakdowns.append(_breakdown(log, info["killed_at"], info["exited_at"]))
-        check_remote_copy(moto, info["prefix"])
-        clean_prefix(moto, info["prefix"])
+        check_remote_copy(server, info["prefix"])
+        clean_prefix(server, info["prefix"])
     # The figure ends when the verified copy is recorded (shutdown() has
     # returned: uploaded, HEAD-verified, manifest written, journal updated);
     # the interpreter's own exit after that is shown beside it.
@@ -685,7 +719,7 @@ def test_sigterm_to_verified_remote(
     if record_size:
         sealed = tmp / "seal" / "a.sealed"
         server_s = server_own_seconds(
-            moto, sealed, record_size, crc32c(sealed.read_bytes()), upload.part_size
+            server, sealed, record_size, crc32c(sealed.read_bytes()), upload.part_size
         )
     else:
         server_s = float("nan")
@@ -710,16 +744,16 @@ def test_sigterm_to_verified_remote(
     }
 
 
-def check_remote_copy(moto: Moto, prefix: str) -> None:
+def check_remote_copy(server: S3Server, prefix: str) -> None:
     """One manifest record; its object has the recorded size and CRC-32C and verifies."""
-    listed = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{MANIFEST_PREFIX}").get(
+    listed = server.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{MANIFEST_PREFIX}").get(
         "Contents", []
     )
     assert len(listed) == 1, listed
-    raw = moto.client.get_object(Bucket=BUCKET, Key=listed[0]["Key"])["Body"].read()
+    raw = server.client.get_object(Bucket=BUCKET, Key=listed[0]["Key"])["Body"].read()
     record = ManifestRecord.from_bytes(raw, listed[0]["Key"])
     assert record.count == SIGTERM_ENTRIES
-    body = moto.client.get_object(Bucket=BUCKET, Key=f"{prefix}/{record.key}")["Body"].read()
+    body = server.client.get_object(Bucket=BUCKET, Key=f"{prefix}/{record.key}")["Body"].read()
     assert len(body) == record.size and crc32c(body) == record.crc32c
     SealedIndex.open(body).verify()
 
@@ -744,7 +778,7 @@ def ranged_get_seconds(endpoint: str, key: str, rounds: int) -> float:
     return median(times)
 
 
-def test_remote_query(benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path) -> None:
+def test_remote_query(benchmark: Any, link: tuple[Link, ProxyProcess], server: S3Server, tmp: Path) -> None:
     """``IndexStore.query`` of a key that is in QUERY_FILES uploaded files,
     from a fresh store on an empty directory (every file remote; the catalog
     and footers loaded by a first query). Each file costs two verified
@@ -779,9 +813,9 @@ def test_remote_query(benchmark: Any, link: tuple[Link, ProxyProcess], moto: Mot
     benchmark.group = f"query {spec}"
     benchmark.pedantic(query, rounds=ROUNDS * 3, iterations=1)
     reader.shutdown()
-    [first, *_] = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/index/")["Contents"]
+    [first, *_] = server.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/index/")["Contents"]
     get_s = ranged_get_seconds(proxy.endpoint_url, first["Key"], ROUNDS * 3)
-    clean_prefix(moto, prefix)
+    clean_prefix(server, prefix)
     secs = benchmark.stats.stats.median
     benchmark.extra_info.update({"files": QUERY_FILES, "ranged_get_s": get_s}, **_link_info(spec))
     RESULTS[("query", str(spec), "")] = {"seconds": secs, "files": QUERY_FILES, "ranged_get_s": get_s}
@@ -805,13 +839,13 @@ def small_get_seconds(endpoint: str, key: str, rounds: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def catalog_prefix(moto: Moto, tmp: Path) -> Iterator[str]:
+def catalog_prefix(server: S3Server, tmp: Path) -> Iterator[str]:
     """A prefix of CATALOG_FILES small uploaded files, written straight to
-    moto (not through the link); the url of the store that wrote them."""
+    the server (not through the link); the url of the store that wrote them."""
     prefix = f"catalog-{uuid.uuid4().hex[:8]}"
     url = f"s3://{BUCKET}/{prefix}/"
     config = StoreConfig(
-        slots=64, capacity=4, endpoint_url=moto.endpoint_url, region="us-east-1", shutdown_timeout_s=300.0
+        slots=64, capacity=4, endpoint_url=server.endpoint_url, region="us-east-1", shutdown_timeout_s=300.0
     )
     writer = IndexStore(tmp / f"{prefix}-writer", url, config)
     writer.start()
@@ -819,7 +853,7 @@ def catalog_prefix(moto: Moto, tmp: Path) -> Iterator[str]:
         writer.put("orders", f"k{i}", queue_id=0, offset=i, size=100, timestamp_ms=1_000_000 + i)
     assert writer.shutdown().clean
     yield url
-    clean_prefix(moto, prefix)
+    clean_prefix(server, prefix)
 
 
 def _catalog_result(
@@ -827,7 +861,7 @@ def _catalog_result(
     benchmark: Any,
     spec: Link,
     proxy: ProxyProcess,
-    moto: Moto,
+    server: S3Server,
     url: str,
     *,
     at_once: int,
@@ -839,7 +873,7 @@ def _catalog_result(
     ``at_once`` at a time, and ``other`` requests besides (listings, the
     first query's own file); and the same requests one by one."""
     prefix = url.removeprefix(f"s3://{BUCKET}/")
-    record = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}{MANIFEST_PREFIX}")["Contents"][0]
+    record = server.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}{MANIFEST_PREFIX}")["Contents"][0]
     get_s = small_get_seconds(proxy.endpoint_url, record["Key"], ROUNDS * 3)
     info = {
         "files": CATALOG_FILES,
@@ -853,7 +887,7 @@ def _catalog_result(
 
 
 def test_remote_catalog(
-    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path, catalog_prefix: str
+    benchmark: Any, link: tuple[Link, ProxyProcess], server: S3Server, tmp: Path, catalog_prefix: str
 ) -> None:
     """A fresh store on an empty directory, over a prefix of CATALOG_FILES
     uploaded files: ``start()`` and a first query (of one file's time range,
@@ -881,12 +915,12 @@ def test_remote_catalog(
     # Per file its record; besides, the listing and the queried file's footer, slot and entries.
     at_once = READS_PER_UPLOAD * config.upload_concurrency
     _catalog_result(
-        "catalog", benchmark, spec, proxy, moto, catalog_prefix, at_once=at_once, per_file=1, other=4
+        "catalog", benchmark, spec, proxy, server, catalog_prefix, at_once=at_once, per_file=1, other=4
     )
 
 
 def test_remote_wide_query(
-    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path, catalog_prefix: str
+    benchmark: Any, link: tuple[Link, ProxyProcess], server: S3Server, tmp: Path, catalog_prefix: str
 ) -> None:
     """A query over every one of the CATALOG_FILES files (all time: how a
     broker looks a message up by key), the catalog and footers already
@@ -909,12 +943,12 @@ def test_remote_wide_query(
     # Per file its slot record (at least); nothing besides.
     at_once = READS_PER_UPLOAD * config.upload_concurrency
     _catalog_result(
-        "wide", benchmark, spec, proxy, moto, catalog_prefix, at_once=at_once, per_file=1, other=0
+        "wide", benchmark, spec, proxy, server, catalog_prefix, at_once=at_once, per_file=1, other=0
     )
 
 
 def test_remote_verify(
-    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, catalog_prefix: str
+    benchmark: Any, link: tuple[Link, ProxyProcess], server: S3Server, catalog_prefix: str
 ) -> None:
     """``tieredindex verify`` (shallow) of the same CATALOG_FILES files
     through the link: a listing, then per file its record (GET) and a HEAD
@@ -934,7 +968,7 @@ def test_remote_verify(
     # Per file its record and a HEAD; besides, the listings of objects and of uploads.
     at_once = verifier.DEFAULT_CONCURRENCY
     _catalog_result(
-        "verify", benchmark, spec, proxy, moto, catalog_prefix, at_once=at_once, per_file=2, other=2
+        "verify", benchmark, spec, proxy, server, catalog_prefix, at_once=at_once, per_file=2, other=2
     )
 
 
@@ -942,11 +976,15 @@ RETENTION_FILES = int(os.environ.get("TIX_BENCH_RETENTION_FILES", str(CATALOG_FI
 
 
 def test_remote_retention(
-    benchmark: Any, link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path, monkeypatch: pytest.MonkeyPatch
+    benchmark: Any,
+    link: tuple[Link, ProxyProcess],
+    server: S3Server,
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Retention of RETENTION_FILES expired files through the link: the
     store that wrote them (its directory, so its journal rows too; written
-    straight to moto, not timed), its catalog loaded, runs one retention
+    straight to the server, not timed), its catalog loaded, runs one retention
     round (``_apply_retention``, as its upkeep thread does), which per file
     reads the record, deletes it, then deletes the object."""
     import tieredindex.store
@@ -954,7 +992,7 @@ def test_remote_retention(
     spec, proxy = link
     monkeypatch.setattr(tieredindex.store, "RETENTION_CONFIRM_S", 0.0)  # deletes at its first look
     direct = StoreConfig(
-        slots=64, capacity=4, endpoint_url=moto.endpoint_url, region="us-east-1", shutdown_timeout_s=300.0
+        slots=64, capacity=4, endpoint_url=server.endpoint_url, region="us-east-1", shutdown_timeout_s=300.0
     )
     linked = dataclasses.replace(direct, endpoint_url=proxy.endpoint_url, shutdown_timeout_s=120.0)
     stores: list[tuple[IndexStore, str]] = []
@@ -969,7 +1007,7 @@ def test_remote_retention(
             writer.put("orders", f"k{i}", queue_id=0, offset=i, size=100, timestamp_ms=1_000_000 + i)
         assert writer.shutdown().clean
         if not get_s:
-            listed = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{MANIFEST_PREFIX}")
+            listed = server.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{MANIFEST_PREFIX}")
             get_s.append(small_get_seconds(proxy.endpoint_url, listed["Contents"][0]["Key"], ROUNDS * 3))
         store = IndexStore(tmp / prefix, url, linked)  # retention_s None: only the timed round deletes
         store.start()
@@ -987,11 +1025,11 @@ def test_remote_retention(
     benchmark.group = f"retention {spec}"
     benchmark.pedantic(retention, setup=setup, rounds=ROUNDS, iterations=1)
     for store, prefix in stores:
-        left = moto.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/").get("Contents", [])
+        left = server.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/").get("Contents", [])
         assert store.journal.files() == [] and store.status().remote_files == 0
         assert [o["Key"] for o in left] == [f"{prefix}/{OWNER_KEY}"], left[:5]
         assert store.shutdown().clean
-        clean_prefix(moto, prefix)
+        clean_prefix(server, prefix)
     # Per file a GET and two deletes; nothing besides (the prefix claimed in the setup).
     at_once = tieredindex.store.retention_at_once(linked.upload_concurrency)
     info = {
@@ -1022,7 +1060,11 @@ def _sample_rss(pid: int, stop: threading.Event, out: list[int]) -> None:
 
 @pytest.mark.parametrize("impl", IMPLS, ids=lambda i: i[0] if i[1] is None else f"ours-{i[1]}")
 def test_upload_rss(
-    benchmark: Any, impl: tuple[str, Upload | None], link: tuple[Link, ProxyProcess], moto: Moto, tmp: Path
+    benchmark: Any,
+    impl: tuple[str, Upload | None],
+    link: tuple[Link, ProxyProcess],
+    server: S3Server,
+    tmp: Path,
 ) -> None:
     spec, proxy = link
     name, upload = impl
@@ -1072,7 +1114,7 @@ def test_upload_rss(
 
     benchmark.group = f"rss {RSS_MB}MB {spec}"
     benchmark.pedantic(run, rounds=1, iterations=1)
-    clean_prefix(moto, prefix)
+    clean_prefix(server, prefix)
     above = (max(result["hwm_kb"], result["sampled_peak_kb"]) - result["idle_kb"]) / 1024
     result["above_idle_mib"] = above
     result["budget_mib"] = part * conc / MiB + 64
@@ -1157,7 +1199,7 @@ def _table() -> list[str]:
                     (
                         "  same, floor + the server's own time for the storing request",
                         "",
-                        f"{floor + server:.3f} (server {server:.3f}, direct to moto)",
+                        f"{floor + server:.3f} (server {server:.3f}, direct to {SERVER})",
                         f"{ours['seconds'] / (floor + server):.2f}",
                         "",
                         "",

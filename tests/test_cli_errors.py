@@ -509,6 +509,36 @@ def test_verify_objects_it_could_not_read_exit_3_damage_exits_1(tmp_path: Path) 
     assert {p["kind"] for p in json.loads(damaged.stdout)["problems"]} == {"unchecked", "missing"}
 
 
+def test_verify_on_a_remote_that_will_not_list_open_uploads_names_them_and_exits_3(
+    tmp_path: Path, moto_server: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server without ListMultipartUploads (s3s-fs answers 501) or
+    credentials without it: every file is checked, and the open uploads are
+    named as what could not be (they are no object)."""
+    from botocore.exceptions import ClientError
+
+    from tieredindex.cli import main
+    from tieredindex.remote import S3Remote
+
+    def not_implemented(self: S3Remote) -> object:
+        error = {"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}
+        raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
+
+    server = moto_server
+    url = f"s3://{server.bucket}/cli-nolisting-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    store = IndexStore(tmp_path / "d", url, small_config(endpoint_url=server.endpoint_url, capacity=5))  # type: ignore[attr-defined]
+    store.start()
+    for i in range(12):
+        store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    assert store.shutdown().clean
+    monkeypatch.setattr(S3Remote, "list_multipart_uploads", not_implemented)
+    code = main(["verify", "--remote", url, "--endpoint-url", server.endpoint_url])  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "3 files checked" in out and "NotImplemented" in out, out
+    assert "incomplete: the open multipart uploads could not be checked" in out, out
+
+
 # ---------------------------------------------------------- damaged journal
 
 

@@ -227,6 +227,60 @@ def test_a_denied_listing_of_uploads_does_not_hold_back_reconciliation(
     assert store.shutdown(timeout_s=20).clean
 
 
+def listing_not_implemented(self: S3Remote) -> object:
+    """ListMultipartUploads as a server without it answers (s3s-fs 0.14)."""
+    from botocore.exceptions import ClientError
+
+    error = {"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}
+    raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [(listing_denied, "AccessDenied"), (listing_not_implemented, "NotImplemented")],
+    ids=["denied", "not-implemented"],
+)
+def test_verify_checks_every_file_when_open_uploads_cannot_be_listed(
+    tmp_path: Path,
+    moto_server: object,
+    monkeypatch: pytest.MonkeyPatch,
+    refusal: Callable[..., object],
+    code: str,
+) -> None:
+    """verify() used to raise when the listing of open uploads failed, its
+    last step, so a server without ListMultipartUploads (or credentials
+    without it) got no verification at all. Every file is still checked,
+    damage is still found, and the uploads are reported unchecked."""
+    server = moto_server
+    url = f"s3://{server.bucket}/nolisting-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
+    config = small_config(endpoint_url=server.endpoint_url, capacity=5)  # type: ignore[attr-defined]
+    store = IndexStore(tmp_path / "d", url, config)
+    store.start()
+    for i in range(12):  # three files of at most 5 entries
+        store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
+    report = store.shutdown(timeout_s=20)
+    assert report.clean and len(report.uploaded) >= 2, report
+    damaged = report.uploaded[0]
+    key = f"{url.split('/', 3)[3]}{data_key(damaged)}"
+    client = server.client  # type: ignore[attr-defined]
+    body = bytearray(client.get_object(Bucket=server.bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
+    body[len(body) // 2] ^= 0x01
+    client.put_object(Bucket=server.bucket, Key=key, Body=bytes(body))  # type: ignore[attr-defined]
+    monkeypatch.setattr(S3Remote, "list_multipart_uploads", refusal)
+    check = IndexStore(tmp_path / "e", url, config)
+    check.start()
+    try:
+        verified = check.verify(deep=True)
+    finally:
+        check.shutdown(timeout_s=20)
+    assert verified.checked_files == len(report.uploaded)
+    assert not verified.ok
+    found = sorted((p.kind, p.key) for p in verified.problems)
+    assert found == [("checksum-mismatch", data_key(damaged)), ("unchecked", "")], verified.problems
+    (unchecked,) = [p for p in verified.problems if p.kind == "unchecked"]
+    assert "open multipart uploads could not be listed" in unchecked.detail and code in unchecked.detail
+
+
 def test_a_hung_remote_call_does_not_hold_back_the_seal(tmp_path: Path, moto_server: object) -> None:
     """One hung call in the remote upkeep (start-up reconciliation's
     ListMultipartUploads) used to stop the only worker thread: the last

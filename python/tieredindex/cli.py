@@ -477,8 +477,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0
     left = sum(not p.fixed for p in report.problems)
     if code == INCOMPLETE:
+        objects = sum(1 for p in report.problems if not p.fixed and p.key)
+        what = [f"{objects} object{'s' if objects > 1 else ''}"] if objects else []
+        if any(not p.fixed and not p.key for p in report.problems):
+            what.append("the open multipart uploads")  # an empty key: the remote would not list them
         print(
-            f"incomplete: {left} object{'s' if left > 1 else ''} could not be checked (the remote failed), "
+            f"incomplete: {' and '.join(what)} could not be checked (the remote failed), "
             "no damage found in the rest; run verify again once the remote answers"
         )
         return code

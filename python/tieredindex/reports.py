@@ -53,7 +53,8 @@ class Problem:
     kind: str
     """``missing``, ``size-mismatch``, ``checksum-mismatch`` (a deep verify's
     re-hash included), ``bad-manifest``, ``orphan``, ``open-multipart-upload``,
-    ``unchecked`` (the object could not be checked: ``detail`` says why)."""
+    ``unchecked`` (the object could not be checked: ``detail`` says why; an
+    empty ``key``: the open multipart uploads could not be listed)."""
     key: str
     detail: str
     action: str = ""

@@ -355,7 +355,17 @@ def verify_remote(
         else:
             problems.append(Problem("orphan", obj.key, detail, "deleted", True))
 
-    for upload in call(remote.list_multipart_uploads, "list multipart uploads"):
+    try:
+        uploads = call(remote.list_multipart_uploads, "list multipart uploads")
+    except RemoteError as exc:
+        # Refused for good (credentials without s3:ListBucketMultipartUploads,
+        # or a server without the call: 501 NotImplemented) or failed for
+        # now: only the open uploads go unchecked, not the files checked above.
+        uploads = []
+        problems.append(
+            Problem("unchecked", "", f"open multipart uploads could not be listed: {_failure(exc)}")
+        )
+    for upload in uploads:
         # A young upload may be a live writer's (another process's, which
         # `in_flight` does not know): the same grace as for objects.
         if upload.key in in_flight or (now - upload.initiated).total_seconds() < grace_s:

@@ -36,7 +36,7 @@ test: install lint test-rust test-python bench-quick  ## install, lint, run ever
 demo: install  ## the main job
 	tieredindex demo
 
-bench:  ## the whole benchmark suite (~15 min): writes benches/REPORT.md and benches/plots/
+bench:  ## the whole benchmark suite (~22 min; the first builds s3s-fs, ~2 more): writes benches/REPORT.md and benches/plots/
 	$(PYTHON) benches/run_suite.py
 
 bench-quick:  ## a reduced run of every bench (< 3 min, for CI): writes benches/REPORT-quick.md

@@ -1,6 +1,6 @@
 """The whole benchmark suite in one command, and its report (issue 4).
 
-    python benches/run_suite.py            # make bench: ~15 min, writes benches/REPORT.md + benches/plots/
+    python benches/run_suite.py            # make bench: ~22 min, writes benches/REPORT.md + benches/plots/
     python benches/run_suite.py --quick    # make bench-quick: < 3 min, writes benches/REPORT-quick.md
     python benches/run_suite.py --render-only   # re-render from the last run's JSON
 
@@ -73,7 +73,7 @@ def _pytest(module: str, *extra: str) -> list[str]:
 
 
 def plan(quick: bool) -> list[Step]:
-    """What runs, in order. The full suite stays under 20 minutes on 2 cores."""
+    """What runs, in order. The full suite stays under 25 minutes on 2 cores."""
     if quick:
         rounds = {"TIX_BENCH_CORE_ROUNDS": "1"}
         remote = {

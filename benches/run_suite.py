@@ -370,6 +370,22 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+# The columns every upload table has: ours beside boto3 at its defaults and
+# beside boto3 asked for a full-object checksum.
+UPLOAD_HEADER = ("ours MB/s", "boto3 MB/s", "ours / boto3", "boto3 full-object CRC MB/s", "ours / it")
+
+
+def upload_cells(r: dict[str, Any]) -> tuple[str, ...]:
+    """UPLOAD_HEADER's cells for one row of ``Report.remote_links``."""
+    return (
+        f"{r['ours_mbps']:.0f}",
+        f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
+        fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
+        f"{r['boto_full_mbps']:.0f}" if r["boto_full_mbps"] else "n/a",
+        fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # The report
 
@@ -1327,22 +1343,14 @@ class Report:
             out.append(
                 (
                     f"{r['bytes'] / MiB:.0f} MiB" + (" (multipart)" if r["phases"] else ""),
-                    f"{r['ours_mbps']:.0f}",
-                    f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
-                    fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
-                    f"{r['boto_full_mbps']:.0f}" if r["boto_full_mbps"] else "n/a",
-                    fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
+                    *upload_cells(r),
                 )
             )
         self.w(
             table(
                 [
                     "upload",
-                    "ours MB/s",
-                    "boto3 MB/s",
-                    "ours / boto3",
-                    "boto3 full-object CRC MB/s",
-                    "ours / it",
+                    *UPLOAD_HEADER,
                 ],
                 out,
             ),
@@ -1463,11 +1471,7 @@ class Report:
                         f"{r['rtt_ms']:g} ms",
                         bw,
                         f"{r['part'] // MiB} MiB x {r['conc']}",
-                        f"{r['ours_mbps']:.0f}",
-                        f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
-                        fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
-                        f"{r['boto_full_mbps']:.0f}" if r["boto_full_mbps"] else "n/a",
-                        fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
+                        *upload_cells(r),
                         f"{r['ours_mbps'] / r['mbps']:.0%}" if r["mbps"] else "-",
                         fmt_s(r.get("sigterm_s")),
                         (
@@ -1490,11 +1494,7 @@ class Report:
                         "RTT",
                         "bandwidth",
                         "parts",
-                        "ours MB/s",
-                        "boto3 MB/s",
-                        "ours / boto3",
-                        "boto3 full-object CRC MB/s",
-                        "ours / it",
+                        *UPLOAD_HEADER,
                         "of link",
                         "SIGTERM → verified",
                         "floor",
@@ -1699,16 +1699,8 @@ class Report:
             )
             self.w(
                 table(
-                    ["ours MB/s", "boto3 MB/s", "ours / boto3", "boto3 full-object CRC MB/s", "ours / it"],
-                    [
-                        (
-                            f"{r['ours_mbps']:.0f}",
-                            f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
-                            fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
-                            f"{r['boto_full_mbps']:.0f}" if r["boto_full_mbps"] else "n/a",
-                            fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
-                        )
-                    ],
+                    list(UPLOAD_HEADER),
+                    [(*upload_cells(r),)],
                 ),
                 "",
             )
@@ -1729,11 +1721,7 @@ class Report:
                     (
                         f"{r['part'] // MiB} MiB",
                         r["conc"],
-                        f"{r['ours_mbps']:.0f}",
-                        f"{r['boto_mbps']:.0f}" if r["boto_mbps"] else "n/a",
-                        fmt_x(ratio(r["ours_mbps"], r["boto_mbps"])),
-                        f"{r['boto_full_mbps']:.0f}" if r["boto_full_mbps"] else "n/a",
-                        fmt_x(ratio(r["ours_mbps"], r["boto_full_mbps"])),
+                        *upload_cells(r),
                     )
                 )
             self.w(
@@ -1741,11 +1729,7 @@ class Report:
                     [
                         "part size",
                         "concurrency",
-                        "ours MB/s",
-                        "boto3 MB/s",
-                        "ours / boto3",
-                        "boto3 full-object CRC MB/s",
-                        "ours / it",
+                        *UPLOAD_HEADER,
                     ],
                     rows,
                 ),

@@ -154,3 +154,20 @@ def open_upload(remote: Remote, key: str) -> None:
     os.makedirs(os.path.join(remote.root, parent), exist_ok=True)
     with open(os.path.join(remote.root, parent, f".{name}.{'0' * 32}.tixtmp"), "wb") as f:
         f.write(b"partial")
+
+
+def listing_denied(self: S3Remote) -> list[object]:
+    """ListMultipartUploads as credentials without s3:ListBucketMultipartUploads
+    get it (patched over ``S3Remote.list_multipart_uploads``)."""
+    from botocore.exceptions import ClientError
+
+    error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+    raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
+
+
+def listing_not_implemented(self: S3Remote) -> list[object]:
+    """ListMultipartUploads as a server without it answers (s3s-fs 0.14)."""
+    from botocore.exceptions import ClientError
+
+    error = {"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}
+    raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]

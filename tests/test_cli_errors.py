@@ -21,7 +21,7 @@ import pytest
 from tieredindex import IndexFile, IndexStore, open_remote
 from tieredindex.layout import DATA_PREFIX, JOURNAL_NAME, MANIFEST_PREFIX, OWNER_KEY, SEALED_DIR
 
-from store_helpers import small_config
+from store_helpers import listing_not_implemented, small_config
 
 
 def run(*args: str, timeout: float = 120, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
@@ -515,14 +515,8 @@ def test_verify_on_a_remote_that_will_not_list_open_uploads_names_them_and_exits
     """A server without ListMultipartUploads (s3s-fs answers 501) or
     credentials without it: every file is checked, and the open uploads are
     named as what could not be (they are no object)."""
-    from botocore.exceptions import ClientError
-
     from tieredindex.cli import main
     from tieredindex.remote import S3Remote
-
-    def not_implemented(self: S3Remote) -> object:
-        error = {"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}
-        raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
 
     server = moto_server
     url = f"s3://{server.bucket}/cli-nolisting-{time.monotonic_ns()}/"  # type: ignore[attr-defined]
@@ -531,7 +525,7 @@ def test_verify_on_a_remote_that_will_not_list_open_uploads_names_them_and_exits
     for i in range(12):
         store.put("t", f"k{i}", queue_id=0, offset=i, size=1, timestamp_ms=1_000 + i)
     assert store.shutdown().clean
-    monkeypatch.setattr(S3Remote, "list_multipart_uploads", not_implemented)
+    monkeypatch.setattr(S3Remote, "list_multipart_uploads", listing_not_implemented)
     code = main(["verify", "--remote", url, "--endpoint-url", server.endpoint_url])  # type: ignore[attr-defined]
     out = capsys.readouterr().out
     assert code == 3, out

@@ -21,7 +21,14 @@ from tieredindex.remote import S3_MIN_PART_SIZE, S3Remote
 from tieredindex.retry import run_with_retry
 
 from netproxy import NetProxy
-from store_helpers import FOREVER, crash_in_process, small_config, wait_until
+from store_helpers import (
+    FOREVER,
+    crash_in_process,
+    listing_denied,
+    listing_not_implemented,
+    small_config,
+    wait_until,
+)
 
 OUTAGE_S = float(os.environ.get("TIX_OUTAGE_S", "30"))
 FAULTS = {"500": 0.04, "503": 0.04, "reset": 0.04, "stall": 0.02, "truncate": 0.04, "spike": 0.02}  # 20 %
@@ -166,14 +173,6 @@ def shutdown_after_one_fault(store: IndexStore, proxy: NetProxy, fault: str, mat
     return report
 
 
-def listing_denied(self: S3Remote) -> list[object]:
-    """ListMultipartUploads as credentials without s3:ListBucketMultipartUploads get it."""
-    from botocore.exceptions import ClientError
-
-    error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
-    raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
-
-
 def test_a_denied_listing_of_uploads_does_not_hold_back_a_leaky_upload(
     tmp_path: Path, moto_server: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,14 +224,6 @@ def test_a_denied_listing_of_uploads_does_not_hold_back_reconciliation(
     wait_until(lambda: store.status().reconciled, "reconciled despite the denied listing")
     assert "AccessDenied" in (store.status().last_error or "")
     assert store.shutdown(timeout_s=20).clean
-
-
-def listing_not_implemented(self: S3Remote) -> object:
-    """ListMultipartUploads as a server without it answers (s3s-fs 0.14)."""
-    from botocore.exceptions import ClientError
-
-    error = {"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}
-    raise ClientError(error, "ListMultipartUploads")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

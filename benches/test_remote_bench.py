@@ -204,7 +204,8 @@ FAKE_AWS = {
 
 @dataclasses.dataclass
 class S3Server:
-    name: str  # SERVER: "moto" or "s3s-fs"
+    """The server SERVER names."""
+
     endpoint_url: str
     client: Any  # direct, not through the proxy
 
@@ -264,7 +265,7 @@ def server(tmp: Path) -> Iterator[S3Server]:
                     raise RuntimeError(f"{SERVER} did not start: {log_path.read_text()[-2000:]}") from None
                 time.sleep(0.1)
         client.create_bucket(Bucket=BUCKET)
-        yield S3Server(SERVER, endpoint, client)
+        yield S3Server(endpoint, client)
     finally:
         client.close()
         proc.terminate()
@@ -594,9 +595,9 @@ def server_own_seconds(server: S3Server, path: Path, size: int, crc: int, part_s
     size the way ours does, sent straight to it (no link): a cost the floor
     does not count. Below the multipart threshold that is the streamed
     PutObject itself (If-None-Match, CRC-32C; moto reads the body, then MD5s
-    and checksums it; s3s-fs does both as it reads), sent unsigned so that the client's SHA-256 of the
-    body is not counted as the server's; the loopback transfer of the body
-    is in it. Above the threshold, CompleteMultipartUpload with a FULL_OBJECT
+    and checksums it; s3s-fs does both as it reads), sent unsigned so that
+    the client's SHA-256 of the body is not counted as the server's; the
+    loopback transfer of the body is in it. Above the threshold, CompleteMultipartUpload with a FULL_OBJECT
     CRC-32C (moto joins the parts and checksums the whole; s3s-fs joins
     them into a new file)."""
     from tieredindex.remote import crc32c_b64

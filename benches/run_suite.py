@@ -1340,25 +1340,10 @@ class Report:
             return
         out = []
         for r in rows:
-            out.append(
-                (
-                    f"{r['bytes'] / MiB:.0f} MiB" + (" (multipart)" if r["phases"] else ""),
-                    *upload_cells(r),
-                )
-            )
-        self.w(
-            table(
-                [
-                    "upload",
-                    *UPLOAD_HEADER,
-                ],
-                out,
-            ),
-            "",
-        )
-        for r in rows:
-            kind = " (multipart)" if r["phases"] else ""
-            self.upload_headlines(f"upload {r['bytes'] / MiB:.0f} MiB{kind}, {r['link']} link, on s3s-fs", r)
+            upload = f"{r['bytes'] / MiB:.0f} MiB" + (" (multipart)" if r["phases"] else "")
+            out.append((upload, *upload_cells(r)))
+            self.upload_headlines(f"upload {upload}, {r['link']} link, on s3s-fs", r)
+        self.w(table(["upload", *UPLOAD_HEADER], out), "")
         own = rows[0].get("server_own_s")
         if own is not None and math.isfinite(own):
             self.w(
@@ -1368,11 +1353,11 @@ class Report:
             )
         self.sigterm_rounds(self.s3s, "remote-s3s", "on s3s-fs")
 
-    def sigterm_rounds(self, bench: Bench | None = None, step: str = "remote-sigterm", on: str = "") -> None:
-        """The `remote-sigterm` step (or ``step``, on the server ``on``): every
-        round of the SIGTERM figure on issue 3's example link, stopped at each
-        step of the shutdown, and how many rounds fall within the target at each."""
-        bench = self.sigterm if bench is None else bench
+    def sigterm_rounds(self, bench: Bench, step: str, on: str = "") -> None:
+        """The step ``step`` (``remote-sigterm``, or ``remote-s3s`` on the
+        server ``on``): every round of the SIGTERM figure on issue 3's example
+        link, stopped at each step of the shutdown, and how many rounds fall
+        within the target at each."""
         seal = next(iter(bench.where("test_seal_anchor[")), None)
         sig = next(iter(bench.where("test_sigterm_to_verified_remote[")), None)
         if not seal or not sig or not sig["extra_info"].get("rounds_s"):
@@ -1632,7 +1617,7 @@ class Report:
                 ax2.legend(fontsize=7)
 
             self.plot("remote_links.png", draw, "upload throughput and shutdown time by link", (13, 5))
-        self.sigterm_rounds()
+        self.sigterm_rounds(self.sigterm, "remote-sigterm")
         queries = sorted(
             (x for x in self.grid.where("test_remote_query[")),
             key=lambda x: (x["extra_info"]["rtt_ms"], -(x["extra_info"]["mbps"] or 1e9)),
@@ -1700,7 +1685,7 @@ class Report:
             self.w(
                 table(
                     list(UPLOAD_HEADER),
-                    [(*upload_cells(r),)],
+                    [upload_cells(r)],
                 ),
                 "",
             )

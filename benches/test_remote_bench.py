@@ -597,9 +597,9 @@ def server_own_seconds(server: S3Server, path: Path, size: int, crc: int, part_s
     PutObject itself (If-None-Match, CRC-32C; moto reads the body, then MD5s
     and checksums it; s3s-fs does both as it reads), sent unsigned so that
     the client's SHA-256 of the body is not counted as the server's; the
-    loopback transfer of the body is in it. Above the threshold, CompleteMultipartUpload with a FULL_OBJECT
-    CRC-32C (moto joins the parts and checksums the whole; s3s-fs joins
-    them into a new file)."""
+    loopback transfer of the body is in it. Above the threshold,
+    CompleteMultipartUpload with a FULL_OBJECT CRC-32C (moto joins the parts
+    and checksums the whole; s3s-fs joins them into a new file)."""
     from tieredindex.remote import crc32c_b64
 
     unsigned = boto3_client(server.endpoint_url, payload_signing_enabled=False)
